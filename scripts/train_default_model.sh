@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Train (or resume) the bundled default model. Safe to run again: it resumes from the last
+# checkpoint with the same split. The run folder lives outside the repository.
+#   bash scripts/train_default_model.sh [RUN_DIR] [extra train flags...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${1:-$HOME/.cache/face-emotion/runs/resnet50-64-gray}
+shift || true
+DATA=$HOME/.cache/face-emotion/data
+if [ ! -d "$DATA/fer2013" ]; then
+  mkdir -p "$HOME/.cache/face-data"
+  for f in ../shared/data/*.tar.gz; do tar -xzf "$f" -C "$HOME/.cache/face-data"; done
+  .venv/bin/python scripts/prepare_default_data.py "$HOME/.cache/face-data" "$DATA"
+fi
+mkdir -p "$RUN"
+exec nice -n 5 .venv/bin/face-emotion train "$DATA/fer2013" "$DATA/affectnet96-agree" --out "$RUN" \
+  --classes anger,disgust,fear,happiness,sadness,surprise,neutral \
+  --arch resnet50 --weights none --image-size 64 --color-mode grayscale --dropout 0.3 \
+  --epochs 40 --patience 8 --batch-size 64 --lr 1e-3 --label-smoothing 0.1 --workers 1 \
+  --name face-emotion-default --no-progress --resume "$@" >> "$RUN/train.log" 2>&1

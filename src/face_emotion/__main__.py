@@ -1,0 +1,4 @@
+from face_emotion.cli import main
+
+if __name__ == "__main__":
+    main()

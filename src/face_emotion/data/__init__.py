@@ -1,0 +1,1 @@
+"""Datasets on disk: folder scanning, de-duplication, splits, and the Lightning DataModule."""

@@ -1,0 +1,1 @@
+"""Scoring a model: metrics, calibration, plots and the model card."""

@@ -1,0 +1,70 @@
+"""model_card.md for a trained model: what it was trained on, how well it does, where it fails."""
+
+from __future__ import annotations
+
+from face_emotion.models.spec import ModelSpec
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.1f} %"
+
+
+def render_model_card(spec: ModelSpec, extra_limits: list[str] | None = None) -> str:
+    metrics = spec.metrics.get("test", {})
+    calibration = spec.metrics.get("calibration", {})
+    data = spec.data
+    training = spec.training
+    rows = "\n".join(
+        f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+        for name, v in metrics.get("per_class", {}).items()
+    )
+    per_source = "\n".join(
+        f"- {source}: accuracy {_pct(m['accuracy'])}, macro-F1 {m['macro_f1']:.3f} ({m['n']} images)"
+        for source, m in spec.metrics.get("test_per_source", {}).items()
+    ) or "- (one data source)"
+    limits = [
+        "Trained only on the classes listed; any face is forced into one of them.",
+        "Expressions are ambiguous and labels are noisy; a prediction is an estimate of the displayed "
+        "expression, not of what a person feels.",
+        "Accuracy depends on face size, pose, lighting and occlusion, and may differ across age, "
+        "gender and skin tone; this was not measured per group.",
+        *(extra_limits or []),
+    ]
+    return f"""# Model card: {spec.name}
+
+- Architecture: {spec.architecture} (Dropout {spec.dropout} + Linear head), {len(spec.classes)} classes
+- Classes: {", ".join(spec.classes)}
+- Input: {spec.preprocess.image_size} x {spec.preprocess.image_size} px, {spec.preprocess.color_mode},
+  mean {list(spec.preprocess.mean)}, std {list(spec.preprocess.std)}, face margin {spec.preprocess.face_margin}
+- Initial weights: {training.get("weights", "n/a")}
+- Temperature (fitted on validation): {spec.temperature:.3f}
+
+## Data
+- Folders: {", ".join(f"{k} ({v})" for k, v in data.get("roots", {}).items()) or "n/a"}
+- Images used: {data.get("n_images", "n/a")}; per class: {data.get("per_class", {})}
+- Split sizes: {data.get("split_sizes", {})} (split.csv in the run folder rebuilds them)
+- Skipped files: {data.get("n_skipped", 0)}; exact duplicates removed: {data.get("duplicates_removed", 0)}
+
+## Results on the held-out test split
+- Accuracy: {_pct(metrics.get("accuracy"))}
+- Macro-F1: {metrics.get("macro_f1", float("nan")):.3f}
+- Expected calibration error: {calibration.get("test_ece_before", float("nan")):.3f} before, {calibration.get("test_ece_after", float("nan")):.3f} after temperature scaling
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{rows}
+
+Per data source:
+{per_source}
+
+## Training
+{", ".join(f"{k}={v}" for k, v in sorted(training.items()))}
+
+## Intended use
+Research, teaching and prototypes that estimate the displayed facial expression in photos or video,
+with people's consent. Not for decisions about people (hiring, policing, insurance, health, education),
+not for covert monitoring, and not as evidence of anyone's inner state.
+
+## Known limits
+{chr(10).join(f"- {line}" for line in limits)}
+"""

@@ -1,0 +1,1 @@
+"""Networks (a small backbone registry) and the self-describing model file format."""

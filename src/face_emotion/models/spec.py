@@ -1,0 +1,77 @@
+"""What a model is: the self-description every model file carries.
+
+Like timm's pretrained_cfg, the spec holds everything needed to preprocess an input and read the
+output (architecture, classes, image size, colour mode, normalisation, face margin, temperature),
+so predict, evaluate, export and serve never retype a preprocessing constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    image_size: int = 224  # pixels, square model input
+    color_mode: str = "rgb"  # "rgb" or "grayscale" (grey replicated to three channels)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    resize: str = "bilinear"  # face crop resized to image_size x image_size, antialiased
+    face_margin: float = 0.25  # fraction of the face box added on each side before cropping
+
+    def __post_init__(self) -> None:
+        if self.color_mode not in ("rgb", "grayscale"):
+            raise ValueError(f"color_mode must be 'rgb' or 'grayscale', not {self.color_mode!r}")
+        if not 16 <= int(self.image_size) <= 1024:
+            raise ValueError(f"image_size must be between 16 and 1024 pixels, not {self.image_size}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    architecture: str
+    classes: tuple[str, ...]
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    dropout: float = 0.5
+    temperature: float = 1.0  # logits are divided by this before softmax (fitted on validation)
+    name: str = "face-emotion"
+    version: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        if not isinstance(data, dict):
+            raise ValueError("model description is not a JSON object")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"model format {version} is newer than this face-emotion understands ({FORMAT_VERSION}); upgrade"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        try:
+            values["classes"] = tuple(str(c) for c in values["classes"])
+            pre = dict(values.get("preprocess") or {})
+            for key in ("mean", "std"):
+                if key in pre:
+                    pre[key] = tuple(float(x) for x in pre[key])
+            values["preprocess"] = PreprocessSpec(**pre)
+            return cls(**values)
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"model description is incomplete or malformed: {error}") from None
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, callbacks, and the `train` run that ties them together."""

@@ -1,0 +1,244 @@
+"""`face-emotion train`: data folder(s) -> a run folder holding a self-describing model and its report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+from face_emotion import __version__
+from face_emotion.data.datamodule import FaceDataModule, class_weights, load_whole_image
+from face_emotion.data.scan import (
+    DatasetScan,
+    read_split_csv,
+    scan_dataset,
+    stratified_split,
+    write_skipped_csv,
+    write_split_csv,
+)
+from face_emotion.evaluation.calibration import fit_temperature
+from face_emotion.evaluation.metrics import classification_metrics, expected_calibration_error
+from face_emotion.evaluation.model_card import render_model_card
+from face_emotion.evaluation.plots import plot_confusion_matrix, plot_training_curves
+from face_emotion.evaluation.scoring import collect_logits, per_source_metrics
+from face_emotion.models.backbones import create_network, get_backbone
+from face_emotion.models.spec import ModelSpec, PreprocessSpec
+from face_emotion.models.store import save_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data_dirs: list[str]
+    out_dir: str
+    classes: list[str] | None = None
+    arch: str = "resnet50"
+    weights: str = "imagenet"  # "imagenet", "none" or a path
+    image_size: int = 224
+    color_mode: str = "rgb"
+    dropout: float = 0.5
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    balance: str = "none"  # "none", "loss" (class-weighted loss) or "sampler" (balanced batches)
+    augment: str = "default"  # "default", "light" or "none"
+    head_epochs: int = 0  # > 0: train only the head this many epochs first
+    patience: int = 6  # early stopping on validation macro-F1
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    devices: int | str = "auto"
+    accelerator: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    num_workers: int = 0
+    resume: bool = False
+    checkpoint_minutes: float = 10.0
+    max_time_minutes: float | None = None
+    limit_train_batches: float | int | None = None
+    progress: bool = True
+    name: str = "face-emotion"
+    face_margin: float = 0.25
+    extra: dict = field(default_factory=dict)  # free-form notes written into the model description
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_path: Path
+    metrics: dict
+    spec: ModelSpec
+    skipped: list
+
+
+def _splits(config: TrainConfig, scan: DatasetScan, out: Path) -> dict:
+    split_csv = out / "split.csv"
+    if config.resume and split_csv.is_file():
+        # A resumed run must see exactly the split it started with.
+        return read_split_csv(split_csv, scan.roots)
+    if scan.given_splits is not None:
+        splits = {k: list(v) for k, v in scan.given_splits.items()}
+        carve = {"val": config.val_fraction if not splits["val"] else 0.0,
+                 "test": config.test_fraction if not splits["test"] else 0.0}
+        if carve["val"] or carve["test"]:
+            carved = stratified_split(splits["train"], val_fraction=carve["val"], test_fraction=carve["test"], seed=config.seed)
+            splits["train"] = carved["train"]
+            splits["val"] = splits["val"] or carved["val"]
+            splits["test"] = splits["test"] or carved["test"]
+        return splits
+    return stratified_split(scan.samples, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
+
+
+def _trainer(config: TrainConfig, out: Path, callbacks: list):
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import CSVLogger
+
+    devices = config.devices
+    multi = (isinstance(devices, int) and devices > 1) or config.num_nodes > 1
+    return pl.Trainer(
+        default_root_dir=str(out),
+        accelerator=config.accelerator,
+        devices=devices,
+        num_nodes=config.num_nodes,
+        strategy="ddp" if multi else "auto",
+        precision=config.precision,
+        max_epochs=config.epochs,
+        max_time=timedelta(minutes=config.max_time_minutes) if config.max_time_minutes else None,
+        limit_train_batches=config.limit_train_batches,
+        callbacks=callbacks,
+        logger=CSVLogger(str(out), name="logs", version=""),
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        deterministic=False,
+    )
+
+
+def _load_best_weights(module, checkpoint_path: str) -> None:
+    # Our own checkpoint, but loaded without unpickling code all the same.
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+
+
+def run_training(config: TrainConfig) -> TrainResult | None:
+    """Train, calibrate, test and write the run folder. Returns None on non-zero DDP ranks."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from face_emotion.training.callbacks import HeadFirstFinetuning
+    from face_emotion.training.module import EmotionClassifier
+
+    started = time.time()
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    backbone = get_backbone(config.arch)  # fail on a bad name before scanning thousands of files
+
+    scan = scan_dataset(config.data_dirs, config.classes)
+    classes = scan.classes
+    if len(classes) < 2:
+        raise ValueError(f"need at least two classes to train, found {classes}")
+    splits = _splits(config, scan, out)
+    for split in ("train", "val"):
+        if not splits[split]:
+            raise ValueError(f"the {split} split is empty: the dataset is too small to split")
+
+    preprocess = PreprocessSpec(
+        image_size=config.image_size, color_mode=config.color_mode,
+        mean=backbone.mean, std=backbone.std, face_margin=config.face_margin,
+    )
+    network = create_network(config.arch, len(classes), config.dropout, weights=config.weights)
+    weights_for_loss = class_weights(splits["train"], classes).tolist() if config.balance == "loss" else None
+    module = EmotionClassifier(
+        network, len(classes), lr=config.lr, weight_decay=config.weight_decay,
+        label_smoothing=config.label_smoothing, class_weights=weights_for_loss,
+    )
+    datamodule = FaceDataModule(
+        splits, classes, preprocess, batch_size=config.batch_size, num_workers=config.num_workers,
+        augment=config.augment, balanced_sampling=config.balance == "sampler", seed=config.seed,
+    )
+
+    checkpoints = out / "checkpoints"
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_macro_f1", mode="max", save_top_k=1)
+    # A long epoch on a CPU must survive the end of a session: save `last` on a timer as well.
+    last = ModelCheckpoint(
+        dirpath=checkpoints, filename="last-timed", save_last=True,
+        train_time_interval=timedelta(minutes=config.checkpoint_minutes),
+    )
+    callbacks = [best, last, EarlyStopping(monitor="val_macro_f1", mode="max", patience=config.patience)]
+    if config.head_epochs > 0:
+        callbacks.append(HeadFirstFinetuning(backbone.head_name, config.head_epochs))
+    trainer = _trainer(config, out, callbacks)
+    if trainer.num_devices > 1 or trainer.num_nodes > 1:
+        # Each DDP process on a CPU should use its share of the cores, not all of them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(trainer.num_devices, 1)))
+
+    if trainer.is_global_zero:
+        write_split_csv(splits, scan.roots, out / "split.csv")
+        write_skipped_csv(scan.skipped, out / "skipped.csv")
+    resume_from = checkpoints / "last.ckpt"
+    ckpt_path = str(resume_from) if config.resume and resume_from.is_file() else None
+    if config.resume and ckpt_path is None:
+        log.warning("--resume: no checkpoint at %s, starting from the beginning", resume_from)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if not trainer.is_global_zero:
+        return None
+
+    if best.best_model_path:
+        _load_best_weights(module, best.best_model_path)
+    network = module.network.cpu().eval()
+
+    kwargs = dict(classes=classes, preprocess=preprocess, batch_size=max(config.batch_size, 64),
+                  num_workers=config.num_workers, loader=load_whole_image)
+    val_logits, val_targets = collect_logits(network, splits["val"], **kwargs)
+    temperature = fit_temperature(val_logits, val_targets)
+    test_samples = splits["test"] or splits["val"]
+    test_logits, test_targets = collect_logits(network, test_samples, **kwargs)
+    test_probs = torch.softmax(test_logits / temperature, dim=1)
+    metrics = classification_metrics(test_probs, test_targets, classes)
+    metrics["split"] = "test" if splits["test"] else "val"
+    calibration = {
+        "temperature": temperature,
+        "val_ece_before": expected_calibration_error(torch.softmax(val_logits, 1), val_targets),
+        "val_ece_after": expected_calibration_error(torch.softmax(val_logits / temperature, 1), val_targets),
+        "test_ece_before": expected_calibration_error(torch.softmax(test_logits, 1), test_targets),
+        "test_ece_after": metrics["ece"],
+    }
+    metrics["ece_before_temperature"] = calibration["test_ece_before"]
+    metrics["calibration"] = calibration
+    val_metrics = classification_metrics(torch.softmax(val_logits / temperature, 1), val_targets, classes)
+    per_source = per_source_metrics(test_probs, test_targets, test_samples, classes)
+    if per_source:
+        metrics["per_source"] = per_source
+
+    data_summary = scan.summary() | {"split_sizes": {k: len(v) for k, v in splits.items()}}
+    training = {k: v for k, v in asdict(config).items() if k not in ("data_dirs", "out_dir", "extra", "progress")}
+    training |= {
+        "epochs_run": trainer.current_epoch, "best_val_macro_f1": float(best.best_model_score or float("nan")),
+        "minutes": round((time.time() - started) / 60, 1), **config.extra,
+    }
+    spec = ModelSpec(
+        architecture=config.arch, classes=tuple(classes), preprocess=preprocess, dropout=config.dropout,
+        temperature=temperature, name=config.name, version=__version__, data=data_summary,
+        metrics={"test": {k: metrics[k] for k in ("accuracy", "macro_f1", "per_class", "n")},
+                 "val": {k: val_metrics[k] for k in ("accuracy", "macro_f1", "n")},
+                 "test_per_source": {s: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for s, m in per_source.items()},
+                 "calibration": calibration},
+        training=training,
+    )
+    model_path = save_model(network, spec, out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_confusion_matrix(metrics["confusion_matrix"], classes, out / "confusion_matrix.png",
+                          title=f"{metrics['split']} split, accuracy {metrics['accuracy']:.3f}")
+    plot_training_curves(out / "logs" / "metrics.csv", out / "training_curves.png")
+    (out / "model_card.md").write_text(render_model_card(spec))
+    return TrainResult(out, model_path, metrics, spec, scan.skipped)
