@@ -1,0 +1,1 @@
+"""One module per CLI verb (ultralytics-style modes): train, evaluate, predict, export, serve."""

@@ -1,0 +1,45 @@
+"""`face-emotion evaluate`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from face_emotion.commands.common import fail as _fail
+
+
+@click.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "model_path", help="Run folder or model file.")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+@click.option("--no-detect", is_flag=True, help="Images are face crops already: the whole image is the face.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+def evaluate(data_dir, model_path, as_json, no_detect, batch_size) -> None:
+    """Score a model on DATA_DIR (folder per class; its test/ split if it has one)."""
+    from face_emotion.evaluation.evaluate import evaluate_folder
+    from face_emotion.models.store import ModelLoadError
+
+    if model_path is None:
+        _fail("no model given: pass --model RUN_DIR (a folder written by `face-emotion train`)")
+    if not no_detect:
+        # Face detection for evaluation arrives with the inference work; until then be explicit.
+        _fail("evaluation with face detection is not available yet: pass --no-detect for face-crop datasets")
+    try:
+        metrics = evaluate_folder(model_path, data_dir, batch_size=batch_size, progress=not as_json)
+    except (ModelLoadError, ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if as_json:
+        json.dump(metrics, sys.stdout)
+        sys.stdout.write("\n")
+        return
+    click.echo(f"{metrics['n_images']} images, classes {metrics['classes']}")
+    click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ECE {metrics['ece']:.4f}")
+    for name, row in metrics["per_class"].items():
+        click.echo(f"  {name:>10}: precision {row['precision']:.3f} recall {row['recall']:.3f} "
+                   f"f1 {row['f1']:.3f} support {row['support']}")
+    for label, info in metrics["skipped_classes"].items():
+        click.echo(f"skipped class {label}: {info['images']} images ({info['reason']})", err=True)
+    for item in metrics["skipped"]:
+        click.echo(f"skipped {item['path']}: {item['reason']}", err=True)

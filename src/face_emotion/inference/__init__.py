@@ -1,0 +1,1 @@
+"""Inference: faces in an image -> emotions, through a PyTorch or ONNX Runtime backend."""
