@@ -1,0 +1,24 @@
+"""Where the bundled default model lives, and how a missing `--model` resolves to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from face_emotion.models.store import WEIGHTS_FILE, ModelLoadError
+
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
+
+
+def bundled_model_path() -> Path:
+    path = BUNDLED_MODEL_DIR / WEIGHTS_FILE
+    if not path.is_file():
+        raise ModelLoadError(
+            "this installation has no bundled default model: train one with "
+            "`face-emotion train DATA_DIR --out RUN_DIR` and pass --model RUN_DIR"
+        )
+    return path
+
+
+def resolve_model_argument(model: str | Path | None) -> Path:
+    """A user's --model value, or the bundled default when none was given."""
+    return Path(model) if model is not None else bundled_model_path()
