@@ -4,7 +4,7 @@
 #   bash scripts/train_default_model.sh [RUN_DIR] [extra train flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=${1:-$HOME/.cache/face-emotion/runs/resnet50-64-gray}
+RUN=${1:-$HOME/.cache/face-emotion/runs/resnet50-48-gray}
 shift || true
 DATA=$HOME/.cache/face-emotion/data
 if [ ! -d "$DATA/fer2013" ]; then
@@ -15,6 +15,6 @@ fi
 mkdir -p "$RUN"
 exec nice -n 5 .venv/bin/face-emotion train "$DATA/fer2013" "$DATA/affectnet96-agree" --out "$RUN" \
   --classes anger,disgust,fear,happiness,sadness,surprise,neutral \
-  --arch resnet50 --weights none --image-size 64 --color-mode grayscale --dropout 0.3 \
+  --arch resnet50 --weights none --image-size 48 --color-mode grayscale --dropout 0.3 \
   --epochs 40 --patience 8 --batch-size 64 --lr 1e-3 --label-smoothing 0.1 --workers 1 \
-  --name face-emotion-default --no-progress --resume "$@" >> "$RUN/train.log" 2>&1
+  --name face-emotion-default --no-detect --no-progress --resume "$@" >> "$RUN/train.log" 2>&1

@@ -18,7 +18,8 @@ def evaluate_folder(
     model_path: str | Path,
     data_dir: str | Path,
     *,
-    loader: ImageLoader = load_whole_image,
+    detect: bool = False,
+    detector: str | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = False,
@@ -38,6 +39,14 @@ def evaluate_folder(
         )
     unknown = Counter(s.label for s in samples if s.label not in shared)
     samples = [s for s in samples if s.label in shared]
+    loader: ImageLoader = load_whole_image
+    if detect:
+        from face_emotion.data.face_crops import prepare_face_crops
+
+        samples, loader, no_face = prepare_face_crops(
+            samples, detector=detector, margin=spec.preprocess.face_margin, progress=progress
+        )
+        scan.skipped.extend(no_face)
     logits, targets = collect_logits(
         network, samples, shared, spec.preprocess, batch_size=batch_size, num_workers=num_workers,
         loader=loader, progress=progress,

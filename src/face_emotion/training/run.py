@@ -68,6 +68,8 @@ class TrainConfig:
     progress: bool = True
     name: str = "face-emotion"
     face_margin: float = 0.25
+    detect: bool = False  # detect and crop faces first (uncropped photos); False: files are face crops
+    detector: str | None = None  # face detector name; None: the default
     extra: dict = field(default_factory=dict)  # free-form notes written into the model description
 
 
@@ -148,6 +150,20 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     if len(classes) < 2:
         raise ValueError(f"need at least two classes to train, found {classes}")
     splits = _splits(config, scan, out)
+    loader = load_whole_image
+    if config.detect:
+        from face_emotion.data.face_crops import prepare_face_crops
+
+        crop_loaders = {}
+        for split in list(splits):
+            splits[split], crop_loaders[split], no_face = prepare_face_crops(
+                splits[split], detector=config.detector, margin=config.face_margin, progress=config.progress
+            )
+            scan.skipped.extend(no_face)
+        # One loader over every split's crops: the DataModule takes a single loader.
+        loader = crop_loaders["train"]
+        for other in crop_loaders.values():
+            loader.crops.update(other.crops)
     for split in ("train", "val"):
         if not splits[split]:
             raise ValueError(f"the {split} split is empty: the dataset is too small to split")
@@ -164,7 +180,7 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     )
     datamodule = FaceDataModule(
         splits, classes, preprocess, batch_size=config.batch_size, num_workers=config.num_workers,
-        augment=config.augment, balanced_sampling=config.balance == "sampler", seed=config.seed,
+        augment=config.augment, balanced_sampling=config.balance == "sampler", seed=config.seed, loader=loader,
     )
 
     checkpoints = out / "checkpoints"
@@ -198,7 +214,7 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     network = module.network.cpu().eval()
 
     kwargs = dict(classes=classes, preprocess=preprocess, batch_size=max(config.batch_size, 64),
-                  num_workers=config.num_workers, loader=load_whole_image)
+                  num_workers=config.num_workers, loader=loader)
     val_logits, val_targets = collect_logits(network, splits["val"], **kwargs)
     temperature = fit_temperature(val_logits, val_targets)
     test_samples = splits["test"] or splits["val"]
