@@ -74,7 +74,7 @@ class FaceDataModule(pl.LightningDataModule):
         transform = train_transform(self.preprocess, strength=self.augment) if train else eval_transform(self.preprocess)
         return FaceDataset(self.splits[split], self.classes, transform, self.loader)
 
-    def _loader(self, dataset: FaceDataset, *, shuffle: bool, sampler=None) -> DataLoader:
+    def _loader(self, dataset: FaceDataset, *, shuffle: bool, sampler=None, drop_last: bool = False) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -82,8 +82,18 @@ class FaceDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=False,
+            drop_last=drop_last,
         )
+
+    def _lone_last_batch(self, n: int) -> bool:
+        """Whether the last training batch (per process) would hold a single image.
+
+        BatchNorm cannot train on one image whose feature map is 1 x 1 (a 32 px input at ResNet's
+        last block), so that batch is dropped; shuffling lets the image back in the next epoch.
+        """
+        world = max(int(getattr(self.trainer, "world_size", 1) or 1), 1) if self.trainer is not None else 1
+        per_process = -(-n // world)
+        return per_process > 1 and per_process % self.batch_size == 1
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train", train=True)
@@ -93,7 +103,7 @@ class FaceDataModule(pl.LightningDataModule):
             weights = [float(per_class[dataset.class_to_index[s.label]]) for s in dataset.samples]
             generator = torch.Generator().manual_seed(self.seed)
             sampler = WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
-        return self._loader(dataset, shuffle=True, sampler=sampler)
+        return self._loader(dataset, shuffle=True, sampler=sampler, drop_last=self._lone_last_batch(len(dataset)))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("val", train=False), shuffle=False)

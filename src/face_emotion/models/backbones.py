@@ -56,7 +56,10 @@ def _head(in_features: int, num_classes: int, dropout: float) -> nn.Sequential:
 def _load_features(model: nn.Module, state_dict: dict[str, torch.Tensor], head_name: str, source: str) -> None:
     """Load everything but the (1000-class) head; refuse a file that does not fit the network."""
     features = {k: v for k, v in state_dict.items() if not k.startswith(head_name + ".")}
-    missing, unexpected = model.load_state_dict(features, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(features, strict=False)
+    except RuntimeError as error:  # strict=False still raises on a tensor of the wrong shape
+        raise WeightsUnavailableError(f"weights from {source} do not fit this architecture: {error}") from None
     missing = [k for k in missing if not k.startswith(head_name + ".")]
     if missing or unexpected:
         raise WeightsUnavailableError(

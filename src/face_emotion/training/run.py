@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -131,6 +132,28 @@ def _load_best_weights(module, checkpoint_path: str) -> None:
     module.load_state_dict(state)
 
 
+def _read_logged_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _restore_logged_history(path: Path, history: list[dict]) -> None:
+    """Put the epochs logged before a resume back in front of the resumed ones.
+
+    Lightning's CSV logger starts logs/metrics.csv afresh, which would leave the training curves
+    of a resumed run without its first epochs.
+    """
+    new = _read_logged_rows(path) if path.is_file() else []
+    epochs = [int(row["epoch"]) for row in new if row.get("epoch")]
+    resumed_at = min(epochs) if epochs else None
+    rows = [r for r in history if resumed_at is None or (r.get("epoch") and int(r["epoch"]) < resumed_at)] + new
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def run_training(config: TrainConfig) -> TrainResult | None:
     """Train, calibrate, test and write the run folder. Returns None on non-zero DDP ranks."""
     import pytorch_lightning as pl
@@ -184,10 +207,13 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     )
 
     checkpoints = out / "checkpoints"
-    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_macro_f1", mode="max", save_top_k=1)
-    # A long epoch on a CPU must survive the end of a session: save `last` on a timer as well.
+    # `best` also writes last.ckpt after every validation; `timed` saves mid-epoch on a clock, as
+    # a long CPU epoch must survive the end of a session. --resume takes the newer of the two.
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best", monitor="val_macro_f1", mode="max", save_top_k=1, save_last=True
+    )
     last = ModelCheckpoint(
-        dirpath=checkpoints, filename="last-timed", save_last=True,
+        dirpath=checkpoints, filename="timed", save_top_k=1, enable_version_counter=False,
         train_time_interval=timedelta(minutes=config.checkpoint_minutes),
     )
     callbacks = [best, last, EarlyStopping(monitor="val_macro_f1", mode="max", patience=config.patience)]
@@ -201,13 +227,17 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     if trainer.is_global_zero:
         write_split_csv(splits, scan.roots, out / "split.csv")
         write_skipped_csv(scan.skipped, out / "skipped.csv")
-    resume_from = checkpoints / "last.ckpt"
-    ckpt_path = str(resume_from) if config.resume and resume_from.is_file() else None
+    candidates = [p for p in (checkpoints / "last.ckpt", checkpoints / "timed.ckpt") if p.is_file()]
+    ckpt_path = str(max(candidates, key=lambda p: p.stat().st_mtime)) if config.resume and candidates else None
     if config.resume and ckpt_path is None:
-        log.warning("--resume: no checkpoint at %s, starting from the beginning", resume_from)
+        log.warning("--resume: no checkpoint in %s, starting from the beginning", checkpoints)
+    logged = out / "logs" / "metrics.csv"
+    history = _read_logged_rows(logged) if ckpt_path and logged.is_file() else []
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if not trainer.is_global_zero:
         return None
+    if history:
+        _restore_logged_history(logged, history)
 
     if best.best_model_path:
         _load_best_weights(module, best.best_model_path)

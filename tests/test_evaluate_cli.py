@@ -1,0 +1,166 @@
+"""`face-emotion evaluate`, in process: one JSON object, shared classes only, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import odd_images as odd
+from face_emotion.cli import main
+from face_emotion.data.scan import scan_dataset
+from face_emotion.imageio import load_image
+from face_emotion.models.store import load_model
+from face_emotion.transforms import eval_transform
+
+METRICS_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "classes", "ece"}
+MODEL_CLASSES = ("anger", "happiness", "sadness")  # conftest.TINY_CLASSES
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Two busy cores: two threads fighting a background job are several times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def odd_data(tmp_path_factory) -> odd.OddDataset:
+    return odd.make_odd_dataset(tmp_path_factory.mktemp("evaluate") / "odd")
+
+
+def evaluate(*args: str):
+    return CliRunner().invoke(main, ["evaluate", *map(str, args)])
+
+
+def only_json_object(text: str) -> dict:
+    """The whole of ``text`` is one JSON object (and nothing else)."""
+    decoder = json.JSONDecoder()
+    stripped = text.strip()
+    value, end = decoder.raw_decode(stripped)
+    assert end == len(stripped), f"more than one JSON value on stdout: {stripped[end:end + 200]!r}"
+    assert isinstance(value, dict)
+    return value
+
+
+def manual_predictions(model_dir: Path, data_root: Path, shared: list[str]) -> tuple[list[int], list[int]]:
+    """What evaluate should compute, done by hand: eval transform, model, argmax over shared columns."""
+    network, spec = load_model(model_dir)
+    transform = eval_transform(spec.preprocess)
+    columns = [spec.classes.index(c) for c in shared]
+    predicted, truth = [], []
+    for sample in scan_dataset(data_root).samples:
+        if sample.label not in shared:
+            continue
+        with torch.inference_mode():
+            logits = network(transform(load_image(sample.path)).unsqueeze(0))[0, columns]
+        predicted.append(int(logits.argmax()))
+        truth.append(shared.index(sample.label))
+    return predicted, truth
+
+
+def test_json_is_exactly_one_object_with_metrics_and_what_was_skipped(tiny_model_dir, odd_data):
+    result = evaluate(odd_data.root, "--model", tiny_model_dir, "--no-detect", "--json")
+    assert result.exit_code == 0, result.output
+    report = only_json_object(result.stdout)
+    assert METRICS_KEYS | {"n_images", "skipped"} <= report.keys()
+    # Aliases ("Happy", "angry", "SAD") meet the model's canonical names; order is the model's.
+    assert report["classes"] == list(MODEL_CLASSES)
+    per_class = odd_data.per_class()
+    assert report["n_images"] == sum(per_class[c] for c in MODEL_CLASSES)
+    assert {c: report["per_class"][c]["support"] for c in MODEL_CLASSES} == {c: per_class[c] for c in MODEL_CLASSES}
+    assert len(report["confusion_matrix"]) == 3 and sum(map(sum, report["confusion_matrix"])) == report["n_images"]
+    # Folders the model does not know are listed, with their image counts.
+    assert report["skipped_classes"] == {
+        "pain": {"images": per_class["pain"], "reason": "class not known to the model"},
+        "surprise": {"images": per_class["surprise"], "reason": "class not known to the model"},
+    }
+    skipped = {item["path"]: item["reason"] for item in report["skipped"]}
+    for path in odd_data.corrupt + odd_data.not_images + odd_data.cross_class:
+        assert skipped.get(str(path)), path
+    assert "truncated" in skipped[str(odd_data.root / "Happy" / "truncated.jpg")]
+
+
+def test_scores_are_those_of_the_model_on_the_shared_classes(tiny_model_dir, odd_data, tmp_path):
+    # Keep two of the model's three classes: its probabilities are renormalised over those two.
+    data = tmp_path / "two"
+    shutil.copytree(odd_data.root / "angry", data / "ANGER")
+    shutil.copytree(odd_data.root / "SAD", data / "sad")
+    result = evaluate(data, "--model", tiny_model_dir, "--no-detect", "--json")
+    assert result.exit_code == 0, result.output
+    report = only_json_object(result.stdout)
+    assert report["classes"] == ["anger", "sadness"]
+    assert report["skipped_classes"] == {}
+    predicted, truth = manual_predictions(tiny_model_dir, data, ["anger", "sadness"])
+    assert report["n_images"] == len(truth)
+    expected_matrix = [[sum(1 for p, t in zip(predicted, truth) if t == i and p == j) for j in range(2)]
+                       for i in range(2)]
+    assert report["confusion_matrix"] == expected_matrix
+    assert report["accuracy"] == pytest.approx(sum(p == t for p, t in zip(predicted, truth)) / len(truth))
+
+
+def test_only_the_test_folder_of_a_split_dataset_is_scored(tiny_model_dir, tmp_path):
+    seeds = iter(range(500, 600))
+    for split, n in (("train", 5), ("val", 2), ("test", 3)):
+        for folder in ("happy", "angry"):
+            for i in range(n):
+                path = tmp_path / "data" / split / folder / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(odd.noise_png(next(seeds)))
+    result = evaluate(tmp_path / "data", "--model", tiny_model_dir, "--no-detect", "--json")
+    assert result.exit_code == 0, result.output
+    report = only_json_object(result.stdout)
+    assert report["n_images"] == 6
+    assert report["classes"] == ["anger", "happiness"]
+
+
+def test_human_readable_output_lists_scores_and_skips(tiny_model_dir, odd_data):
+    result = evaluate(odd_data.root, "--model", tiny_model_dir, "--no-detect")
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout and "macro-F1" in result.stdout
+    assert "skipped class pain" in result.stderr and "skipped class surprise" in result.stderr
+    assert str(odd_data.root / "angry" / "not_really.jpg") in result.stderr
+
+
+def assert_clean_failure(result, *words: str) -> None:
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught exception
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.output, result.output
+
+
+def test_a_missing_model_is_a_clear_error(odd_data, tmp_path):
+    assert_clean_failure(evaluate(odd_data.root, "--model", tmp_path / "no-such-run", "--no-detect", "--json"),
+                         "no model at")
+    assert_clean_failure(evaluate(odd_data.root, "--no-detect"), "no model given")
+
+
+def test_a_damaged_model_is_a_clear_error(tiny_model_dir, odd_data, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    data = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 3])
+    assert_clean_failure(evaluate(odd_data.root, "--model", broken, "--no-detect", "--json"), "Error")
+
+
+def test_no_class_in_common_is_a_clear_error(tiny_model_dir, odd_data, tmp_path):
+    data = tmp_path / "other"
+    shutil.copytree(odd_data.root / "pain", data / "pain")
+    shutil.copytree(odd_data.root / "Surprised", data / "Surprised")
+    assert_clean_failure(evaluate(data, "--model", tiny_model_dir, "--no-detect", "--json"), "no class in common")
+
+
+def test_a_folder_without_images_is_a_clear_error(tiny_model_dir, tmp_path):
+    (tmp_path / "empty" / "happy").mkdir(parents=True)
+    assert_clean_failure(evaluate(tmp_path / "empty", "--model", tiny_model_dir, "--no-detect"), "no usable images")
+
+
+def test_without_no_detect_it_says_detection_is_not_available_yet(tiny_model_dir, odd_data):
+    assert_clean_failure(evaluate(odd_data.root, "--model", tiny_model_dir, "--json"), "--no-detect")
