@@ -16,9 +16,10 @@ $(BIN)/face-emotion: pyproject.toml
 setup: $(BIN)/face-emotion
 
 run: setup
-	$(BIN)/face-emotion train $(DATA) --out runs/exp1
+	$(BIN)/face-emotion serve --host $(HOST) --port $(PORT)
 
 test: setup
+	bash scripts/install_browser_deps.sh
 	$(BIN)/python -m pytest
 
 clean:

@@ -16,6 +16,8 @@ mkdir -p "$RUN"
 # Two OpenMP threads that must share the cores with other work spin and slow each other
 # down many times over; TRAIN_THREADS=1 keeps a shared machine usable.
 export OMP_NUM_THREADS=${TRAIN_THREADS:-2}
+# Idle OpenMP threads sleep instead of spinning: far less harm when anything else runs.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec nice -n 5 .venv/bin/face-emotion train "$DATA/fer2013" "$DATA/affectnet96-agree" --out "$RUN" \
   --classes anger,disgust,fear,happiness,sadness,surprise,neutral \
   --arch resnet50 --weights none --image-size 48 --color-mode grayscale --dropout 0.3 \

@@ -43,3 +43,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def learnable_dataset(tmp_path_factory) -> Path:
     return make_learnable_dataset(tmp_path_factory.mktemp("learnable"), per_class=40)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Face-crop caches go to a temporary folder, never the user's ~/.cache."""
+    import os
+
+    previous = os.environ.get("FACE_EMOTION_CACHE")
+    os.environ["FACE_EMOTION_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("FACE_EMOTION_CACHE", None)
+    else:
+        os.environ["FACE_EMOTION_CACHE"] = previous

@@ -136,10 +136,14 @@ def assert_clean_failure(result, *words: str) -> None:
         assert word in result.output, result.output
 
 
-def test_a_missing_model_is_a_clear_error(odd_data, tmp_path):
+def test_a_missing_model_is_a_clear_error(odd_data, tmp_path, monkeypatch):
     assert_clean_failure(evaluate(odd_data.root, "--model", tmp_path / "no-such-run", "--no-detect", "--json"),
                          "no model at")
-    assert_clean_failure(evaluate(odd_data.root, "--no-detect"), "no model given")
+    # Without --model the bundled default is used; an installation without one says so.
+    import face_emotion.models.bundled as bundled
+
+    monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
+    assert_clean_failure(evaluate(odd_data.root, "--no-detect"), "no bundled default model")
 
 
 def test_a_damaged_model_is_a_clear_error(tiny_model_dir, odd_data, tmp_path):
@@ -162,5 +166,19 @@ def test_a_folder_without_images_is_a_clear_error(tiny_model_dir, tmp_path):
     assert_clean_failure(evaluate(tmp_path / "empty", "--model", tiny_model_dir, "--no-detect"), "no usable images")
 
 
-def test_without_no_detect_it_says_detection_is_not_available_yet(tiny_model_dir, odd_data):
-    assert_clean_failure(evaluate(odd_data.root, "--model", tiny_model_dir, "--json"), "--no-detect")
+def test_with_detection_faces_are_cropped_and_faceless_images_skipped(tiny_model_dir, tmp_path):
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    face_photo = Image.fromarray(skimage_data.astronaut())
+    no_face = Image.fromarray(skimage_data.coffee())
+    for folder, images in (("happy", [face_photo, face_photo.rotate(3)]), ("sad", [face_photo.resize((300, 300)), no_face])):
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        for i, image in enumerate(images):
+            image.save(tmp_path / "photos" / folder / f"{i}.jpg")
+    result = evaluate(tmp_path / "photos", "--model", tiny_model_dir, "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["n_images"] == 3  # three faces found and scored
+    reasons = {Path(item["path"]).name: item["reason"] for item in metrics["skipped"]}
+    assert reasons == {"1.jpg": "no face found"}

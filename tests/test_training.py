@@ -50,7 +50,7 @@ def one_torch_thread():
 
 def tiny_config(data_dirs, out_dir, **changes) -> TrainConfig:
     values = dict(arch="resnet18", weights="none", image_size=32, epochs=1, batch_size=16, lr=1e-3,
-                  augment="light", progress=False, seed=0)
+                  augment="light", progress=False, seed=0, detect=False)
     values.update(changes)
     return TrainConfig(data_dirs=[str(d) for d in data_dirs], out_dir=str(out_dir), **values)
 
@@ -207,7 +207,7 @@ def test_training_goes_on_past_unreadable_files_and_names_them(tmp_path, resnet1
     result = CliRunner().invoke(main, [
         "train", str(data.root), "--out", str(out), "--arch", "resnet18", "--weights", str(weights),
         "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--accelerator", "cpu", "--devices", "1",
-        "--no-progress",
+        "--no-progress", "--no-detect",
     ])
     assert result.exit_code == 0, result.output
     for path in data.corrupt:
@@ -274,7 +274,7 @@ def test_train_cli_with_unavailable_imagenet_weights_fails_without_training(tmp_
     data = make_learnable_dataset(tmp_path / "data", per_class=4)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", str(data), "--out", str(out), "--arch", "resnet18",
-                                       "--weights", "imagenet", "--image-size", "32", "--epochs", "1"])
+                                       "--weights", "imagenet", "--image-size", "32", "--epochs", "1", "--no-detect"])
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)  # a message, not a traceback
     assert "Traceback" not in result.output
@@ -502,7 +502,7 @@ def test_two_cpu_devices_run_ddp_and_write_a_complete_run(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "face_emotion", "train", str(data), "--out", str(out), "--arch", "resnet18",
          "--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-         "--devices", "2", "--accelerator", "cpu", "--no-progress"],
+         "--devices", "2", "--accelerator", "cpu", "--no-progress", "--no-detect"],
         capture_output=True, text=True, timeout=420, env=env, cwd=tmp_path,
     )
     output = completed.stdout + completed.stderr

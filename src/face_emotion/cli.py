@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 
 import click
 
 from face_emotion import __version__
+
+# Idle OpenMP threads sleep instead of spinning. On a small shared machine (a server's workers,
+# a detector and a model in one process, or anything running beside training) spinning threads
+# slowed every torch call many times over; on an idle machine the cost is negligible. Must be
+# set before torch is first imported, which no command does at import time.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # verb -> module in face_emotion.commands holding a click command of the same name. Imported
 # lazily so `face-emotion --help` does not pay for torch.
 COMMANDS = {
     "train": "Train on folders of labelled photos and write a run folder.",
     "evaluate": "Score a model on a labelled folder dataset.",
+    "predict": "Emotions of the faces in image files or folders (text, JSON lines or CSV).",
+    "export": "Export a model to ONNX (fp32 or int8) and check it against PyTorch.",
+    "serve": "Serve the JSON API and the web page (gunicorn).",
 }
 
 

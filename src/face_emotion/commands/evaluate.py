@@ -12,23 +12,28 @@ from face_emotion.commands.common import fail as _fail
 
 @click.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "model_path", help="Run folder or model file.")
+@click.option("--model", "model_path", help="Run folder or model file (default: the bundled model).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--no-detect", is_flag=True, help="Images are face crops already: the whole image is the face.")
+@click.option("--detector", help="Face detector name (default: the package default).")
 @click.option("--batch-size", default=64, show_default=True, type=int)
-def evaluate(data_dir, model_path, as_json, no_detect, batch_size) -> None:
-    """Score a model on DATA_DIR (folder per class; its test/ split if it has one)."""
+def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> None:
+    """Score a model (default: the bundled one) on DATA_DIR (folder per class; its test/ split if any).
+
+    Without --no-detect, the largest face of each image is detected and cropped as in `predict`;
+    images without a face are listed as skipped.
+    """
     from face_emotion.evaluation.evaluate import evaluate_folder
+    from face_emotion.faces import DetectorUnavailableError
+    from face_emotion.models.bundled import resolve_model_argument
     from face_emotion.models.store import ModelLoadError
 
-    if model_path is None:
-        _fail("no model given: pass --model RUN_DIR (a folder written by `face-emotion train`)")
-    if not no_detect:
-        # Face detection for evaluation arrives with the inference work; until then be explicit.
-        _fail("evaluation with face detection is not available yet: pass --no-detect for face-crop datasets")
     try:
-        metrics = evaluate_folder(model_path, data_dir, batch_size=batch_size, progress=not as_json)
-    except (ModelLoadError, ValueError, FileNotFoundError) as error:
+        metrics = evaluate_folder(
+            resolve_model_argument(model_path), data_dir, detect=not no_detect, detector=detector,
+            batch_size=batch_size, progress=not as_json,
+        )
+    except (ModelLoadError, ValueError, FileNotFoundError, DetectorUnavailableError) as error:
         _fail(str(error))
     if as_json:
         json.dump(metrics, sys.stdout)

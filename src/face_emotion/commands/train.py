@@ -38,7 +38,7 @@ from face_emotion.commands.common import fail as _fail, parse_devices
 @click.option("--max-minutes", "max_time_minutes", type=float, help="Stop training after this many minutes.")
 @click.option("--face-margin", default=0.25, show_default=True, type=float, help="Margin around detected faces.")
 @click.option("--name", default="face-emotion", show_default=True, help="Model name written into the model file.")
-@click.option("--detect/--no-detect", default=False, show_default=True,
+@click.option("--detect/--no-detect", default=True, show_default=True,
               help="Detect and crop faces first (photos); --no-detect: the images are face crops already.")
 @click.option("--detector", help="Face detector name (default: the package default).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")

@@ -69,7 +69,7 @@ class TrainConfig:
     progress: bool = True
     name: str = "face-emotion"
     face_margin: float = 0.25
-    detect: bool = False  # detect and crop faces first (uncropped photos); False: files are face crops
+    detect: bool = True  # detect and crop faces first (uncropped photos); False: files are face crops
     detector: str | None = None  # face detector name; None: the default
     extra: dict = field(default_factory=dict)  # free-form notes written into the model description
 

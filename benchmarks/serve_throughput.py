@@ -1,0 +1,415 @@
+"""Throughput of `face-emotion serve` against the original design, on this machine, in one run.
+
+    python benchmarks/serve_throughput.py [--model RUN_DIR_OR_FILE] [--onnx] [--duration 10]
+        [--clients 1,8] [--image PHOTO] [--image-side 320] [--workers N]
+
+Servers (both on loopback, started here, stopped at the end):
+- baseline, the original design: a minimal Flask app defined in this file, run by Flask's
+  development server one request at a time (threaded=False), PyTorch ResNet-50 on the *whole*
+  image at 224 px (resize 256, centre crop 224, as torchvision's classic recipe), no face detection.
+- ours: `face-emotion serve` (gunicorn, gthread workers) with the default face detector, so it
+  does more work per image. Its model: --model, or a random-weight ResNet-50 made here at the
+  bundled model's image size and colour mode (read from its spec), or at 64 px grayscale when
+  this installation has no bundled model. With --onnx that model is also exported to ONNX and
+  served by ONNX Runtime as a third row.
+
+Load: closed loop; each of C clients keeps one keep-alive connection and sends the next request
+as soon as the previous answer arrived, for a fixed duration (after a short warm-up). The body is
+the photo as the multipart field `image`, i.e. what the page sends. Requests per second,
+latency p50/p95 and errors are printed as a markdown table, with ours / baseline at each client
+count. Both servers use every core; this machine is shared, so compare the ratios of one run.
+The servers' CPU time per request (their process groups, from /proc) is printed too: it depends
+far less on the machine's other load, and cores / CPU-per-request estimates an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+DEFAULT_PHOTO_NOTE = "skimage.data.astronaut() (one face)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The original design: a minimal Flask app (run in a subprocess of this file with --baseline-server)
+# ---------------------------------------------------------------------------------------------
+
+def baseline_app():
+    import numpy as np
+    import torch
+    import torchvision
+    from flask import Flask, jsonify, request
+    from PIL import Image
+
+    network = torchvision.models.resnet50(weights=None, num_classes=7).eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    classes = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
+    app = Flask("baseline")
+
+    def preprocess(image: Image.Image) -> torch.Tensor:
+        width, height = image.size
+        scale = 256 / min(width, height)
+        image = image.resize((max(224, round(width * scale)), max(224, round(height * scale))), Image.BILINEAR)
+        left, top = (image.width - 224) // 2, (image.height - 224) // 2
+        image = image.crop((left, top, left + 224, top + 224))
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return ((tensor - mean) / std).unsqueeze(0)
+
+    @app.post("/predict")
+    def predict():
+        upload = request.files.get("image")
+        data = upload.read() if upload is not None else request.get_data()
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        with torch.no_grad():
+            probs = torch.softmax(network(preprocess(image)), dim=1)[0]
+        best = int(probs.argmax())
+        return jsonify({"emotion": classes[best], "confidence": float(probs[best])})
+
+    @app.get("/health")
+    def health():
+        return jsonify({"status": "ok"})
+
+    return app
+
+
+def run_baseline_server(port: int) -> None:
+    app = baseline_app()
+    # The original design: Flask's own server, one request at a time.
+    app.run(host="127.0.0.1", port=port, threaded=False, use_reloader=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+# ---------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def start(self, log_dir: Path) -> None:
+        self.log_path = log_dir / f"{self.name.replace(' ', '_')}.log"
+        log = open(self.log_path, "w")
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **self.env}, start_new_session=True)
+
+    def wait_ready(self, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"{self.name} did not answer /health within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # the server's own process group (gunicorn workers too)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of the live processes in a process group (a server and its workers).
+
+    Unlike req/s this hardly depends on what else the (shared) machine is running, so
+    CPU ms per request predicts what an idle machine would do: cores / (CPU s per request).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is field 3 (state): pgrp is field 5, utime 14, stime 15.
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+# ---------------------------------------------------------------------------------------------
+# Load generator
+# ---------------------------------------------------------------------------------------------
+
+def multipart(image_bytes: bytes, filename: str = "photo.jpg") -> tuple[bytes, str]:
+    boundary = "----face-emotion-benchmark-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
+        f"Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + image_bytes + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass
+class LoadResult:
+    server: str
+    clients: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: int
+    faces: int | None = None
+    cpu_s: float = 0.0  # server CPU time spent during the row (warm-up and drain included)
+    handled: int = 0  # requests the server answered during the row (warm-up and drain included)
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000.0 * self.cpu_s / self.handled if self.handled else float("nan")
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def load(port: int, body: bytes, content_type: str, clients: int, duration_s: float, warmup_s: float,
+         max_requests: int, timeout_s: float = 60.0) -> tuple[list[float], int, float, dict | None]:
+    """Closed loop: each client sends, waits for the answer, sends again until the end of the window.
+
+    Returns the latencies of the requests that *finished* inside the measured window (after the
+    warm-up, before the end), the errors in it, the window in seconds and one response body.
+    Requests still in flight at the end are waited for (so the next row starts on an idle server)
+    but not counted."""
+    start = time.monotonic()
+    measure_from = start + warmup_s
+    stop_at = measure_from + duration_s
+    latencies: list[float] = []
+    errors = [0]
+    answered = [0]  # every answer, measured or not (for CPU time per request)
+    sample: list[dict] = []
+    lock = threading.Lock()
+    headers = {"Content-Type": content_type, "Connection": "keep-alive"}
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+        while True:
+            began = time.monotonic()
+            if began >= stop_at:
+                break
+            with lock:
+                if len(latencies) >= max_requests:
+                    break
+            try:
+                connection.request("POST", "/predict", body=body, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+                ok = response.status == 200
+                if ok and not sample:
+                    sample.append(json.loads(payload))
+            except (OSError, http.client.HTTPException):
+                ok = False
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+            ended = time.monotonic()
+            with lock:
+                answered[0] += 1
+            if measure_from <= ended <= stop_at:
+                with lock:
+                    if ok:
+                        latencies.append((ended - began) * 1000.0)
+                    else:
+                        errors[0] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=warmup_s + duration_s + timeout_s + 5)
+    window = duration_s
+    return latencies, errors[0], window, (sample[0] if sample else None), answered[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+def photo_bytes(path: str | None, side: int) -> tuple[bytes, str, tuple[int, int]]:
+    from PIL import Image
+
+    if path:
+        image, note = Image.open(path).convert("RGB"), Path(path).name
+    else:
+        from skimage import data
+
+        image, note = Image.fromarray(data.astronaut()), DEFAULT_PHOTO_NOTE
+    if side and max(image.size) != side:
+        scale = side / max(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue(), note, image.size
+
+
+def make_benchmark_model(out_dir: Path) -> tuple[Path, str]:
+    """A random-weight ResNet-50 at the bundled model's input size (or 64 px grayscale)."""
+    import torch
+
+    from face_emotion.models.backbones import create_network, get_backbone
+    from face_emotion.models.bundled import bundled_model_path
+    from face_emotion.models.spec import ModelSpec, PreprocessSpec
+    from face_emotion.models.store import ModelLoadError, read_spec, save_model
+
+    try:
+        bundled = read_spec(bundled_model_path())
+        size, colour, classes = bundled.preprocess.image_size, bundled.preprocess.color_mode, bundled.classes
+        where = f"bundled model's input: {size} px {colour}"
+    except ModelLoadError:
+        size, colour = 64, "grayscale"
+        classes = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+        where = "no bundled model: 64 px grayscale"
+    torch.manual_seed(0)
+    backbone = get_backbone("resnet50")
+    network = create_network("resnet50", len(classes), 0.3, weights=None).eval()
+    spec = ModelSpec(architecture="resnet50", classes=tuple(classes), name="benchmark-resnet50-random",
+                     preprocess=PreprocessSpec(image_size=size, color_mode=colour,
+                                               mean=backbone.mean, std=backbone.std))
+    save_model(network, spec, out_dir)
+    return out_dir, f"random ResNet-50, {where}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="our server's model (default: a random ResNet-50 made here)")
+    parser.add_argument("--onnx", action="store_true", help="also serve the model through ONNX Runtime")
+    parser.add_argument("--image", help="photo to send (default: skimage's astronaut)")
+    parser.add_argument("--image-side", type=int, default=320,
+                        help="resize the photo to this longest side "
+                             "(default 320: the page's webcam frames; 0 keeps it)")
+    parser.add_argument("--clients", default="1,8", help="comma-separated client counts")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per row")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each row")
+    parser.add_argument("--max-requests", type=int, default=5000, help="stop a row after this many requests")
+    parser.add_argument("--workers", type=int, default=0, help="our gunicorn workers (default: one per core)")
+    parser.add_argument("--threads", type=int, default=4, help="our threads per worker")
+    parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.baseline_server:
+        run_baseline_server(args.port)
+        return 0
+
+    clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    image, image_note, image_size = photo_bytes(args.image, args.image_side)
+    body, content_type = multipart(image)
+    work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    if args.model:
+        model, model_note = args.model, args.model
+    else:
+        model_dir, model_note = make_benchmark_model(work / "model")
+        model = str(model_dir / "model.safetensors")
+
+    servers = [Server("baseline (Flask dev server, ResNet-50 224 px, whole image)",
+                      [sys.executable, str(HERE), "--baseline-server", "--port", "{port}"], free_port())]
+    serve = [sys.executable, "-m", "face_emotion", "serve", "--port", "{port}", "--threads", str(args.threads)]
+    if args.workers:
+        serve += ["--workers", str(args.workers)]
+    servers.append(Server("face-emotion serve (PyTorch)", serve + ["--model", model], free_port()))
+    if args.onnx:
+        from face_emotion.inference.export import export_onnx
+
+        onnx_path = Path(model).with_suffix(".onnx") if Path(model).suffix else Path(model) / "model.onnx"
+        if not onnx_path.is_file():
+            print(f"exporting {model} to {onnx_path} ...", file=sys.stderr)
+            export_onnx(model, onnx_path, check_samples=4)
+        servers.append(Server("face-emotion serve (ONNX Runtime)", serve + ["--model", str(onnx_path)], free_port()))
+    for server in servers:
+        server.command = [part.replace("{port}", str(server.port)) for part in server.command]
+
+    results: list[LoadResult] = []
+    try:
+        for server in servers:
+            server.start(work)
+        for server in servers:
+            server.wait_ready()
+        # Rows of one client count run back to back, so a change in the machine's other load
+        # between rows disturbs the ratios as little as possible.
+        for count in clients:
+            for server in servers:
+                print(f"{server.name}: {count} client(s) ...", file=sys.stderr)
+                cpu_before = cpu_seconds(server.process.pid)
+                latencies, errors, seconds, sample, answered = load(
+                    server.port, body, content_type, count, args.duration, args.warmup, args.max_requests)
+                cpu = cpu_seconds(server.process.pid) - cpu_before
+                faces = len(sample["faces"]) if sample and "faces" in sample else None
+                results.append(LoadResult(server.name, count, seconds, latencies, errors, faces, cpu, answered))
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the made-up model and the server logs
+
+    print(f"\nImage: {image_note}, {image_size[0]}x{image_size[1]} JPEG ({len(image) / 1024:.0f} kB), multipart.")
+    print(f"Ours: {model_note}; CPUs: {os.cpu_count()}; {args.duration:g} s per row after {args.warmup:g} s warm-up.\n")
+    order = {server.name: i for i, server in enumerate(servers)}
+    results.sort(key=lambda r: (order[r.server], r.clients))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    print(f"| server | clients | requests | req/s | p50 ms | p95 ms | errors | faces found | server CPU ms/req "
+          f"| req/s if {cores} idle cores |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        faces = "-" if r.faces is None else str(r.faces)
+        cpu = r.cpu_ms_per_request
+        print(f"| {r.server} | {r.clients} | {r.requests} | {r.rate:.1f} | {r.percentile(0.5):.0f} | "
+              f"{r.percentile(0.95):.0f} | {r.errors} | {faces} | {cpu:.0f} | {1000.0 * cores / cpu:.1f} |")
+    base = {r.clients: r.rate for r in results if r.server.startswith("baseline")}
+    print()
+    for r in results:
+        if not r.server.startswith("baseline") and base.get(r.clients):
+            base_cpu = next(b.cpu_ms_per_request for b in results
+                            if b.server.startswith("baseline") and b.clients == r.clients)
+            print(f"{r.server}, {r.clients} client(s): {r.rate / base[r.clients]:.2f}x the baseline's req/s; "
+                  f"{base_cpu / r.cpu_ms_per_request:.2f}x less server CPU per request")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""`face-emotion export`: write an ONNX model (fp32 or int8) and print its self-check."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from face_emotion.commands.common import fail as _fail
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+@click.command()
+@click.option("--model", "model_path", help="Run folder or .safetensors file (default: the bundled model).")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write (.onnx).")
+@click.option("--int8", is_flag=True, help="Quantise to int8 (ONNX Runtime static quantisation).")
+@click.option("--calibration", "calibration_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of face crops to calibrate --int8 on (default: synthetic images, less accurate).")
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(min=13))
+@click.option("--json", "as_json", is_flag=True, help="Print the self-check as one JSON object.")
+def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> None:
+    """Export a model for ONNX Runtime, check it against PyTorch, and report the check."""
+    from face_emotion.inference.export import ExportCheckError, export_onnx
+    from face_emotion.models.bundled import resolve_model_argument
+    from face_emotion.models.store import ModelLoadError
+
+    if calibration_dir is not None and not int8:
+        _fail("--calibration is only used with --int8")
+    try:
+        result = export_onnx(resolve_model_argument(model_path), output, int8=int8, opset=opset,
+                             calibration_dir=calibration_dir)
+    except (ModelLoadError, ExportCheckError, ValueError, FileNotFoundError) as error:
+        _fail(str(error))
+    if as_json:
+        json.dump(result.to_dict(), sys.stdout)
+        sys.stdout.write("\n")
+        return
+    click.echo(f"wrote {result.output} ({_megabytes(result.output_bytes)}; source {_megabytes(result.source_bytes)})")
+    click.echo(f"fp32 check: max probability difference to PyTorch {result.fp32_max_abs_prob_diff:.1e} "
+               f"over {result.fp32_check_inputs} inputs: ok")
+    if result.int8:
+        click.echo(f"int8: {result.quantization}")
+        click.echo(f"int8 calibration: {result.calibration}")
+        click.echo(f"int8 vs fp32: top-1 agreement {result.int8_top1_agreement:.1%} on {result.int8_check_inputs} "
+                   f"images, max probability difference {result.int8_max_abs_prob_diff:.3f}; "
+                   f"size {_megabytes(result.fp32_bytes)} -> {_megabytes(result.output_bytes)}")
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)

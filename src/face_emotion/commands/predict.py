@@ -1,0 +1,246 @@
+"""`face-emotion predict`: emotions of the faces in image files, as text, JSON lines or CSV.
+
+One bad file never stops the run: it is reported (with "error" in JSON/CSV) and the rest go on.
+Exit status: 0 when at least one image was read and analysed (with or without faces), 1 when
+every image failed (or the model could not be loaded), 2 for usage errors. Scripts that need
+every file to succeed should check the "error" fields.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from face_emotion.commands.common import fail as _fail
+
+# Outputs are written as JPEG for JPEG inputs (a PNG of a 12-megapixel photo is ~20 MB), PNG otherwise.
+_JPEG_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".jpe"}
+
+
+@dataclass
+class _Input:
+    path: Path
+    name: Path  # name for --annotate: the file's name, or its path below the folder given
+
+
+@dataclass
+class _Outcome:
+    path: Path
+    faces: list = field(default_factory=list)  # FacePrediction, largest first
+    error: str | None = None
+    image: object = None  # the decoded image, kept only while --annotate needs it
+
+
+def collect_inputs(paths: tuple[Path, ...]) -> list[_Input]:
+    """Files as given, and image files under folders (recursive, sorted); each file once."""
+    from face_emotion.imageio import is_image_path
+
+    found: list[_Input] = []
+    seen: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            items = [_Input(p, p.relative_to(path)) for p in files]
+        else:
+            # A file named explicitly is tried whatever its extension; a failure is reported for it.
+            items = [_Input(path, Path(path.name))]
+        for item in items:
+            key = item.path.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(item)
+    return found
+
+
+def _analyse(predictor, item: _Input, *, detect: bool, keep_image: bool) -> _Outcome:
+    from face_emotion.imageio import ImageDecodeError, load_image
+
+    try:
+        image = load_image(item.path)
+    except ImageDecodeError as error:
+        return _Outcome(item.path, error=str(error))
+    except OSError as error:  # unreadable file: permissions, vanished, a special file
+        return _Outcome(item.path, error=f"cannot read file: {error.strerror or error}")
+    try:
+        faces = predictor.predict(image, detect=detect)
+    except Exception as error:  # one image must not end the run; the message says what went wrong
+        return _Outcome(item.path, error=f"prediction failed: {error.__class__.__name__}: {error}")
+    return _Outcome(item.path, faces=faces, image=image if keep_image else None)
+
+
+def _text_lines(outcome: _Outcome) -> list[str]:
+    if outcome.error is not None:
+        return [f"{outcome.path}: error: {outcome.error}"]
+    if not outcome.faces:
+        return [f"{outcome.path}: no face found"]
+    count = len(outcome.faces)
+    lines = [f"{outcome.path}: {count} face{'s' if count != 1 else ''}"]
+    for index, face in enumerate(outcome.faces, 1):
+        b = face.box
+        ranked = sorted(face.probabilities.items(), key=lambda kv: kv[1], reverse=True)
+        runner_up = f", then {ranked[1][0]} {ranked[1][1]:.2f}" if len(ranked) > 1 else ""
+        lines.append(
+            f"  face {index} at x={b.x} y={b.y} {b.width}x{b.height} (detector score {face.score:.2f}): "
+            f"{face.emotion} {face.confidence:.2f}{runner_up}"
+        )
+    return lines
+
+
+def _json_line(outcome: _Outcome) -> str:
+    return json.dumps(
+        {
+            "path": str(outcome.path),
+            "faces": [face.to_dict(include_heatmap=False) for face in outcome.faces],
+            "error": outcome.error,
+        }
+    )
+
+
+def _csv_rows(outcome: _Outcome, classes: tuple[str, ...]) -> list[list]:
+    blank_face = [""] * (8 + len(classes))
+    if outcome.error is not None:
+        return [[str(outcome.path), *blank_face, "error", outcome.error]]
+    if not outcome.faces:
+        return [[str(outcome.path), *blank_face, "no face", ""]]
+    rows = []
+    for index, face in enumerate(outcome.faces):
+        b = face.box
+        rows.append(
+            [str(outcome.path), index, b.x, b.y, b.width, b.height, round(face.score, 4), face.emotion,
+             round(face.confidence, 6), *(round(face.probabilities[c], 6) for c in classes), "ok", ""]
+        )
+    return rows
+
+
+def csv_header(classes: tuple[str, ...]) -> list[str]:
+    return ["path", "face", "x", "y", "width", "height", "score", "emotion", "confidence", *classes, "status", "error"]
+
+
+def annotate_image(image, faces):
+    """A copy of ``image`` with each face's box and "emotion confidence" drawn on it."""
+    from PIL import ImageDraw, ImageFont
+
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    scale = max(image.size) / 640
+    line = max(2, round(2 * scale))
+    font = ImageFont.load_default(size=max(12, round(16 * scale)))
+    for face in faces:
+        b = face.box
+        draw.rectangle([b.x, b.y, b.x + b.width - 1, b.y + b.height - 1], outline=(255, 210, 0), width=line)
+        label = f"{face.emotion} {face.confidence:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        text_w, text_h = right - left, bottom - top
+        pad = max(2, line)
+        # Above the box when there is room, inside its top edge otherwise.
+        y0 = b.y - text_h - 2 * pad if b.y - text_h - 2 * pad >= 0 else b.y
+        draw.rectangle([b.x, y0, b.x + text_w + 2 * pad, y0 + text_h + 2 * pad], fill=(255, 210, 0))
+        draw.text((b.x + pad - left, y0 + pad - top), label, fill=(0, 0, 0), font=font)
+    return image
+
+
+def _annotation_path(out_dir: Path, name: Path, used: set[Path]) -> Path:
+    suffix = ".jpg" if name.suffix.lower() in _JPEG_SUFFIXES else ".png"
+    base = out_dir / name.with_suffix(suffix)
+    candidate, counter = base, 2
+    # Same names from different folders or arguments get -2, -3 ... rather than overwriting each
+    # other; files from an earlier run are overwritten, so re-running does not pile up copies.
+    while candidate in used:
+        candidate = base.with_name(f"{base.stem}-{counter}{suffix}")
+        counter += 1
+    used.add(candidate)
+    return candidate
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "model_path", help="Run folder, .safetensors or .onnx file (default: the bundled model).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line on stdout.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Write one row per face (and one per image without faces or with an error) to this file; - for stdout.")
+@click.option("--no-detect", is_flag=True, help="Images are face crops already: each whole image is one face.")
+@click.option("--detector", help="Face detector name (default: the package's default detector).")
+@click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write copies of the images with boxes and labels drawn into this folder.")
+@click.option("--tta", is_flag=True, help="Average each face's probabilities with its mirror image's.")
+@click.option("--backend", type=click.Choice(["pytorch", "onnxruntime"]),
+              help="For a run folder holding both model files: which one to run.")
+@click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: every CPU available).")
+def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_dir, tta, backend, threads) -> None:
+    """Emotions of the faces in PATHS (image files, or folders searched recursively).
+
+    Faces are listed largest first. A file that cannot be read is reported and the rest go on;
+    the exit status is 1 only when every image failed.
+    """
+    from face_emotion.faces import DetectorUnavailableError
+    from face_emotion.imageio import IMAGE_EXTENSIONS
+    from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
+    from face_emotion.models.store import ModelLoadError
+
+    if as_json and csv_path is not None:
+        _fail("--json and --csv are alternatives: choose one")
+    if no_detect and detector not in (None, WHOLE_IMAGE):
+        _fail("--no-detect and --detector are alternatives: choose one")
+    inputs = collect_inputs(paths)
+    if not inputs:
+        _fail(f"no images found in {', '.join(str(p) for p in paths)} "
+              f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    try:
+        predictor = Predictor.load(
+            model_path, detector=WHOLE_IMAGE if no_detect else detector, backend=backend, tta=tta, num_threads=threads
+        )
+    except (ModelLoadError, DetectorUnavailableError, ValueError) as error:
+        _fail(str(error))
+
+    csv_file = csv_writer = None
+    try:
+        if csv_path is not None:
+            csv_file = sys.stdout if str(csv_path) == "-" else open(csv_path, "w", newline="", encoding="utf-8")
+            csv_writer = csv.writer(csv_file)
+            csv_writer.writerow(csv_header(predictor.classes))
+        if annotate_dir is not None:
+            annotate_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(f"cannot write {error.filename}: {error.strerror}")
+
+    from tqdm import tqdm
+
+    # The bar goes to stderr and only for several files; disable=None also hides it when stderr
+    # is not a terminal (logs, CI). Results go to stdout through bar.write so lines stay whole.
+    bar = tqdm(inputs, desc="images", unit="image", file=sys.stderr, disable=True if len(inputs) < 2 else None)
+    succeeded = faces_total = 0
+    used_names: set[Path] = set()
+    try:
+        for item in bar:
+            outcome = _analyse(predictor, item, detect=not no_detect, keep_image=annotate_dir is not None)
+            if outcome.error is None:
+                succeeded += 1
+                faces_total += len(outcome.faces)
+            if csv_writer is not None:
+                csv_writer.writerows(_csv_rows(outcome, predictor.classes))
+            else:
+                for line in [_json_line(outcome)] if as_json else _text_lines(outcome):
+                    bar.write(line, file=sys.stdout)
+            if annotate_dir is not None and outcome.error is None:
+                target = _annotation_path(annotate_dir, item.name, used_names)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                annotated = annotate_image(outcome.image, outcome.faces)
+                if target.suffix == ".jpg":
+                    annotated.save(target, quality=92)
+                else:
+                    annotated.save(target)
+    finally:
+        bar.close()
+        if csv_file is not None and csv_file is not sys.stdout:
+            csv_file.close()
+
+    failed = len(inputs) - succeeded
+    where = f"; rows in {csv_path}" if csv_path is not None and str(csv_path) != "-" else ""
+    click.echo(f"{len(inputs)} images, {faces_total} faces, {failed} errors{where}", err=True)
+    if succeeded == 0:
+        raise click.exceptions.Exit(1)

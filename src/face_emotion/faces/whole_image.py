@@ -1,0 +1,16 @@
+"""The "none" detector: the whole image is the face (for photos that are already face crops)."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from face_emotion.faces.base import Face
+from face_emotion.faces.registry import register_detector
+
+
+@register_detector("none")
+class WholeImageDetector:
+    name = "none"
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        return [Face((0, 0, image.width, image.height), 1.0, None)]

@@ -1,0 +1,263 @@
+"""Inference backends: a float32 NCHW batch -> logits, from a PyTorch or an ONNX Runtime model file.
+
+A backend is a small object satisfying :class:`InferenceBackend`; which one opens a file is decided
+by the file's suffix through :data:`BACKENDS`, so a new runtime is a new class plus one registry
+entry. Backends return *logits*: temperature and softmax are applied once, in the Predictor, so
+every backend yields the same probabilities for the same logits.
+
+Both formats describe themselves (the ModelSpec JSON rides in the safetensors header or in the
+ONNX ``metadata_props``), and neither is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from face_emotion.models.spec import ModelSpec
+from face_emotion.models.store import SPEC_METADATA_KEY, WEIGHTS_FILE, ModelLoadError, resolve_model_path
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# ONNX metadata_props keys written by inference.export and read here. The spec is under the same
+# key as in the safetensors header, so both formats carry one description format.
+ONNX_SPEC_KEY = SPEC_METADATA_KEY
+ONNX_CLASSES_KEY = "class_names"  # JSON list, for consumers that do not know the spec format
+ONNX_PREPROCESS_KEY = "preprocess"  # JSON object, likewise
+ONNX_SOURCE_SHA256_KEY = "face_emotion_source_sha256"  # sha256 of the .safetensors exported from
+ONNX_QUANTIZATION_KEY = "face_emotion_quantization"  # "none", or how the int8 model was made
+ONNX_INPUT_NAME = "input"
+ONNX_OUTPUT_NAME = "logits"
+
+
+class ExplainUnavailableError(RuntimeError):
+    """Grad-CAM needs the PyTorch network, and it cannot be had for this model."""
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """A loaded model that maps a preprocessed batch to logits.
+
+    ``run`` takes float32 (N, 3, S, S) with S = spec.preprocess.image_size, already normalised by
+    transforms.eval_transform, and returns float32 (N, len(classes)) logits. It must be safe to
+    call from several threads at once (a web server does).
+    """
+
+    name: str
+    spec: ModelSpec
+    path: Path
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def explain_network(self) -> "nn.Module":
+        """The fp32 PyTorch network behind this model (for Grad-CAM), or ExplainUnavailableError.
+
+        For an exported file that is the network it was exported from (for an int8 file, its fp32
+        original), so a heatmap explains the fp32 model's view of the face.
+        """
+        ...
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects taskset/cgroup cpusets, unlike os.cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_batch(batch: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    size = int(spec.preprocess.image_size)
+    if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+        raise ValueError(f"expected a batch of shape (N, 3, {size}, {size}), got {tuple(batch.shape)}")
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class PyTorchBackend:
+    """A ``.safetensors`` model (models.store) run by eager PyTorch on the CPU."""
+
+    name = "pytorch"
+
+    def __init__(self, path: str | Path, *, num_threads: int | None = None) -> None:
+        import torch
+
+        from face_emotion.models.store import load_model
+
+        self.path = resolve_model_path(path)
+        self.network, self.spec = load_model(self.path)
+        # torch's intra-op pool is process-wide: an explicit num_threads sets it. Otherwise its
+        # default (physical cores of the host) is only capped at the CPUs a container or taskset
+        # grants, since oversubscription is slower than fewer threads; a lower limit that the
+        # application chose is kept.
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+        elif torch.get_num_threads() > available_cpus():
+            torch.set_num_threads(available_cpus())
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        batch = _check_batch(batch, self.spec)
+        # inference_mode: no autograd bookkeeping; eval-mode modules hold no per-call state, so
+        # concurrent calls from server threads are safe.
+        with torch.inference_mode():
+            logits = self.network(torch.from_numpy(batch))
+        return logits.float().numpy()
+
+    def explain_network(self) -> "nn.Module":
+        return self.network
+
+
+class OnnxRuntimeBackend:
+    """An ``.onnx`` model written by inference.export, run by ONNX Runtime on the CPU."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, num_threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelLoadError(f"no model at {self.path}: export one with `face-emotion export --output FILE`")
+        options = ort.SessionOptions()
+        # One request's batch uses every granted core; requests are served one after another by
+        # the session rather than by a second thread pool fighting the first.
+        options.intra_op_num_threads = num_threads or available_cpus()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise ModelLoadError(f"{self.path} is not a readable ONNX model (truncated or tampered?): {error}") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if ONNX_SPEC_KEY not in self.metadata:
+            raise ModelLoadError(
+                f"{self.path} has no face-emotion description in its metadata: export it with "
+                f"`face-emotion export --model RUN_DIR --output FILE.onnx`"
+            )
+        try:
+            self.spec = ModelSpec.from_dict(json.loads(self.metadata[ONNX_SPEC_KEY]))
+        except (ValueError, json.JSONDecodeError) as error:
+            raise ModelLoadError(f"{self.path}: bad model description: {error}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelLoadError(f"{self.path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
+        self._input_name = inputs[0].name
+        self._source_network: nn.Module | None = None
+        self._source_lock = threading.Lock()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    @property
+    def quantization(self) -> str:
+        return self.metadata.get(ONNX_QUANTIZATION_KEY, "none")
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        batch = _check_batch(batch, self.spec)
+        # InferenceSession.run is documented thread-safe.
+        (logits,) = self.session.run(None, {self._input_name: batch})
+        return np.asarray(logits, dtype=np.float32)
+
+    def source_weights(self) -> Path | None:
+        """The .safetensors this file was exported from, if it lies beside it unchanged."""
+        expected = self.metadata.get(ONNX_SOURCE_SHA256_KEY)
+        if not expected:
+            return None
+        candidates = [self.path.with_suffix(".safetensors"), self.path.parent / WEIGHTS_FILE]
+        for candidate in dict.fromkeys(candidates):
+            if candidate.is_file() and file_sha256(candidate) == expected:
+                return candidate
+        return None
+
+    def explain_network(self) -> "nn.Module":
+        with self._source_lock:
+            if self._source_network is None:
+                source = self.source_weights()
+                if source is None:
+                    raise ExplainUnavailableError(
+                        f"explain (Grad-CAM) needs the PyTorch model: {self.path} is ONNX and the .safetensors "
+                        f"it was exported from is not beside it (looked for "
+                        f"{self.path.with_suffix('.safetensors').name} and {WEIGHTS_FILE} with a matching "
+                        f"checksum). Pass --model RUN_DIR or the .safetensors file instead."
+                    )
+                from face_emotion.models.store import load_model
+
+                self._source_network, _ = load_model(source)
+            return self._source_network
+
+
+# model-file suffix -> backend class. open_backend picks by suffix; `prefer` picks by name among
+# the files a run folder holds.
+BACKENDS: dict[str, Callable[..., InferenceBackend]] = {
+    ".safetensors": PyTorchBackend,
+    ".onnx": OnnxRuntimeBackend,
+}
+
+
+def backend_names() -> list[str]:
+    return [factory.name for factory in BACKENDS.values()]
+
+
+def _suffix_for(name: str) -> str:
+    for suffix, factory in BACKENDS.items():
+        if factory.name == name:
+            return suffix
+    raise ValueError(f"unknown backend {name!r}; choose one of {backend_names()}")
+
+
+def open_backend(path: str | Path, prefer: str | None = None, *, num_threads: int | None = None) -> InferenceBackend:
+    """Open the model at ``path`` (a .safetensors / .onnx file, or a run folder).
+
+    A folder is searched for ``model.safetensors`` then ``model.onnx``; ``prefer`` ("pytorch" or
+    "onnxruntime") picks the other when both are there. For a file, ``prefer`` must agree with
+    its suffix (a .onnx file cannot be run by PyTorch).
+    """
+    path = Path(path)
+    wanted = _suffix_for(prefer) if prefer is not None else None
+    if path.is_dir():
+        stem = Path(WEIGHTS_FILE).stem
+        found = [path / f"{stem}{suffix}" for suffix in BACKENDS if (path / f"{stem}{suffix}").is_file()]
+        if wanted is not None:
+            found = [p for p in found if p.suffix == wanted]
+        if not found:
+            looked_for = f"{stem}{wanted}" if wanted else " or ".join(f"{stem}{s}" for s in BACKENDS)
+            raise ModelLoadError(
+                f"no model at {path} (no {looked_for}): train one with `face-emotion train DATA_DIR --out RUN_DIR` "
+                f"and pass --model RUN_DIR"
+            )
+        path = found[0]
+    elif not path.is_file():
+        raise ModelLoadError(
+            f"no model at {path}: train one with `face-emotion train DATA_DIR --out RUN_DIR` and pass --model RUN_DIR"
+        )
+    suffix = path.suffix.lower()
+    if suffix not in BACKENDS:
+        raise ModelLoadError(f"{path}: unknown model format {suffix!r}; expected one of {sorted(BACKENDS)}")
+    if wanted is not None and suffix != wanted:
+        raise ModelLoadError(f"{path} is a {suffix} model; the {prefer} backend reads {wanted} files")
+    return BACKENDS[suffix](path, num_threads=num_threads)

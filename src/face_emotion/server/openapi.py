@@ -1,0 +1,251 @@
+"""The OpenAPI 3 document, generated from the code with apispec.
+
+Paths come from the app's URL map; each operation is the YAML after `---` in its view's
+docstring (routes.py); the face and box schemas are derived from the result dataclasses in
+face_emotion.inference.results, so the document cannot drift from what `to_dict()` emits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from apispec import APISpec
+from apispec.yaml_utils import load_yaml_from_docstring
+from flask import Flask
+
+from face_emotion import __version__
+from face_emotion.inference.results import Box, FacePrediction
+
+OPENAPI_VERSION = "3.0.3"
+_METHOD_ORDER = ("get", "post", "put", "patch", "delete")
+
+# Annotation (as written in the dataclass; results.py uses postponed annotations) -> JSON schema.
+_TYPES: dict[str, dict[str, Any]] = {
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "str": {"type": "string"},
+    "bool": {"type": "boolean"},
+    "dict[str, float]": {"type": "object", "additionalProperties": {"type": "number"}},
+    "dict[str, int]": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "bytes": {"type": "string", "format": "byte"},
+}
+
+_FIELD_NOTES = {
+    ("Box", "x"): "left edge, pixels of the EXIF-upright image",
+    ("Box", "y"): "top edge, pixels",
+    ("Box", "width"): "pixels",
+    ("Box", "height"): "pixels",
+    ("Face", "score"): "face-detector confidence, 0-1",
+    ("Face", "emotion"): "the most probable class",
+    ("Face", "confidence"): "probability of `emotion`, 0-1",
+    ("Face", "probabilities"): "every class of the model; sums to 1",
+    ("Face", "heatmap_png"): "base64 8-bit PNG Grad-CAM heatmap covering the face box (only with ?explain=1)",
+}
+
+
+def dataclass_schema(cls: type, name: str, refs: dict[str, str] | None = None) -> dict[str, Any]:
+    """A JSON schema for a result dataclass: its fields, types and which are required."""
+    refs = refs or {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for f in dataclasses.fields(cls):
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        optional = annotation.endswith("| None") or f.default is None
+        annotation = annotation.replace("| None", "").strip()
+        if annotation in refs:
+            prop: dict[str, Any] = {"$ref": f"#/components/schemas/{refs[annotation]}"}
+        elif annotation in _TYPES:
+            prop = dict(_TYPES[annotation])
+        else:
+            raise TypeError(f"no JSON schema for {cls.__name__}.{f.name}: {annotation}; add it to _TYPES")
+        note = _FIELD_NOTES.get((name, f.name))
+        if note and "$ref" not in prop:
+            prop["description"] = note
+        properties[f.name] = prop
+        if not optional:
+            required.append(f.name)
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def _error_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "stable machine-readable code, e.g. invalid_image"},
+                    "message": {"type": "string", "description": "what went wrong and how to fix it"},
+                },
+            }
+        },
+    }
+
+
+def _prediction_schema() -> dict[str, Any]:
+    nullable_number = {"type": "number", "nullable": True}
+    return {
+        "type": "object",
+        "required": ["emotion", "confidence", "faces", "image", "model", "elapsed_ms"],
+        "properties": {
+            "emotion": {"type": "string", "nullable": True, "description": "of the largest face; null when no face"},
+            "confidence": {**nullable_number, "description": "of the largest face; null when no face"},
+            "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Face"},
+                      "description": "largest first"},
+            "image": {"type": "object", "required": ["width", "height"],
+                      "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}}},
+            "model": {"type": "string", "description": "name of the model that answered"},
+            "elapsed_ms": {"type": "number", "description": "server time for this image, milliseconds"},
+        },
+    }
+
+
+def _batch_schema() -> dict[str, Any]:
+    item = {
+        "type": "object",
+        "required": ["index", "filename"],
+        "description": "either the fields of a Prediction, or `error` for this image alone",
+        "properties": {
+            "index": {"type": "integer"},
+            "filename": {"type": "string", "nullable": True},
+            **_prediction_schema()["properties"],
+            "error": _error_schema()["properties"]["error"],
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["results", "model", "elapsed_ms"],
+        "properties": {
+            "results": {"type": "array", "items": item},
+            "model": {"type": "string"},
+            "elapsed_ms": {"type": "number"},
+        },
+    }
+
+
+def _health_schema() -> dict[str, Any]:
+    nullable_string = {"type": "string", "nullable": True}
+    return {
+        "type": "object",
+        "required": ["status", "model", "version"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok"]},
+            "model": {"type": "string"},
+            "backend": nullable_string,
+            "detector": nullable_string,
+            "version": {"type": "string", "description": "face-emotion package version"},
+            "uptime_s": {"type": "number"},
+        },
+    }
+
+
+def _model_schema() -> dict[str, Any]:
+    nullable_string = {"type": "string", "nullable": True}
+    return {
+        "type": "object",
+        "required": ["name", "architecture", "classes", "image_size"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "architecture": {"type": "string"},
+            "classes": {"type": "array", "items": {"type": "string"}},
+            "image_size": {"type": "integer", "description": "square model input, pixels"},
+            "color_mode": {"type": "string", "enum": ["rgb", "grayscale"]},
+            "metrics": {"type": "object", "description": "test-set metrics recorded at training time"},
+            "backend": nullable_string,
+            "detector": nullable_string,
+        },
+    }
+
+
+def _response(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _openapi_path(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of this app (built once per app)."""
+    cached = app.extensions.get("face_emotion_openapi")
+    if cached is not None:
+        return cached
+    spec = APISpec(
+        title="face-emotion",
+        version=__version__,
+        openapi_version=OPENAPI_VERSION,
+        info={"description": "Facial emotion recognition: find the faces in an image and tell their emotions. "
+                             "Every error is JSON {\"error\": {\"code\", \"message\"}}."},
+    )
+    spec.components.schema("Box", dataclass_schema(Box, "Box"))
+    spec.components.schema("Face", dataclass_schema(FacePrediction, "Face", refs={"Box": "Box"}))
+    spec.components.schema("Prediction", _prediction_schema())
+    spec.components.schema("BatchPrediction", _batch_schema())
+    spec.components.schema("Health", _health_schema())
+    spec.components.schema("ModelInfo", _model_schema())
+    spec.components.schema("Error", _error_schema())
+    spec.components.response("BadRequest", _response("No image, not an image, a corrupt image, or a bad parameter."))
+    spec.components.response("TooLarge", _response("The body, the image's pixel count or the batch is over the limit."))
+    spec.components.response("UnsupportedType", _response("The request's Content-Type is not one the API reads."))
+
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if not rule.endpoint.startswith("api."):
+            continue
+        doc = load_yaml_from_docstring(app.view_functions[rule.endpoint].__doc__ or "")
+        if not doc:
+            continue
+        methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        operations = {}
+        for method in methods:
+            operation = dict(doc)
+            operation.setdefault("operationId", rule.endpoint.split(".", 1)[1])
+            operations[method.lower()] = operation
+        spec.path(path=_openapi_path(rule.rule), operations=operations)
+    document = spec.to_dict()
+    app.extensions["face_emotion_openapi"] = document
+    return document
+
+
+def operations(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The document's operations, flattened for the /docs page."""
+    rows = []
+    for path, item in document.get("paths", {}).items():
+        for method in _METHOD_ORDER:
+            if method in item:
+                operation = item[method]
+                rows.append({
+                    "path": path,
+                    "method": method.upper(),
+                    "id": operation.get("operationId", f"{method}-{path}"),
+                    "summary": operation.get("summary", ""),
+                    "description": operation.get("description", ""),
+                    "parameters": operation.get("parameters", []),
+                    "request_types": list((operation.get("requestBody") or {}).get("content", {})),
+                    "responses": [
+                        {"status": status, "description": _describe(document, response),
+                         "schema": _schema_name(response)}
+                        for status, response in operation.get("responses", {}).items()
+                    ],
+                })
+    return rows
+
+
+def _describe(document: dict[str, Any], response: dict[str, Any]) -> str:
+    ref = response.get("$ref")
+    if ref:
+        response = document["components"]["responses"][ref.rsplit("/", 1)[1]]
+    return response.get("description", "")
+
+
+def _schema_name(response: dict[str, Any]) -> str | None:
+    if "$ref" in response:
+        return "Error"
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref")
+    return ref.rsplit("/", 1)[1] if ref else None

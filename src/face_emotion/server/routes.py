@@ -1,0 +1,251 @@
+"""HTTP routes. The YAML after `---` in each API view's docstring is its OpenAPI operation (see openapi.py)."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Request, current_app, jsonify, render_template, request
+from markupsafe import Markup, escape
+from werkzeug.datastructures import FileStorage
+
+from face_emotion.server.errors import ApiError
+from face_emotion.server.service import Service
+
+api = Blueprint("api", __name__)
+page = Blueprint("page", __name__)
+
+# Raw-body uploads: any image type PIL may read, plus the generic binary type curl users send.
+# SVG is an image/* type but a vector document we cannot rasterise.
+_UNSUPPORTED_IMAGE_TYPES = {"image/svg+xml"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def service() -> Service:
+    return current_app.extensions["face_emotion"]
+
+
+def _flag(name: str, default: bool) -> bool:
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ApiError(400, "bad_parameter", f"query parameter {name!r} must be 1 or 0, not {text!r}")
+
+
+def _read_file(storage: FileStorage, field: str) -> bytes:
+    data = storage.read()
+    if not data:
+        raise ApiError(400, "no_image", f"the {field!r} field is empty: choose an image file")
+    return data
+
+
+def _unsupported(mimetype: str, *, batch: bool = False) -> ApiError:
+    what = f"cannot read a {mimetype or 'missing'} content type: "
+    if batch:
+        return ApiError(415, "unsupported_media_type",
+                        what + "send the images as multipart/form-data fields named 'images'")
+    return ApiError(
+        415, "unsupported_media_type",
+        what + "send the image as the multipart field 'image' (multipart/form-data) "
+        "or as the raw request body with Content-Type image/jpeg, image/png, ...",
+    )
+
+
+def _single_upload(req: Request) -> bytes:
+    mimetype = req.mimetype
+    if mimetype == "multipart/form-data":
+        storage = req.files.get("image")
+        if storage is None:
+            got = sorted(req.files) + sorted(req.form)
+            hint = f" (the form has {got})" if got else ""
+            raise ApiError(400, "no_image", f"no file in the multipart field 'image'{hint}")
+        return _read_file(storage, "image")
+    if mimetype in _UNSUPPORTED_IMAGE_TYPES:
+        raise _unsupported(mimetype)
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        data = req.get_data(cache=False)
+        if not data:
+            raise ApiError(400, "no_image", "the request body is empty: send the image bytes")
+        return data
+    if not mimetype and not req.content_length:
+        raise ApiError(400, "no_image", "no image in the request: send the multipart field 'image' or a raw image body")
+    raise _unsupported(mimetype)
+
+
+@api.post("/predict")
+def predict():
+    """Emotions of the faces in one image.
+    ---
+    summary: Predict the emotion of every face in an image
+    description: >
+      Send the image as the multipart field `image`, or as the raw request body with an
+      `image/*` Content-Type. Faces are found by the face detector and listed largest first;
+      `emotion` and `confidence` are those of the largest face (null when no face was found).
+    parameters:
+      - name: explain
+        in: query
+        description: 1 to add a Grad-CAM heatmap (base64 PNG over the face box) to every face.
+        schema: {type: integer, enum: [0, 1], default: 0}
+      - name: detect
+        in: query
+        description: 0 when the image is already a face crop (the whole image is one face).
+        schema: {type: integer, enum: [0, 1], default: 1}
+    requestBody:
+      required: true
+      content:
+        multipart/form-data:
+          schema:
+            type: object
+            required: [image]
+            properties:
+              image: {type: string, format: binary}
+        image/*:
+          schema: {type: string, format: binary}
+    responses:
+      "200":
+        description: The faces found (possibly none) and their emotions.
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Prediction"}
+      "400": {$ref: "#/components/responses/BadRequest"}
+      "413": {$ref: "#/components/responses/TooLarge"}
+      "415": {$ref: "#/components/responses/UnsupportedType"}
+    """
+    explain = _flag("explain", False)
+    detect = _flag("detect", True)
+    data = _single_upload(request)
+    return jsonify(service().predict_bytes(data, explain=explain, detect=detect))
+
+
+@api.post("/predict/batch")
+def predict_batch():
+    """Emotions for several images in one request.
+    ---
+    summary: Predict several images at once
+    description: >
+      Send several multipart fields named `images`. The answer lists one item per image, in the
+      order sent: either a prediction or an error for that image alone. The number of images is
+      capped (FACE_EMOTION_MAX_BATCH); more is answered 413.
+    parameters:
+      - name: explain
+        in: query
+        schema: {type: integer, enum: [0, 1], default: 0}
+      - name: detect
+        in: query
+        schema: {type: integer, enum: [0, 1], default: 1}
+    requestBody:
+      required: true
+      content:
+        multipart/form-data:
+          schema:
+            type: object
+            required: [images]
+            properties:
+              images:
+                type: array
+                items: {type: string, format: binary}
+    responses:
+      "200":
+        description: One result or error per image, in order.
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/BatchPrediction"}
+      "400": {$ref: "#/components/responses/BadRequest"}
+      "413": {$ref: "#/components/responses/TooLarge"}
+      "415": {$ref: "#/components/responses/UnsupportedType"}
+    """
+    start = time.perf_counter()
+    explain = _flag("explain", False)
+    detect = _flag("detect", True)
+    if request.mimetype != "multipart/form-data":
+        raise _unsupported(request.mimetype, batch=True)
+    files = request.files.getlist("images") or request.files.getlist("image")
+    if not files:
+        raise ApiError(400, "no_image", "no files in the multipart field 'images'")
+    limit = service().config.max_batch
+    if len(files) > limit:
+        raise ApiError(413, "too_many_images", f"{len(files)} images sent; the limit is {limit} per request")
+    results = []
+    for index, storage in enumerate(files):
+        item = {"index": index, "filename": storage.filename or None}
+        try:
+            item.update(service().predict_bytes(_read_file(storage, "images"), explain=explain, detect=detect))
+        except ApiError as error:
+            item["error"] = error.to_dict()
+        results.append(item)
+    return jsonify({
+        "results": results,
+        "model": service().model_name,
+        "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1),
+    })
+
+
+@api.get("/health")
+def health():
+    """Liveness and what is loaded.
+    ---
+    summary: Health check
+    responses:
+      "200":
+        description: The service is up and its model is loaded.
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Health"}
+    """
+    return jsonify(service().health())
+
+
+@api.get("/model")
+def model():
+    """The loaded model's self-description.
+    ---
+    summary: Describe the loaded model
+    responses:
+      "200":
+        description: Classes, architecture, input size, metrics and version.
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/ModelInfo"}
+    """
+    return jsonify(service().model_info())
+
+
+@api.get("/openapi.json")
+def openapi_json():
+    """This document.
+    ---
+    summary: The OpenAPI 3 description of this API
+    responses:
+      "200":
+        description: An OpenAPI 3.0 document.
+        content:
+          application/json:
+            schema: {type: object}
+    """
+    from face_emotion.server.openapi import build_spec
+
+    return jsonify(build_spec(current_app))
+
+
+@page.get("/")
+def index():
+    return render_template("index.html", model=service().model_info(), max_upload_mb=service().config.max_upload_mb)
+
+
+@page.get("/docs")
+def docs():
+    from face_emotion.server.openapi import build_spec, operations
+
+    spec = build_spec(current_app)
+    return render_template("docs.html", spec=spec, operations=operations(spec), code=_inline_code)
+
+
+def _inline_code(text: str) -> Markup:
+    """`name` in a docstring description -> <code>name</code>; everything else escaped."""
+    parts = str(escape(text or "")).split("`")
+    return Markup("".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts)))

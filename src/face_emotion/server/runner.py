@@ -1,0 +1,105 @@
+"""Run the app under gunicorn, configured by the CLI rather than by a gunicorn config file.
+
+Loading: per worker, not preloaded. Each worker calls `create_app` after the fork, so the model
+and the intra-op thread pools of PyTorch / ONNX Runtime are created in the process that uses them
+(OpenMP pools and ORT sessions are not fork-safe; a forked copy can hang or oversubscribe). A
+model is tens of MB, so one copy per worker costs little; to fail fast anyway, the serve command
+checks that the model exists before gunicorn starts.
+
+Worker class: gthread. Inference is CPU-bound, so one worker per core does the work, each with
+its share of intra-op threads; a few threads per worker keep reading uploads and answering
+/health while that worker's single inference slot is busy (see Service).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from face_emotion.server.config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 1
+    threads: int = 4  # per worker; connections served at once = workers * threads
+    timeout_s: int = 60  # a worker silent for longer is killed and replaced
+    graceful_timeout_s: int = 20
+    keepalive_s: int = 5
+    access_log: bool = False
+    warm_up: bool = True
+
+
+def default_workers() -> int:
+    """One worker per core available to this process (capped: each holds its own model)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def load_app(config: ServerConfig, *, warm_up: bool = True):
+    """Create the app with its model for this process; used by each gunicorn worker and --dev."""
+    from face_emotion.server import create_app
+
+    app = create_app(config)
+    if warm_up:
+        app.extensions["face_emotion"].warm_up()
+    return app
+
+
+def run_gunicorn(config: ServerConfig, options: RunOptions) -> None:
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.errors import AppImportError
+
+    settings = {
+        "bind": f"[{options.host}]:{options.port}" if ":" in options.host else f"{options.host}:{options.port}",
+        "workers": options.workers,
+        "worker_class": "gthread",
+        "threads": options.threads,
+        "timeout": options.timeout_s,
+        "graceful_timeout": options.graceful_timeout_s,
+        "keepalive": options.keepalive_s,
+        "preload_app": False,
+        "accesslog": "-" if options.access_log else None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "face-emotion",
+        # Headers and request line bounded as gunicorn does by default; the body by the app.
+        "limit_request_line": 8190,
+    }
+
+    class FaceEmotionApplication(BaseApplication):
+        def load_config(self):
+            for key, value in settings.items():
+                if value is not None:
+                    self.cfg.set(key, value)
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn >= 24 opens a control socket at one fixed path per user; two services
+                # on one machine (or a test beside a running service) would fight over it.
+                self.cfg.set("control_socket_disable", True)
+
+        def load(self):
+            from face_emotion.models.store import ModelLoadError
+
+            try:
+                return load_app(config, warm_up=options.warm_up)
+            except (ModelLoadError, ImportError, ValueError) as error:
+                # A missing model, detector library (DetectorUnavailableError is an ImportError) or
+                # an unknown name. AppImportError: gunicorn prints the message and stops cleanly
+                # instead of restarting workers that cannot boot.
+                raise AppImportError(f"cannot start: {error}") from None
+
+    FaceEmotionApplication(prog="face-emotion serve").run()
+
+
+def run_dev(config: ServerConfig, options: RunOptions) -> None:
+    """Flask's own development server: one process, threaded, no reloader."""
+    app = load_app(config, warm_up=False)
+    app.run(host=options.host, port=options.port, debug=False, threaded=True, use_reloader=False)

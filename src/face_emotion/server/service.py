@@ -1,0 +1,117 @@
+"""The one object the routes talk to: a loaded Predictor plus the limits that guard it.
+
+Routes deal with HTTP (reading uploads, status codes); this module turns image bytes into the
+JSON-ready dicts of the API, so the shapes live in one place (and match openapi.py's schemas).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from face_emotion import __version__
+from face_emotion.imageio import ImageDecodeError, ImageTooLargeError, decode_image
+from face_emotion.inference.backends import ExplainUnavailableError
+from face_emotion.server.config import ServerConfig
+from face_emotion.server.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+def load_predictor(config: ServerConfig):
+    """Load the model named by the config (the bundled default when None) for this process.
+
+    Raises face_emotion.models.store.ModelLoadError with a message that says how to fix it.
+    """
+    from face_emotion.inference.predictor import Predictor
+
+    # inference_threads 0: the backend's default (every CPU this process may use).
+    return Predictor.load(config.model, detector=config.detector, backend=config.backend, tta=config.tta,
+                          num_threads=config.inference_threads or None)
+
+
+@dataclass
+class Service:
+    predictor: Any  # face_emotion.inference.predictor.Predictor, or anything with its interface
+    config: ServerConfig
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        # Predictions in one worker are serialised: the model already uses every intra-op thread it
+        # was given, so running two at once only makes both slower, and Grad-CAM hooks are not
+        # meant to be shared between threads. Other threads keep reading uploads meanwhile.
+        self._slots = threading.BoundedSemaphore(self.config.inference_concurrency)
+
+    # ---- descriptions ---------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return str(self.predictor.spec.name)
+
+    def model_info(self) -> dict[str, Any]:
+        spec = self.predictor.spec
+        return {
+            "name": spec.name,
+            "version": spec.version,
+            "architecture": spec.architecture,
+            "classes": list(spec.classes),
+            "image_size": int(spec.preprocess.image_size),
+            "color_mode": spec.preprocess.color_mode,
+            "metrics": dict(spec.metrics or {}),
+            "backend": getattr(self.predictor, "backend_name", None),
+            "detector": getattr(self.predictor, "detector_name", None),
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": self.model_name,
+            "backend": getattr(self.predictor, "backend_name", None),
+            "detector": getattr(self.predictor, "detector_name", None),
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+        }
+
+    # ---- predictions ----------------------------------------------------------------------
+    def decode(self, data: bytes):
+        if not data:
+            raise ApiError(400, "no_image", "the uploaded image is empty")
+        try:
+            return decode_image(data, max_pixels=self.config.max_pixels)
+        except ImageTooLargeError as error:
+            raise ApiError(413, error.code, str(error)) from None
+        except ImageDecodeError as error:
+            raise ApiError(400, error.code, f"not a readable image: {error}") from None
+
+    def predict_bytes(self, data: bytes, *, explain: bool = False, detect: bool = True) -> dict[str, Any]:
+        """Image bytes -> the JSON body of POST /predict. Raises ApiError for bad input."""
+        start = time.perf_counter()
+        image = self.decode(data)
+        try:
+            with self._slots:
+                faces = self.predictor.predict(image, explain=explain, detect=detect)
+        except ExplainUnavailableError as error:
+            raise ApiError(400, "explain_unavailable", f"explain=1 is not available for this model: {error}") from None
+        face_dicts = [face.to_dict(include_heatmap=explain) for face in faces]
+        largest = face_dicts[0] if face_dicts else None
+        return {
+            "emotion": largest["emotion"] if largest else None,
+            "confidence": largest["confidence"] if largest else None,
+            "faces": face_dicts,
+            "image": {"width": image.width, "height": image.height},
+            "model": self.model_name,
+            "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1),
+        }
+
+    def warm_up(self) -> None:
+        """One prediction on a blank image, so the first real request does not pay for lazy setup."""
+        from PIL import Image
+
+        image = Image.new("RGB", (64, 64), (128, 128, 128))
+        try:
+            with self._slots:
+                self.predictor.predict(image, explain=False, detect=True)
+        except Exception:  # a warm-up failure must not stop the service; requests will report it
+            log.warning("warm-up prediction failed", exc_info=True)

@@ -1,0 +1,422 @@
+/* face-emotion page: photo upload and webcam mode over the JSON API. No dependencies, no build step.
+ * CSP-clean: no inline handlers; element positions are set through the CSSOM (element.style),
+ * which a `style-src 'self'` policy allows, unlike style="" attributes. */
+"use strict";
+
+(function () {
+  const FRAME_WIDTH = 320;         // webcam frames are sent this wide, as JPEG
+  const FRAME_QUALITY = 0.7;
+  const FRAME_INTERVAL_MS = 200;   // at most 5 frames a second, one request in flight
+
+  const $ = (id) => document.getElementById(id);
+  const main = $("main");
+  const maxUploadBytes = parseFloat(main.dataset.maxUploadMb || "10") * 1024 * 1024;
+
+  const els = {
+    modePhoto: $("mode-photo"), modeWebcam: $("mode-webcam"),
+    photoPanel: $("photo-panel"), webcamPanel: $("webcam-panel"),
+    form: $("upload-form"), dropZone: $("drop-zone"), fileInput: $("file-input"),
+    predictButton: $("predict-button"), heatmapToggle: $("heatmap-toggle"),
+    stage: $("stage"), preview: $("preview"), overlay: $("overlay"),
+    status: $("status"), faces: $("faces"), faceList: $("face-list"),
+    barsBlock: $("bars-block"), barsHeading: $("bars-heading"), bars: $("bars"),
+    cameraStart: $("camera-start"), cameraStop: $("camera-stop"), video: $("video"),
+    videoOverlay: $("video-overlay"), cameraLabel: $("camera-label"), cameraRate: $("camera-rate"),
+  };
+
+  const state = { file: null, previewUrl: null, result: null, selected: 0, busy: false };
+
+  // ---------- messages ----------
+  function say(text, kind) {
+    els.status.textContent = text;
+    els.status.classList.toggle("error", kind === "error");
+  }
+
+  function pct(p) { return (p * 100).toFixed(1) + "%"; }
+
+  async function readError(response) {
+    try {
+      const body = await response.json();
+      if (body && body.error && body.error.message) return body.error;
+    } catch (e) { /* not JSON */ }
+    return { code: "http_" + response.status, message: "the server answered " + response.status };
+  }
+
+  function explainError(error) {
+    switch (error.code) {
+      case "invalid_image": return "This file is not an image we can read (" + error.message + ").";
+      case "image_too_large":
+      case "payload_too_large": return "This image is too large: " + error.message + ".";
+      case "unsupported_media_type": return "This type of file is not supported: " + error.message;
+      default: return "Something went wrong: " + error.message;
+    }
+  }
+
+  // ---------- photo mode ----------
+  function clearResult() {
+    state.result = null;
+    state.selected = 0;
+    els.overlay.replaceChildren();
+    els.faceList.replaceChildren();
+    els.bars.replaceChildren();
+    els.faces.hidden = true;
+    els.barsBlock.hidden = true;
+  }
+
+  function chooseFile(file) {
+    if (!file) return;
+    clearResult();
+    state.file = file;
+    if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+    state.previewUrl = null;
+    els.predictButton.disabled = false;
+    if (file.size > maxUploadBytes) {
+      els.stage.hidden = true;
+      els.predictButton.disabled = true;
+      say("This file is " + (file.size / 1048576).toFixed(1) + " MB; the limit is " +
+          (maxUploadBytes / 1048576).toFixed(1) + " MB. Choose a smaller photo.", "error");
+      return;
+    }
+    if (file.type && file.type.startsWith("image/")) {
+      state.previewUrl = URL.createObjectURL(file);
+      els.preview.src = state.previewUrl;
+      els.preview.alt = "The chosen photo: " + file.name;
+      els.stage.hidden = false;
+    } else {
+      els.stage.hidden = true;  // the server will say whether it can read it
+    }
+    say("Ready: " + file.name + ". Press Predict.");
+  }
+
+  async function predictPhoto() {
+    if (!state.file || state.busy) return;
+    state.busy = true;
+    els.predictButton.disabled = true;
+    els.predictButton.textContent = "Predicting…";
+    say("Looking for faces…");
+    const explain = els.heatmapToggle.checked ? "1" : "0";
+    const body = new FormData();
+    body.append("image", state.file, state.file.name || "image");
+    try {
+      const response = await fetch("/predict?explain=" + explain, { method: "POST", body: body });
+      if (!response.ok) {
+        clearResult();
+        say(explainError(await readError(response)), "error");
+        return;
+      }
+      showResult(await response.json());
+    } catch (e) {
+      clearResult();
+      say("Could not reach the server. Check that it is running and try again.", "error");
+    } finally {
+      state.busy = false;
+      els.predictButton.disabled = !state.file;
+      els.predictButton.textContent = "Predict";
+    }
+  }
+
+  function showResult(result) {
+    clearResult();
+    state.result = result;
+    const faces = result.faces || [];
+    if (faces.length === 0) {
+      say("No face found in this photo. Try a brighter, front-facing photo where the face is larger.");
+      return;
+    }
+    const largest = faces[0];
+    say((faces.length === 1 ? "1 face" : faces.length + " faces") + " found. Largest face: " +
+        largest.emotion + " (" + pct(largest.confidence) + ").");
+    const size = result.image;
+    faces.forEach((face, index) => {
+      els.overlay.appendChild(makeBox(face, index, size));
+      if (face.heatmap_png) addHeatmap(face, size);
+      els.faceList.appendChild(makeFaceItem(face, index));
+    });
+    els.faces.hidden = false;
+    updateHeatmapVisibility();
+    selectFace(0, false);
+  }
+
+  function place(el, box, size) {
+    el.style.left = (100 * box.x / size.width) + "%";
+    el.style.top = (100 * box.y / size.height) + "%";
+    el.style.width = (100 * box.width / size.width) + "%";
+    el.style.height = (100 * box.height / size.height) + "%";
+  }
+
+  function makeBox(face, index, size) {
+    // Mouse and touch target over the photo; keyboard and screen-reader users use the face list.
+    const box = document.createElement("div");
+    box.className = "face-box";
+    box.dataset.index = String(index);
+    box.setAttribute("aria-hidden", "true");
+    place(box, face.box, size);
+    if (face.box.y / size.height < 0.08) box.classList.add("label-inside");
+    const label = document.createElement("span");
+    label.className = "face-label";
+    label.textContent = (index + 1) + " " + face.emotion + " " + Math.round(face.confidence * 100) + "%";
+    box.appendChild(label);
+    box.addEventListener("click", () => selectFace(index, false));
+    return box;
+  }
+
+  function makeFaceItem(face, index) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "face-item";
+    button.dataset.index = String(index);
+    button.setAttribute("aria-pressed", "false");
+    button.textContent = "Face " + (index + 1) + (index === 0 ? " (largest)" : "") + ": " +
+      face.emotion + ", " + pct(face.confidence);
+    button.addEventListener("click", () => selectFace(index, true));
+    li.appendChild(button);
+    return li;
+  }
+
+  function selectFace(index, announce) {
+    const faces = (state.result && state.result.faces) || [];
+    const face = faces[index];
+    if (!face) return;
+    state.selected = index;
+    els.overlay.querySelectorAll(".face-box").forEach((el) =>
+      el.classList.toggle("selected", el.dataset.index === String(index)));
+    els.faceList.querySelectorAll(".face-item").forEach((el) =>
+      el.setAttribute("aria-pressed", el.dataset.index === String(index) ? "true" : "false"));
+    els.barsHeading.textContent = "Probabilities for face " + (index + 1);
+    const entries = Object.entries(face.probabilities).sort((a, b) => b[1] - a[1]);
+    els.bars.replaceChildren(...entries.map(([name, p]) => makeBar(name, p, name === face.emotion)));
+    els.barsBlock.hidden = false;
+    if (announce) say("Face " + (index + 1) + ": " + face.emotion + " (" + pct(face.confidence) + ").");
+  }
+
+  function makeBar(name, probability, top) {
+    const li = document.createElement("li");
+    li.className = "bar" + (top ? " top" : "");
+    const label = document.createElement("span");
+    label.className = "bar-label";
+    label.textContent = name;
+    const track = document.createElement("span");
+    track.className = "bar-track";
+    track.setAttribute("aria-hidden", "true");
+    const fill = document.createElement("span");
+    fill.className = "bar-fill";
+    fill.style.width = Math.max(0, Math.min(100, probability * 100)).toFixed(1) + "%";
+    track.appendChild(fill);
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = pct(probability);
+    li.append(label, track, value);
+    return li;
+  }
+
+  // Heatmaps arrive as 8-bit PNGs (grey = attention). They are coloured here (dark blue -> red,
+  // transparent where attention is low) so the face stays visible under them.
+  function colour(v) {
+    const t = v / 255;
+    const r = Math.round(255 * Math.min(1, Math.max(0, 1.5 - Math.abs(4 * t - 3))));
+    const g = Math.round(255 * Math.min(1, Math.max(0, 1.5 - Math.abs(4 * t - 2))));
+    const b = Math.round(255 * Math.min(1, Math.max(0, 1.5 - Math.abs(4 * t - 1))));
+    return [r, g, b, Math.round(60 + 150 * t)];
+  }
+
+  function addHeatmap(face, size) {
+    const canvas = document.createElement("canvas");
+    canvas.className = "heatmap";
+    canvas.setAttribute("aria-hidden", "true");
+    place(canvas, face.box, size);
+    els.overlay.insertBefore(canvas, els.overlay.firstChild);
+    const img = new Image();
+    img.onload = () => {
+      canvas.width = img.naturalWidth;
+      canvas.height = img.naturalHeight;
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(img, 0, 0);
+      const data = ctx.getImageData(0, 0, canvas.width, canvas.height);
+      const px = data.data;
+      for (let i = 0; i < px.length; i += 4) {
+        const grey = (px[i] + px[i + 1] + px[i + 2]) / 3;
+        const c = colour(grey);
+        px[i] = c[0]; px[i + 1] = c[1]; px[i + 2] = c[2]; px[i + 3] = c[3];
+      }
+      ctx.putImageData(data, 0, 0);
+    };
+    img.src = "data:image/png;base64," + face.heatmap_png;
+  }
+
+  function updateHeatmapVisibility() {
+    els.stage.classList.toggle("show-heatmap", els.heatmapToggle.checked);
+  }
+
+  function onHeatmapToggle() {
+    updateHeatmapVisibility();
+    const faces = (state.result && state.result.faces) || [];
+    const missing = faces.length > 0 && !faces[0].heatmap_png;
+    if (els.heatmapToggle.checked && missing && state.file) {
+      const keep = state.selected;
+      predictPhoto().then(() => selectFace(Math.min(keep, ((state.result || {}).faces || []).length - 1), false));
+    }
+  }
+
+  // ---------- webcam mode ----------
+  const cam = { stream: null, timer: null, running: false, frame: document.createElement("canvas"),
+                lastLabel: "", frames: 0, since: 0 };
+
+  async function startCamera() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      els.cameraLabel.textContent = "This browser offers no camera here (the page must be on https or localhost).";
+      return;
+    }
+    els.cameraStart.disabled = true;
+    els.cameraLabel.textContent = "Starting the camera…";
+    try {
+      cam.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 } }, audio: false });
+    } catch (e) {
+      els.cameraStart.disabled = false;
+      els.cameraLabel.textContent = e && e.name === "NotAllowedError"
+        ? "Camera permission was denied. Allow the camera for this page and try again."
+        : "No camera could be started (" + ((e && e.name) || "error") + ").";
+      return;
+    }
+    els.video.srcObject = cam.stream;
+    await els.video.play().catch(() => {});
+    cam.running = true;
+    cam.frames = 0;
+    cam.since = performance.now();
+    els.cameraStop.disabled = false;
+    els.cameraLabel.textContent = "Camera on. Looking for faces…";
+    loop();
+  }
+
+  function stopCamera() {
+    cam.running = false;
+    clearTimeout(cam.timer);
+    if (cam.stream) cam.stream.getTracks().forEach((t) => t.stop());
+    cam.stream = null;
+    els.video.srcObject = null;
+    const ctx = els.videoOverlay.getContext("2d");
+    ctx.clearRect(0, 0, els.videoOverlay.width, els.videoOverlay.height);
+    els.cameraStart.disabled = false;
+    els.cameraStop.disabled = true;
+    els.cameraLabel.textContent = "Camera off.";
+    els.cameraRate.textContent = "";
+    cam.lastLabel = "";
+  }
+
+  function grabFrame() {
+    const v = els.video;
+    if (!v.videoWidth) return Promise.resolve(null);
+    const scale = Math.min(1, FRAME_WIDTH / v.videoWidth);
+    cam.frame.width = Math.round(v.videoWidth * scale);
+    cam.frame.height = Math.round(v.videoHeight * scale);
+    cam.frame.getContext("2d").drawImage(v, 0, 0, cam.frame.width, cam.frame.height);
+    return new Promise((resolve) => cam.frame.toBlob(resolve, "image/jpeg", FRAME_QUALITY));
+  }
+
+  async function loop() {
+    if (!cam.running) return;
+    const started = performance.now();
+    try {
+      const blob = await grabFrame();
+      if (blob && cam.running) {
+        const response = await fetch("/predict", {
+          method: "POST", body: blob, headers: { "Content-Type": "image/jpeg" },
+        });
+        if (!cam.running) return;
+        if (response.ok) {
+          drawLive(await response.json());
+        } else {
+          setCameraLabel(explainError(await readError(response)));
+        }
+        cam.frames += 1;
+        const seconds = (performance.now() - cam.since) / 1000;
+        if (seconds > 0) els.cameraRate.textContent = (cam.frames / seconds).toFixed(1) + " frames/s analysed";
+      }
+    } catch (e) {
+      setCameraLabel("Could not reach the server; retrying…");
+    }
+    if (cam.running) {
+      cam.timer = setTimeout(loop, Math.max(0, FRAME_INTERVAL_MS - (performance.now() - started)));
+    }
+  }
+
+  function setCameraLabel(text) {
+    // Only changes are written, so a screen reader is not flooded five times a second.
+    if (text !== cam.lastLabel) {
+      cam.lastLabel = text;
+      els.cameraLabel.textContent = text;
+    }
+  }
+
+  function drawLive(result) {
+    const canvas = els.videoOverlay;
+    const w = els.video.clientWidth, h = els.video.clientHeight;
+    const ratio = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(w * ratio) || canvas.height !== Math.round(h * ratio)) {
+      canvas.width = Math.round(w * ratio);
+      canvas.height = Math.round(h * ratio);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const faces = result.faces || [];
+    const sx = w / result.image.width, sy = h / result.image.height;
+    ctx.lineWidth = 3;
+    ctx.font = "600 15px system-ui, sans-serif";
+    ctx.textBaseline = "bottom";
+    faces.forEach((face, i) => {
+      // The video is shown mirrored (like a mirror), so boxes are mirrored too; text is not.
+      const x = w - (face.box.x + face.box.width) * sx, y = face.box.y * sy;
+      const bw = face.box.width * sx, bh = face.box.height * sy;
+      ctx.strokeStyle = i === 0 ? "#ffd400" : "#3ec1ff";
+      ctx.strokeRect(x, y, bw, bh);
+      const text = face.emotion + " " + Math.round(face.confidence * 100) + "%";
+      const tw = ctx.measureText(text).width + 10;
+      const ty = y > 22 ? y : y + bh + 22;
+      ctx.fillStyle = "rgba(0,0,0,0.75)";
+      ctx.fillRect(x, ty - 22, tw, 22);
+      ctx.fillStyle = "#fff";
+      ctx.fillText(text, x + 5, ty - 3);
+    });
+    if (faces.length === 0) setCameraLabel("No face in view.");
+    else setCameraLabel((faces.length === 1 ? "1 face" : faces.length + " faces") + ": " +
+                        faces[0].emotion + " (" + Math.round(faces[0].confidence * 100) + "%).");
+  }
+
+  // ---------- modes ----------
+  function setMode(mode) {
+    const webcam = mode === "webcam";
+    els.modePhoto.setAttribute("aria-pressed", webcam ? "false" : "true");
+    els.modeWebcam.setAttribute("aria-pressed", webcam ? "true" : "false");
+    els.photoPanel.hidden = webcam;
+    els.webcamPanel.hidden = !webcam;
+    els.results.hidden = webcam;
+    if (!webcam) stopCamera();
+  }
+
+  // ---------- wiring ----------
+  els.results = $("results");
+  els.modePhoto.addEventListener("click", () => setMode("photo"));
+  els.modeWebcam.addEventListener("click", () => setMode("webcam"));
+  els.fileInput.addEventListener("change", () => chooseFile(els.fileInput.files[0]));
+  els.form.addEventListener("submit", (event) => { event.preventDefault(); predictPhoto(); });
+  els.heatmapToggle.addEventListener("change", onHeatmapToggle);
+  els.cameraStart.addEventListener("click", startCamera);
+  els.cameraStop.addEventListener("click", stopCamera);
+
+  ["dragenter", "dragover"].forEach((type) => els.dropZone.addEventListener(type, (event) => {
+    event.preventDefault();
+    els.dropZone.classList.add("dragging");
+  }));
+  ["dragleave", "drop"].forEach((type) => els.dropZone.addEventListener(type, () =>
+    els.dropZone.classList.remove("dragging")));
+  els.dropZone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer && event.dataTransfer.files[0];
+    if (file) chooseFile(file);
+  });
+  // A photo dropped anywhere else must not make the browser navigate away from the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+  document.documentElement.classList.add("js");
+})();

@@ -1,0 +1,190 @@
+"""ONNX export: self-describing file, PyTorch parity, int8 quantisation, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from face_emotion.cli import main
+from face_emotion.inference import export as export_module
+from face_emotion.inference.backends import (
+    ExplainUnavailableError,
+    OnnxRuntimeBackend,
+    PyTorchBackend,
+    open_backend,
+)
+from face_emotion.inference.export import ExportCheckError, export_onnx
+from face_emotion.inference.predictor import Predictor
+from face_emotion.models.store import ModelLoadError, read_spec
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # 2 cores shared with other jobs: see test_predictor.py.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class TwoFaces:
+    name = "two-faces"
+
+    def detect(self, image):
+        from face_emotion.faces import Face
+
+        return [Face((30, 10, 36, 30), 0.9, None), Face((4, 6, 14, 12), 0.7, None)]
+
+
+def noise_images(count: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, size=(60, 80, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory):
+    """The tiny model copied into a run folder with its fp32 and int8 ONNX exports beside it."""
+    run = tmp_path_factory.mktemp("export-run")
+    shutil.copy(tiny_model_dir / "model.safetensors", run / "model.safetensors")
+    fp32 = export_onnx(run, run / "model.onnx", num_threads=1)
+    int8 = export_onnx(run, run / "model.int8.onnx", int8=True, num_threads=1)
+    return run, fp32, int8
+
+
+def test_fp32_export_is_checked_and_self_describing(exported):
+    run, result, _ = exported
+    assert result.output == run / "model.onnx" and result.output.is_file()
+    assert result.fp32_max_abs_prob_diff <= 1e-4
+    assert result.fp32_check_inputs >= 16
+    assert result.quantization == "none" and result.int8_top1_agreement is None
+    assert result.output_bytes == result.fp32_bytes > 0
+    json.dumps(result.to_dict())  # serialisable as is
+
+    model = onnx.load(str(result.output))
+    props = {p.key: p.value for p in model.metadata_props}
+    spec = read_spec(run)
+    assert json.loads(props["face_emotion_spec"]) == json.loads(spec.to_json())
+    assert json.loads(props["class_names"]) == list(spec.classes)
+    assert json.loads(props["preprocess"])["image_size"] == 32
+    assert model.opset_import[0].version == 17
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param == "batch"  # dynamic batch axis
+
+
+def test_backend_parity_pytorch_vs_onnx(exported):
+    run, _, _ = exported
+    torch_predictor = Predictor(PyTorchBackend(run / "model.safetensors"), TwoFaces())
+    onnx_predictor = Predictor.load(run / "model.onnx", detector=TwoFaces(), num_threads=1)
+    assert onnx_predictor.backend_name == "onnxruntime"
+    assert onnx_predictor.spec == torch_predictor.spec
+    for image in noise_images(3):
+        a, b = torch_predictor.predict(image), onnx_predictor.predict(image)
+        assert [f.box for f in a] == [f.box for f in b]
+        for fa, fb in zip(a, b):
+            assert max(abs(fa.probabilities[c] - fb.probabilities[c]) for c in fa.probabilities) <= 1e-4
+
+
+def test_int8_export_agrees_loosely_and_is_smaller(exported):
+    run, fp32, result = exported
+    assert result.int8 and "int8" in result.quantization
+    assert "synthetic" in result.calibration and result.notes
+    assert result.fp32_max_abs_prob_diff <= 1e-4
+    assert result.output_bytes < 0.5 * result.fp32_bytes
+    # Agreement on a random 3-class network is a loose signal: report it, assert only sanity.
+    print(f"int8 top-1 agreement {result.int8_top1_agreement:.2%} on {result.int8_check_inputs} images")
+    assert result.int8_top1_agreement >= 0.5
+    backend = OnnxRuntimeBackend(run / "model.int8.onnx", num_threads=1)
+    assert "int8" in backend.quantization
+    faces = Predictor(backend, TwoFaces()).predict(noise_images(1)[0])
+    assert len(faces) == 2 and sum(faces[0].probabilities.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_int8_with_calibration_folder(tiny_model_dir, tmp_path):
+    from synthetic import make_learnable_dataset
+
+    data = make_learnable_dataset(tmp_path / "faces", per_class=8)
+    (data / "broken.jpg").write_bytes(b"not a jpeg")
+    result = export_onnx(tiny_model_dir, tmp_path / "m.onnx", int8=True, calibration_dir=data, num_threads=1)
+    assert str(data) in result.calibration
+    assert result.int8_check_inputs >= 12  # held-out folder images plus synthetic ones
+    assert any("unreadable" in note for note in result.notes)
+
+
+def test_failed_check_raises_and_leaves_no_file(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "FP32_TOLERANCE", -1.0)
+    with pytest.raises(ExportCheckError, match="does not reproduce PyTorch"):
+        export_onnx(tiny_model_dir, tmp_path / "bad.onnx", num_threads=1)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_export_argument_errors(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"\.onnx"):
+        export_onnx(tiny_model_dir, tmp_path / "model.bin")
+    with pytest.raises(ModelLoadError, match="no model at"):
+        export_onnx(tmp_path / "missing", tmp_path / "m.onnx")
+
+
+def test_open_backend_choices(exported, tmp_path):
+    run, _, _ = exported
+    assert open_backend(run).name == "pytorch"  # a run folder: the safetensors file first
+    assert open_backend(run, prefer="onnxruntime", num_threads=1).name == "onnxruntime"
+    with pytest.raises(ModelLoadError, match="the pytorch backend reads .safetensors"):
+        open_backend(run / "model.onnx", prefer="pytorch")
+    with pytest.raises(ValueError, match="unknown backend"):
+        open_backend(run, prefer="tensorflow")
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes((run / "model.onnx").read_bytes()[:5000])
+    with pytest.raises(ModelLoadError, match="not a readable ONNX model"):
+        open_backend(truncated)
+    bare = onnx.load(str(run / "model.onnx"))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ModelLoadError, match="no face-emotion description"):
+        open_backend(tmp_path / "bare.onnx")
+
+
+def test_onnx_explain_needs_the_source_weights(exported, tmp_path):
+    run, _, _ = exported
+    beside = Predictor.load(run / "model.onnx", detector=TwoFaces(), num_threads=1)
+    faces = beside.predict(noise_images(1)[0], explain=True)
+    assert all(f.heatmap_png for f in faces)
+    alone = tmp_path / "alone.onnx"
+    shutil.copy(run / "model.onnx", alone)
+    predictor = Predictor.load(alone, detector=TwoFaces(), num_threads=1)
+    assert predictor.predict(noise_images(1)[0])  # plain prediction still works
+    with pytest.raises(ExplainUnavailableError, match=r"needs the PyTorch model.*\.safetensors"):
+        predictor.predict(noise_images(1)[0], explain=True)
+
+
+@pytest.mark.slow
+def test_export_cli(tiny_model_dir, tmp_path, monkeypatch):
+    runner = CliRunner()
+    out = tmp_path / "cli.onnx"
+    result = runner.invoke(main, ["export", "--model", str(tiny_model_dir), "--format", "onnx", "--output", str(out),
+                                  "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["fp32_max_abs_prob_diff"] <= 1e-4 and out.is_file()
+    text = runner.invoke(main, ["export", "--model", str(tiny_model_dir), "--output", str(tmp_path / "t.onnx")])
+    assert text.exit_code == 0 and "fp32 check" in text.stdout
+
+    missing = runner.invoke(main, ["export", "--model", str(tmp_path / "nope"), "--output", str(out)])
+    assert missing.exit_code == 1 and "no model at" in missing.output and "Traceback" not in missing.output
+    import face_emotion.models.bundled as bundled
+
+    monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
+    no_default = runner.invoke(main, ["export", "--output", str(out)])
+    assert no_default.exit_code == 1 and "--model" in no_default.output
+    calibration_alone = runner.invoke(main, ["export", "--model", str(tiny_model_dir), "--output", str(out),
+                                             "--calibration", str(tmp_path)])
+    assert calibration_alone.exit_code == 1 and "--int8" in calibration_alone.output

@@ -1,0 +1,218 @@
+"""The page in a real headless Chromium against the real server (gunicorn, real Predictor, tiny model).
+
+Needs Debian's chromium (/usr/bin/chromium; scripts/install_browser_deps.sh) and PyPI playwright,
+driven with executable_path because `playwright install` cannot download a browser here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path(os.environ.get("FACE_EMOTION_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+]
+# Set FACE_EMOTION_SCREENSHOTS=DIR to keep the screenshots the tests take.
+SCREENSHOT_DIR = os.environ.get("FACE_EMOTION_SCREENSHOTS")
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+if sync_playwright is None:
+    pytestmark = [pytestmark, pytest.mark.skip(reason="playwright is not installed (pip install playwright==1.65.2)")]
+elif not CHROMIUM.is_file():
+    pytestmark = [pytestmark, pytest.mark.skip(
+        reason=f"no Chromium at {CHROMIUM}: run scripts/install_browser_deps.sh (apt-get install chromium)")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _default_detector_available() -> bool:
+    try:
+        from face_emotion.faces.centerface_detector import default_model_path
+
+        default_model_path()
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_model_dir, tmp_path_factory):
+    """`face-emotion serve` (gunicorn, one worker) on a free loopback port, for the whole module."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "serve.log"
+    command = [sys.executable, "-m", "face_emotion", "serve", "--model", str(tiny_model_dir),
+               "--port", str(port), "--workers", "1", "--threads", "4", "--inference-threads", "1"]
+    if not _default_detector_available():
+        command += ["--detector", "none"]  # the page still gets a box: the whole image
+    log = open(log_path, "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{log_path.read_text()}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server_url):
+    context = browser.new_context(viewport={"width": 1100, "height": 850})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
+            if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+    outside: list[str] = []
+    page.on("request", lambda request: outside.append(request.url)
+            if not request.url.startswith((server_url, "data:", "blob:")) else None)
+    page.goto(server_url + "/")
+    yield page
+    context.close()
+    assert not problems, problems  # CSP violations and script errors show up here
+    assert not outside, f"the page loaded from other origins: {outside}"
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    skimage_data = pytest.importorskip("skimage.data")
+    path = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
+    Image.fromarray(skimage_data.astronaut()).save(path, quality=90)
+    return path
+
+
+def _screenshot(page, name: str) -> None:
+    if SCREENSHOT_DIR:
+        Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / name), full_page=True)
+
+
+def test_upload_a_photo_shows_a_box_labels_and_bars(page, photo):
+    page.set_input_files("#file-input", str(photo))
+    expect(page.locator("#preview")).to_be_visible()
+    page.click("#predict-button")
+    box = page.locator(".face-box").first
+    expect(box).to_be_visible(timeout=30_000)
+    expect(page.locator("#status")).to_contain_text("face")
+    expect(page.locator("#bars li")).to_have_count(3)
+    expect(page.locator(".face-label").first).to_have_text(re.compile(r"^1 (anger|happiness|sadness) \d+%$"))
+    # The box sits on the astronaut's face (around x 180-270, y 60-180 of 512x512), not anywhere.
+    shown = page.locator("#preview").bounding_box()
+    rect = box.bounding_box()
+    centre_x = (rect["x"] + rect["width"] / 2 - shown["x"]) / shown["width"] * 512
+    assert 100 < centre_x < 400
+    # Keyboard: the face list holds real buttons; selecting one keeps the bars for it.
+    face_button = page.locator(".face-item").first
+    face_button.focus()
+    page.keyboard.press("Enter")
+    expect(face_button).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#bars-heading")).to_have_text("Probabilities for face 1")
+    _screenshot(page, "photo-result.png")
+
+
+def test_heatmap_toggle_asks_for_and_shows_heatmaps(page, photo):
+    page.set_input_files("#file-input", str(photo))
+    page.click("#predict-button")
+    expect(page.locator(".face-box").first).to_be_visible(timeout=30_000)
+    page.check("#heatmap-toggle")
+    expect(page.locator("canvas.heatmap").first).to_be_attached(timeout=30_000)
+    expect(page.locator("#stage")).to_have_class("stage show-heatmap")
+    _screenshot(page, "photo-heatmap.png")
+
+
+def test_a_text_file_gives_a_clear_error(page, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not a photo")
+    page.set_input_files("#file-input", str(text))
+    page.click("#predict-button")
+    status = page.locator("#status")
+    expect(status).to_have_class("status error", timeout=30_000)
+    expect(status).to_contain_text("not an image")
+    expect(page.locator(".face-box")).to_have_count(0)
+
+
+def test_a_photo_without_a_face_says_so(page, tmp_path):
+    blank = tmp_path / "wall.png"
+    Image.new("RGB", (200, 150), (180, 180, 175)).save(blank)
+    page.set_input_files("#file-input", str(blank))
+    page.click("#predict-button")
+    status = page.locator("#status")
+    if _default_detector_available():
+        expect(status).to_contain_text("No face found", timeout=30_000)
+    else:  # whole-image mode: the image is the face
+        expect(status).to_contain_text("face", timeout=30_000)
+
+
+def test_webcam_mode_with_the_fake_camera_updates_the_live_label(page):
+    page.click("#mode-webcam")
+    expect(page.locator("#webcam-panel")).to_be_visible()
+    page.click("#camera-start")
+    label = page.locator("#camera-label")
+    # Chromium's fake camera shows a moving test pattern: no face, or (whole-image mode) one.
+    expect(label).to_have_text(re.compile(r"^(No face in view\.|\d+ faces?: \w+ \(\d+%\)\.)$"), timeout=30_000)
+    expect(page.locator("#camera-rate")).to_contain_text("frames/s", timeout=30_000)
+    _screenshot(page, "webcam.png")
+    page.click("#camera-stop")
+    expect(label).to_have_text("Camera off.")
+
+
+def test_page_fits_a_phone_screen(browser, server_url):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    page = context.new_page()
+    page.goto(server_url + "/")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone: {width}px wide"
+    expect(page.locator("#predict-button")).to_be_visible()
+    _screenshot(page, "phone.png")
+    context.close()
+
+
+def test_docs_page_renders(browser, server_url):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server_url + "/docs")
+    expect(page.locator("h2", has_text="/predict/batch")).to_be_visible()
+    context.close()

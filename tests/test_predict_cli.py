@@ -1,0 +1,162 @@
+"""`face-emotion predict` in-process: output formats, bad files, annotation, model errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from face_emotion.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # 2 cores shared with other jobs: see test_predictor.py.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    """Three good images (two share a file name in different folders), a corrupt one, a text file."""
+    rng = np.random.default_rng(0)
+
+    def save(path: Path, fmt: str = "PNG") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)).save(path, format=fmt)
+
+    root = tmp_path / "photos"
+    save(root / "a" / "face.png")
+    save(root / "b" / "face.png")
+    save(root / "c.jpg", "JPEG")
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (root / "notes.txt").write_text("not an image, not even tried")
+    return root
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["predict", *args], catch_exceptions=False)
+
+
+def test_json_lines_one_valid_object_per_image(photos, tiny_model_dir):
+    result = run(str(photos), "--model", str(tiny_model_dir), "--no-detect", "--json", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4  # notes.txt is not an image extension, so not collected
+    records = [json.loads(line) for line in lines]
+    (corrupt,) = [r for r in records if Path(r["path"]).name == "corrupt.jpg"]
+    assert corrupt["faces"] == [] and corrupt["error"]
+    good = [r for r in records if r["error"] is None]
+    assert len(good) == 3
+    for record in good:
+        assert set(record) == {"path", "faces", "error"}
+        (face,) = record["faces"]
+        assert set(face) == {"box", "score", "emotion", "confidence", "probabilities"}
+        assert face["box"] == {"x": 0, "y": 0, "width": 50, "height": 40}
+        assert set(face["probabilities"]) == {"anger", "happiness", "sadness"}
+        assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert face["emotion"] == max(face["probabilities"], key=face["probabilities"].get)
+    assert "{" not in result.stderr  # nothing but JSON on stdout, nothing of it on stderr
+
+
+def test_every_file_failing_exits_non_zero(tmp_path, tiny_model_dir):
+    (tmp_path / "x.png").write_bytes(b"")
+    (tmp_path / "y.jpg").write_bytes(b"garbage")
+    result = run(str(tmp_path / "x.png"), str(tmp_path / "y.jpg"), "--model", str(tiny_model_dir), "--no-detect",
+                 "--json")
+    assert result.exit_code == 1
+    assert [json.loads(line)["error"] for line in result.stdout.splitlines()] == ["empty file", "not a recognised image format"]
+
+
+def test_csv_one_row_per_face_and_per_failed_image(photos, tiny_model_dir, tmp_path):
+    out = tmp_path / "out.csv"
+    result = run(str(photos), "--model", str(tiny_model_dir), "--no-detect", "--csv", str(out))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert list(rows[0]) == ["path", "face", "x", "y", "width", "height", "score", "emotion", "confidence",
+                             "anger", "happiness", "sadness", "status", "error"]
+    assert len(rows) == 4
+    statuses = sorted(r["status"] for r in rows)
+    assert statuses == ["error", "ok", "ok", "ok"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    for row in ok:
+        assert row["face"] == "0" and row["width"] == "50"
+        assert sum(float(row[c]) for c in ("anger", "happiness", "sadness")) == pytest.approx(1.0, abs=1e-5)
+    assert "4 images, 3 faces, 1 errors" in result.stderr
+    to_stdout = run(str(photos / "c.jpg"), "--model", str(tiny_model_dir), "--no-detect", "--csv", "-")
+    assert to_stdout.stdout.splitlines()[0].startswith("path,face,x")
+
+
+def test_text_output_and_annotation(photos, tiny_model_dir, tmp_path):
+    out_dir = tmp_path / "annotated"
+    result = run(str(photos), "--model", str(tiny_model_dir), "--no-detect", "--annotate", str(out_dir))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("face 1 at x=0 y=0 50x40") == 3
+    assert "corrupt.jpg: error:" in result.stdout
+    written = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    # Paths below the folder given are kept, so the two face.png files do not collide.
+    assert written == ["a/face.png", "b/face.png", "c.jpg"]
+    original = Image.open(photos / "a" / "face.png")
+    annotated = Image.open(out_dir / "a" / "face.png")
+    assert annotated.size == original.size
+    assert np.abs(np.asarray(annotated, dtype=int) - np.asarray(original, dtype=int)).sum() > 0  # box drawn
+
+
+def test_same_file_name_from_different_arguments_is_deduplicated(photos, tiny_model_dir, tmp_path):
+    out_dir = tmp_path / "annotated"
+    result = run(str(photos / "a" / "face.png"), str(photos / "b"), "--model", str(tiny_model_dir),
+                 "--no-detect", "--annotate", str(out_dir), "--json")
+    assert result.exit_code == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["face-2.png", "face.png"]
+
+
+def test_model_errors_are_one_line(photos, tmp_path, monkeypatch):
+    missing = run(str(photos), "--model", str(tmp_path / "no-model"), "--no-detect")
+    assert missing.exit_code == 1
+    assert "no model at" in missing.output and "--model" in missing.output and "Traceback" not in missing.output
+    import face_emotion.models.bundled as bundled
+
+    monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
+    no_default = run(str(photos), "--no-detect")
+    assert no_default.exit_code == 1 and "no bundled default model" in no_default.output
+
+
+def test_option_conflicts_empty_folder_unknown_detector(photos, tmp_path, tiny_model_dir):
+    both = run(str(photos), "--model", str(tiny_model_dir), "--json", "--csv", "x.csv")
+    assert both.exit_code == 1 and "choose one" in both.output
+    (tmp_path / "empty").mkdir()
+    empty = run(str(tmp_path / "empty"), "--model", str(tiny_model_dir), "--no-detect")
+    assert empty.exit_code == 1 and "no images found" in empty.output
+    pytest.importorskip("face_emotion.faces")
+    unknown = run(str(photos / "c.jpg"), "--model", str(tiny_model_dir), "--detector", "no-such-detector")
+    assert unknown.exit_code == 1 and "unknown face detector" in unknown.output
+
+
+def test_real_detector_faces_and_no_face(tmp_path, tiny_model_dir):
+    faces = pytest.importorskip("face_emotion.faces")
+    skimage_data = pytest.importorskip("skimage.data")
+    try:
+        faces.create_detector()
+    except faces.DetectorUnavailableError as error:
+        pytest.skip(f"default face detector unavailable: {error}")
+    Image.fromarray(skimage_data.astronaut()).save(tmp_path / "astronaut.png")
+    Image.fromarray(skimage_data.coffee()).save(tmp_path / "coffee.png")
+    result = run(str(tmp_path), "--model", str(tiny_model_dir), "--json")
+    assert result.exit_code == 0, result.output
+    records = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert records["coffee.png"]["faces"] == [] and records["coffee.png"]["error"] is None
+    found = records["astronaut.png"]["faces"]
+    assert len(found) >= 1
+    areas = [f["box"]["width"] * f["box"]["height"] for f in found]
+    assert areas == sorted(areas, reverse=True)
+    text = run(str(tmp_path / "coffee.png"), "--model", str(tiny_model_dir))
+    assert "no face found" in text.stdout

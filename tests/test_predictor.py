@@ -1,0 +1,281 @@
+"""Predictor: faces -> one batch -> probabilities, checked against an independent computation."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from face_emotion.inference.backends import PyTorchBackend
+from face_emotion.inference.predictor import GradCam, Predictor
+from face_emotion.models.store import ModelLoadError, load_model
+from face_emotion.transforms import eval_transform
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # These machines have 2 cores shared with other jobs: with 2 OpenMP threads a tiny network
+    # waits on a busy core and runs ~50x slower. One thread keeps the tests fast and stable.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def noise_image(width: int = 80, height: int = 60, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
+
+
+class TwoFaces:
+    """A fake detector: a small face listed first, a larger eye-annotated one second."""
+
+    name = "two-faces"
+
+    def detect(self, image):
+        from face_emotion.faces import Face
+
+        return [
+            Face((4, 6, 14, 12), 0.7, None),
+            Face((30, 10, 36, 30), 0.9, {"left_eye": (56.0, 20.0), "right_eye": (40.0, 18.0)}),
+        ]
+
+
+class NoFaces:
+    name = "no-faces"
+
+    def detect(self, image):
+        return []
+
+
+class CountingBackend:
+    """Wraps a backend and records every batch it is given."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.spec, self.path = inner.name, inner.spec, inner.path
+        self.batches: list[np.ndarray] = []
+
+    @property
+    def classes(self):
+        return self.inner.classes
+
+    def run(self, batch):
+        self.batches.append(batch.copy())
+        return self.inner.run(batch)
+
+    def explain_network(self):
+        return self.inner.explain_network()
+
+
+def reference_probs(model_dir, crops: list[Image.Image]) -> np.ndarray:
+    """softmax(logits / T), one crop at a time, straight from the network: no Predictor code."""
+    network, spec = load_model(model_dir)
+    transform = eval_transform(spec.preprocess)
+    rows = []
+    with torch.no_grad():
+        for crop in crops:
+            logits = network(transform(crop).unsqueeze(0)).double()
+            rows.append(torch.softmax(logits / spec.temperature, dim=1)[0].numpy())
+    return np.stack(rows)
+
+
+def probs_of(face, classes) -> np.ndarray:
+    return np.array([face.probabilities[c] for c in classes])
+
+
+@pytest.fixture(scope="module")
+def whole_image_predictor(tiny_model_dir) -> Predictor:
+    return Predictor.load(tiny_model_dir, detector="none")
+
+
+def test_whole_image_is_one_face_with_independent_probabilities(whole_image_predictor, tiny_model_dir):
+    image = noise_image()
+    faces = whole_image_predictor.predict(image)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.box.to_dict() == {"x": 0, "y": 0, "width": 80, "height": 60}
+    assert face.score == 1.0
+    classes = whole_image_predictor.spec.classes
+    assert set(face.probabilities) == set(classes)
+    probs = probs_of(face, classes)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(probs, reference_probs(tiny_model_dir, [image])[0], atol=1e-5)
+    assert face.emotion == classes[int(probs.argmax())]
+    assert face.confidence == pytest.approx(probs.max())
+    assert face.heatmap_png is None
+
+
+def test_temperature_is_applied(whole_image_predictor):
+    # The fixture model has T = 1.5: the probabilities must be softmax(logits / 1.5), not softmax(logits).
+    assert whole_image_predictor.spec.temperature == 1.5
+    image = noise_image(seed=3)
+    batch = whole_image_predictor.batch([image])
+    logits = whole_image_predictor.backend.run(batch)[0].astype(np.float64)
+    expected = np.exp(logits / 1.5) / np.exp(logits / 1.5).sum()
+    face = whole_image_predictor.predict(image)[0]
+    np.testing.assert_allclose(probs_of(face, whole_image_predictor.spec.classes), expected, atol=1e-9)
+
+
+def test_metadata(whole_image_predictor):
+    assert whole_image_predictor.backend_name == "pytorch"
+    assert whole_image_predictor.detector_name == "none"
+    assert whole_image_predictor.spec.classes == ("anger", "happiness", "sadness")
+
+
+def test_faces_largest_first_in_one_batch(tiny_model_dir):
+    from face_emotion.faces import crop_face
+
+    backend = CountingBackend(PyTorchBackend(tiny_model_dir))
+    predictor = Predictor(backend, TwoFaces())
+    image = noise_image()
+    faces = predictor.predict(image)
+    assert [f.box.to_dict() for f in faces] == [
+        {"x": 30, "y": 10, "width": 36, "height": 30},
+        {"x": 4, "y": 6, "width": 14, "height": 12},
+    ]
+    assert [f.score for f in faces] == pytest.approx([0.9, 0.7])
+    # Every face of an image in one call of the backend.
+    assert len(backend.batches) == 1 and backend.batches[0].shape == (2, 3, 32, 32)
+    detected = sorted(TwoFaces().detect(image), key=lambda f: -f.area)
+    margin = predictor.spec.preprocess.face_margin
+    crops = [crop_face(image, face, margin, align=True) for face in detected]
+    expected = reference_probs(tiny_model_dir, crops)
+    for face, row in zip(faces, expected):
+        probs = probs_of(face, predictor.spec.classes)
+        assert probs.sum() == pytest.approx(1.0, abs=1e-9)
+        np.testing.assert_allclose(probs, row, atol=1e-5)
+
+
+def test_detect_false_uses_whole_image(tiny_model_dir):
+    backend = CountingBackend(PyTorchBackend(tiny_model_dir))
+    faces = Predictor(backend, TwoFaces()).predict(noise_image(), detect=False)
+    assert len(faces) == 1 and faces[0].box.to_dict() == {"x": 0, "y": 0, "width": 80, "height": 60}
+    assert backend.batches[0].shape[0] == 1
+
+
+def test_no_face_gives_empty_list_without_running_the_model(tiny_model_dir):
+    backend = CountingBackend(PyTorchBackend(tiny_model_dir))
+    assert Predictor(backend, NoFaces()).predict(noise_image()) == []
+    assert backend.batches == []
+
+
+def test_tta_averages_crop_and_mirror_in_the_same_batch(tiny_model_dir):
+    backend = CountingBackend(PyTorchBackend(tiny_model_dir))
+    predictor = Predictor(backend, TwoFaces(), tta=True)
+    image = noise_image(seed=5)
+    faces = predictor.predict(image)
+    assert len(backend.batches) == 1 and backend.batches[0].shape == (4, 3, 32, 32)
+    from face_emotion.faces import crop_face
+
+    margin = predictor.spec.preprocess.face_margin
+    crops = [crop_face(image, f, margin, align=True) for f in sorted(TwoFaces().detect(image), key=lambda f: -f.area)]
+    mirrored = [c.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for c in crops]
+    expected = (reference_probs(tiny_model_dir, crops) + reference_probs(tiny_model_dir, mirrored)) / 2
+    for face, row in zip(faces, expected):
+        np.testing.assert_allclose(probs_of(face, predictor.spec.classes), row, atol=1e-5)
+    plain = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces()).predict(image)
+    assert not np.allclose(probs_of(plain[0], predictor.spec.classes), probs_of(faces[0], predictor.spec.classes))
+
+
+def test_explain_gives_box_sized_png_per_face(tiny_model_dir):
+    predictor = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces())
+    faces = predictor.predict(noise_image(), explain=True)
+    assert len(faces) == 2
+    for face in faces:
+        heatmap = Image.open(io.BytesIO(face.heatmap_png))
+        assert heatmap.format == "PNG" and heatmap.mode == "L"
+        assert heatmap.size == (face.box.width, face.box.height)
+    assert "heatmap_png" in faces[0].to_dict() and "heatmap_png" not in faces[0].to_dict(include_heatmap=False)
+    # Explanations must not leave gradients (or hooks) behind on the shared network.
+    network = predictor.backend.explain_network()
+    assert all(p.grad is None for p in network.parameters())
+    assert not predictor._grad_cam.layer._forward_hooks
+    # And must not change the prediction.
+    plain = predictor.predict(noise_image())
+    assert [f.probabilities for f in plain] == [f.probabilities for f in faces]
+
+
+def test_grad_cam_points_at_the_evidence():
+    # A network whose class-0 logit is the mean brightness of the red channel: Grad-CAM for
+    # class 0 must light up where the red patch is, and nowhere else.
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 2, 1, bias=False), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(2, 2, bias=False),
+    ).eval()
+    with torch.no_grad():
+        network[0].weight.copy_(torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]).view(2, 3, 1, 1))
+        network[4].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    image = torch.zeros(1, 3, 8, 8)
+    image[0, 0, 1:3, 5:7] = 1.0  # red patch, top right
+    image[0, 2, 6:8, 0:2] = 1.0  # blue patch, bottom left
+    cam = GradCam(network, "1")(image, [0])[0]
+    assert cam.shape == (8, 8) and cam.max() == pytest.approx(1.0)
+    assert cam[1:3, 5:7].min() == pytest.approx(1.0)
+    assert cam[6:8, 0:2].max() == pytest.approx(0.0)
+    assert GradCam(network, "1")(image, [1])[0][6:8, 0:2].min() == pytest.approx(1.0)
+
+
+def test_concurrent_predictions_match_sequential(tiny_model_dir):
+    predictor = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces())
+    images = [noise_image(seed=s) for s in range(6)]
+    expected = [[f.probabilities for f in predictor.predict(im)] for im in images]
+    results: dict[int, list] = {}
+
+    def work(i):
+        faces = predictor.predict(images[i], explain=i % 2 == 0)
+        results[i] = [f.probabilities for f in faces]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, probs in enumerate(expected):
+        for got, want in zip(results[i], probs):
+            assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_missing_model_and_missing_bundled_model(tmp_path, monkeypatch):
+    with pytest.raises(ModelLoadError, match="no model at"):
+        Predictor.load(tmp_path / "nowhere", detector="none")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelLoadError, match="unknown model format"):
+        Predictor.load(tmp_path / "notes.txt", detector="none")
+    import face_emotion.models.bundled as bundled
+
+    monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
+    with pytest.raises(ModelLoadError, match="no bundled default model.*--model"):
+        Predictor.load(None, detector="none")
+
+
+def test_unknown_detector_is_a_clear_error(tiny_model_dir):
+    pytest.importorskip("face_emotion.faces")
+    with pytest.raises(ValueError, match="unknown face detector"):
+        Predictor.load(tiny_model_dir, detector="no-such-detector")
+
+
+@pytest.fixture(scope="module")
+def default_detector():
+    faces = pytest.importorskip("face_emotion.faces")
+    try:
+        return faces.create_detector()
+    except faces.DetectorUnavailableError as error:
+        pytest.skip(f"default face detector unavailable: {error}")
+
+
+def test_real_detector_finds_the_astronaut_and_no_face_in_coffee(tiny_model_dir, default_detector):
+    skimage_data = pytest.importorskip("skimage.data")
+    predictor = Predictor.load(tiny_model_dir, detector=default_detector)
+    faces = predictor.predict(Image.fromarray(skimage_data.astronaut()))
+    assert len(faces) >= 1
+    box = faces[0].box
+    # Eileen Collins' face lies around x 180-270, y 60-180 of the 512 x 512 image.
+    assert 170 <= box.x + box.width / 2 <= 280 and 60 <= box.y + box.height / 2 <= 180
+    assert sum(faces[0].probabilities.values()) == pytest.approx(1.0)
+    assert [f.box.area for f in faces] == sorted((f.box.area for f in faces), reverse=True)
+    assert predictor.predict(Image.fromarray(skimage_data.coffee())) == []
