@@ -57,3 +57,15 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("FACE_EMOTION_CACHE", None)
     else:
         os.environ["FACE_EMOTION_CACHE"] = previous
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """These machines have 2 cores shared with other jobs: two OpenMP threads fighting for a busy
+    core made tiny networks many times slower. One thread keeps the tests fast and stable."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

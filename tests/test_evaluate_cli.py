@@ -21,13 +21,6 @@ METRICS_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "classe
 MODEL_CLASSES = ("anger", "happiness", "sadness")  # conftest.TINY_CLASSES
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two busy cores: two threads fighting a background job are several times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,6 @@ from face_emotion.models.store import ModelLoadError, load_model
 from face_emotion.transforms import eval_transform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These machines have 2 cores shared with other jobs: with 2 OpenMP threads a tiny network
-    # waits on a busy core and runs ~50x slower. One thread keeps the tests fast and stable.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def noise_image(width: int = 80, height: int = 60, seed: int = 0) -> Image.Image:

@@ -39,13 +39,6 @@ METRICS_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "classe
 LEARNED_CLASSES = ["anger", "happiness", "sadness"]  # synthetic.PATTERNS folders: happy, Sad, angry
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two busy cores: two threads fighting a background job are several times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_config(data_dirs, out_dir, **changes) -> TrainConfig:
