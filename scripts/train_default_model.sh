@@ -22,4 +22,4 @@ exec nice -n 5 .venv/bin/face-emotion train "$DATA/fer2013" "$DATA/affectnet96-a
   --classes anger,disgust,fear,happiness,sadness,surprise,neutral \
   --arch resnet50 --weights none --image-size 48 --color-mode grayscale --dropout 0.3 \
   --epochs 40 --patience 8 --batch-size 64 --lr 1e-3 --label-smoothing 0.1 --workers 1 \
-  --name face-emotion-default --no-detect --no-progress --resume "$@" >> "$RUN/train.log" 2>&1
+  --face-margin 0.1 --name face-emotion-default --no-detect --no-progress --resume "$@" >> "$RUN/train.log" 2>&1
