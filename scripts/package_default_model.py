@@ -58,12 +58,13 @@ def summary_lines(name: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def model_card(spec, val: dict, test: dict, budget: str, size_mb: float) -> str:
+def model_card(spec, val: dict, test: dict, budget: str, size_mb: float, comparison: str) -> str:
     t = spec.training
+    init = ("from its ImageNet weights" if t.get("weights") == "imagenet"
+            else "from random initialisation: no ImageNet weights for it can be had on the training machines")
     return f"""# Bundled default model: {spec.name}
 
-A {spec.architecture} trained from random initialisation (no ImageNet weights can be had on the
-machines it was trained on) to recognise {len(spec.classes)} facial expressions:
+A {spec.architecture} ({init}) fine-tuned to recognise {len(spec.classes)} facial expressions:
 {", ".join(spec.classes)}. `face-emotion evaluate`, `predict`, `export` and `serve` use it whenever
 `--model` is not given.
 
@@ -87,6 +88,8 @@ Epochs run: {t.get("epochs_run")}. Budget: {budget}.
 Faces are cut with margin {spec.preprocess.face_margin} around the detector's box (measured: FER2013
 crops sit about 0.06 and AffectNet96 about 0.15 around a CenterFace box).
 Weights are stored in fp16 ({size_mb:.1f} MB); the figures below are of these fp16 weights.
+
+{comparison}
 
 ## Validation (held out from training)
 {summary_lines("validation", val)}
@@ -130,6 +133,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BUNDLED_MODEL_DIR)
     parser.add_argument("--face-margin", type=float, default=None)
     parser.add_argument("--budget", default="not recorded")
+    parser.add_argument("--comparison", type=Path, help="markdown file with the recipe comparison to include")
     args = parser.parse_args()
 
     network, spec = load_model(args.run)
@@ -150,7 +154,8 @@ def main() -> None:
     )
     path = save_model(network, spec, args.out, dtype=torch.float16)
     size_mb = path.stat().st_size / 1e6
-    (args.out / "MODEL_CARD.md").write_text(model_card(spec, val, test, args.budget, size_mb))
+    (args.out / "MODEL_CARD.md").write_text(model_card(
+        spec, val, test, args.budget, size_mb, args.comparison.read_text() if args.comparison else ""))
     (args.out / "metrics.json").write_text(json.dumps({"val": val, "test": test}, indent=1) + "\n")
     print(summary_lines("validation", val))
     print(summary_lines("test", test))

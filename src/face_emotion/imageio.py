@@ -18,6 +18,10 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 )
 DEFAULT_MAX_PIXELS = 40_000_000
+# The decoders Pillow may use: the raster formats of IMAGE_EXTENSIONS (MPO, a camera's multi-picture
+# JPEG, opens through "JPEG"). Pillow's other plugins (EPS hands the file to Ghostscript; FITS, DDS,
+# SPIDER, ...) are rarely needed, little exercised, and would all face hostile uploads.
+DECODER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 
 class ImageDecodeError(ValueError):
@@ -67,14 +71,17 @@ def _open(fp, max_pixels: int | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(fp)
+            image = Image.open(fp, formats=DECODER_FORMATS)
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageTooLargeError(
                     f"image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
                 )
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)  # animated GIF/WebP/TIFF: the first frame stands for the file
+            # Animated GIF/WebP/TIFF: the first frame (where open() leaves it) stands for the file.
+            # is_animated looks for a second frame only; n_frames would parse every frame, a second
+            # of CPU for a 10 MB GIF of a million empty frames.
+            if getattr(image, "is_animated", False):
+                image.seek(0)
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
@@ -86,6 +93,10 @@ def _open(fp, max_pixels: int | None) -> Image.Image:
         raise ImageDecodeError("not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as error:
         raise ImageDecodeError(f"corrupt or truncated image: {error}") from None
+    except Exception as error:  # noqa: BLE001
+        # Pillow's decoders meet damaged files with IndexError, TypeError, NotImplementedError,
+        # AttributeError, ... (found by fuzzing); every one of them means "cannot read this file".
+        raise ImageDecodeError(f"corrupt or unsupported image ({type(error).__name__}: {error})") from None
 
 
 def decode_image(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -25,6 +25,7 @@ def _check_names(detector: str | None, backend: str | None) -> None:
 
 def _check_model(model: str | None) -> None:
     """Fail before any worker starts when the model is missing or unreadable."""
+    from face_emotion.inference.backends import check_model_suffix
     from face_emotion.models.bundled import resolve_model_argument
     from face_emotion.models.store import ModelLoadError, read_spec
 
@@ -37,6 +38,7 @@ def _check_model(model: str | None) -> None:
         if not files:
             raise ModelLoadError(f"no model at {path}: train one with `face-emotion train DATA_DIR --out RUN_DIR` "
                                  f"and pass --model RUN_DIR")
+        check_model_suffix(files[0])  # a .pt/.ckpt pickle is refused here, not in each worker
         if files[0].suffix == ".safetensors":
             read_spec(files[0])  # the header only: cheap, and it starts no thread pool before the fork
     except ModelLoadError as error:
@@ -66,11 +68,14 @@ def _check_model(model: str | None) -> None:
 @click.option("--tta/--no-tta", default=None, help="Test-time augmentation. Env FACE_EMOTION_TTA.")
 @click.option("--inference-threads", type=int,
               help="Intra-op threads per worker [default: cores / workers]. Env FACE_EMOTION_INFERENCE_THREADS.")
+@click.option("--inference-timeout", type=float,
+              help="Seconds a request may wait for its prediction before a JSON 503 'timeout' [default: 30]; "
+                   "below --timeout. Env FACE_EMOTION_INFERENCE_TIMEOUT_S.")
 @click.option("--access-log", is_flag=True, help="Log every request (gunicorn's access log on stdout).")
 @click.option("--dev", is_flag=True,
               help="Flask's development server instead of gunicorn (one process; for debugging).")
 def serve(model, host, port, workers, threads, timeout_s, max_upload_mb, max_pixels, max_batch, cors_origins,
-          detector, backend, tta, inference_threads, access_log, dev) -> None:
+          detector, backend, tta, inference_threads, inference_timeout, access_log, dev) -> None:
     """Serve the JSON API and the web page (gunicorn; --dev for Flask's own server)."""
     from face_emotion.server.config import ConfigError, ServerConfig
     from face_emotion.server.runner import RunOptions, default_workers, run_dev, run_gunicorn
@@ -80,10 +85,14 @@ def serve(model, host, port, workers, threads, timeout_s, max_upload_mb, max_pix
         config = ServerConfig.from_env(
             model=model, max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch,
             cors_origins=cors_origins, detector=detector, backend=backend, tta=tta,
-            inference_threads=inference_threads,
+            inference_threads=inference_threads, inference_timeout_s=inference_timeout,
         )
     except ConfigError as error:
         _fail(str(error))
+    if not dev and config.inference_timeout_s >= timeout_s:
+        # gunicorn kills a worker silent for --timeout seconds: the JSON deadline must come first.
+        _fail(f"the inference timeout ({config.inference_timeout_s:g} s, --inference-timeout / "
+              f"FACE_EMOTION_INFERENCE_TIMEOUT_S) must be below the worker timeout ({timeout_s} s, --timeout)")
     if not config.inference_threads and "FACE_EMOTION_INFERENCE_THREADS" not in os.environ:
         # Split the cores between the workers instead of letting each grab all of them.
         cores = default_workers()

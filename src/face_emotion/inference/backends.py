@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 import numpy as np
 
 from face_emotion.models.spec import ModelSpec
-from face_emotion.models.store import SPEC_METADATA_KEY, WEIGHTS_FILE, ModelLoadError, resolve_model_path
+from face_emotion.models.store import (
+    SPEC_METADATA_KEY,
+    WEIGHTS_FILE,
+    ModelLoadError,
+    refuse_pickle,
+    resolve_model_path,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -166,12 +172,40 @@ class OnnxRuntimeBackend:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelLoadError(f"{self.path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
         self._input_name = inputs[0].name
+        self._check_shapes(inputs[0].shape, outputs[0].shape)
         self._source_network: nn.Module | None = None
         self._source_lock = threading.Lock()
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.spec.classes
+
+    def _check_shapes(self, input_shape, output_shape) -> None:
+        """The graph must take (N, 3, S, S) and give (N, len(classes)) as its metadata says.
+
+        Metadata is only text beside the graph: a file whose description lies (another class count
+        or image size) would otherwise be answered with misnamed or missing probabilities.
+        A symbolic class dimension is checked by running one blank image.
+        """
+        size = int(self.spec.preprocess.image_size)
+        expected_in, expected_out = (None, 3, size, size), (None, len(self.spec.classes))
+        for what, shape, expected in (("input", input_shape, expected_in), ("output", output_shape, expected_out)):
+            shape = list(shape or [])
+            if len(shape) != len(expected) or any(
+                isinstance(dim, int) and want is not None and dim != want for dim, want in zip(shape, expected)
+            ):
+                shown = ["N" if d is None else d for d in expected]
+                raise ModelLoadError(
+                    f"{self.path}: the graph's {what} has shape {shape} but its description "
+                    f"({len(self.spec.classes)} classes, {size} px) needs {shown}; the file was altered or "
+                    f"not exported by `face-emotion export`"
+                )
+        if not isinstance(list(output_shape or [None, None])[-1], int):
+            try:
+                self.run(np.zeros((1, 3, size, size), dtype=np.float32))
+            except Exception as error:  # noqa: BLE001 - onnxruntime's own error types, or run()'s check
+                raise ModelLoadError(f"{self.path}: a trial run failed, the graph does not match its "
+                                     f"description: {error}") from None
 
     @property
     def quantization(self) -> str:
@@ -181,7 +215,11 @@ class OnnxRuntimeBackend:
         batch = _check_batch(batch, self.spec)
         # InferenceSession.run is documented thread-safe.
         (logits,) = self.session.run(None, {self._input_name: batch})
-        return np.asarray(logits, dtype=np.float32)
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.shape != (len(batch), len(self.spec.classes)):
+            raise RuntimeError(f"{self.path} gave logits of shape {logits.shape} for {len(batch)} image(s) and "
+                               f"{len(self.spec.classes)} classes: the graph does not match its description")
+        return logits
 
     def source_weights(self) -> Path | None:
         """The .safetensors this file was exported from, if it lies beside it unchanged."""
@@ -230,6 +268,15 @@ def _suffix_for(name: str) -> str:
     raise ValueError(f"unknown backend {name!r}; choose one of {backend_names()}")
 
 
+def check_model_suffix(path: Path) -> None:
+    """ModelLoadError unless ``path`` is a file format a backend reads (a pickle never is)."""
+    suffix = path.suffix.lower()
+    if suffix in BACKENDS:
+        return
+    refuse_pickle(path)
+    raise ModelLoadError(f"{path}: unknown model format {suffix!r}; expected one of {sorted(BACKENDS)}")
+
+
 def open_backend(path: str | Path, prefer: str | None = None, *, num_threads: int | None = None) -> InferenceBackend:
     """Open the model at ``path`` (a .safetensors / .onnx file, or a run folder).
 
@@ -255,9 +302,8 @@ def open_backend(path: str | Path, prefer: str | None = None, *, num_threads: in
         raise ModelLoadError(
             f"no model at {path}: train one with `face-emotion train DATA_DIR --out RUN_DIR` and pass --model RUN_DIR"
         )
+    check_model_suffix(path)
     suffix = path.suffix.lower()
-    if suffix not in BACKENDS:
-        raise ModelLoadError(f"{path}: unknown model format {suffix!r}; expected one of {sorted(BACKENDS)}")
     if wanted is not None and suffix != wanted:
         raise ModelLoadError(f"{path} is a {suffix} model; the {prefer} backend reads {wanted} files")
     return BACKENDS[suffix](path, num_threads=num_threads)

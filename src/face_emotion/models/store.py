@@ -21,14 +21,31 @@ SPEC_FILE = "model.json"
 SPEC_METADATA_KEY = "face_emotion_spec"
 
 
+# What torch.save, Lightning checkpoints and pickle write: unpickling runs whatever code the file's
+# author put in it, so a file named like one is refused by its name before anything reads it.
+PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"})
+
+
 class ModelLoadError(RuntimeError):
     """A model file is missing, truncated, tampered with, or not a face-emotion model."""
+
+
+def refuse_pickle(path: Path) -> None:
+    """ModelLoadError when ``path`` is named like a pickle (.pt, .ckpt, ...): such files are never loaded."""
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise ModelLoadError(
+            f"{path} is a pickle file ({suffix}), which face-emotion never loads: unpickling can run any code "
+            f"in it. Pass a run folder or its model.safetensors (written by `face-emotion train`), or a .onnx "
+            f"file from `face-emotion export`"
+        )
 
 
 def resolve_model_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_FILE
+    refuse_pickle(path)
     if not path.is_file():
         raise ModelLoadError(
             f"no model at {path}: train one with `face-emotion train DATA_DIR --out RUN_DIR` "

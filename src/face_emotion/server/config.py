@@ -50,6 +50,9 @@ class ServerConfig:
     cors_origins: tuple[str, ...] = ()  # extra origins allowed to call the API; "*" for any
     inference_threads: int = 0  # intra-op threads of each worker's model; 0: leave the backend's default
     inference_concurrency: int = 1  # predictions run at once in one worker (more only oversubscribes cores)
+    # A prediction not done this long after its request began is answered 503 {"code": "timeout"}.
+    # Below gunicorn's worker timeout (--timeout, 60 s), which would kill the worker with no answer.
+    inference_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -112,6 +115,11 @@ class ServerConfig:
         if not 1 <= int(self.inference_concurrency) <= 64:
             raise ConfigError(f"inference concurrency must be between 1 and 64, not {self.inference_concurrency} "
                               f"({_env_name('inference_concurrency')})")
+        if not 0 < float(self.inference_timeout_s) <= 3600:
+            raise ConfigError(
+                f"inference timeout must be above 0 and at most 3600 seconds, not {self.inference_timeout_s} "
+                f"(--inference-timeout / {_env_name('inference_timeout_s')})"
+            )
         for origin in self.cors_origins:
             if origin != "*" and not _ORIGIN.match(origin):
                 raise ConfigError(

@@ -193,6 +193,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.response("BadRequest", _response("No image, not an image, a corrupt image, or a bad parameter."))
     spec.components.response("TooLarge", _response("The body, the image's pixel count or the batch is over the limit."))
     spec.components.response("UnsupportedType", _response("The request's Content-Type is not one the API reads."))
+    spec.components.response("Timeout", _response("The prediction did not finish within the server's deadline "
+                                                  "(FACE_EMOTION_INFERENCE_TIMEOUT_S); code `timeout`."))
 
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if not rule.endpoint.startswith("api."):

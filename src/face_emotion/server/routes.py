@@ -9,7 +9,7 @@ from markupsafe import Markup, escape
 from werkzeug.datastructures import FileStorage
 
 from face_emotion.server.errors import ApiError
-from face_emotion.server.service import Service
+from face_emotion.server.service import DeadlineExceeded, Service
 
 api = Blueprint("api", __name__)
 page = Blueprint("page", __name__)
@@ -115,6 +115,7 @@ def predict():
       "400": {$ref: "#/components/responses/BadRequest"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "503": {$ref: "#/components/responses/Timeout"}
     """
     explain = _flag("explain", False)
     detect = _flag("detect", True)
@@ -158,6 +159,7 @@ def predict_batch():
       "400": {$ref: "#/components/responses/BadRequest"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "503": {$ref: "#/components/responses/Timeout"}
     """
     start = time.perf_counter()
     explain = _flag("explain", False)
@@ -171,10 +173,14 @@ def predict_batch():
     if len(files) > limit:
         raise ApiError(413, "too_many_images", f"{len(files)} images sent; the limit is {limit} per request")
     results = []
+    deadline = service().deadline()  # one for the whole request, as for /predict
     for index, storage in enumerate(files):
         item = {"index": index, "filename": storage.filename or None}
         try:
-            item.update(service().predict_bytes(_read_file(storage, "images"), explain=explain, detect=detect))
+            item.update(service().predict_bytes(_read_file(storage, "images"), explain=explain, detect=detect,
+                                                deadline=deadline))
+        except DeadlineExceeded:
+            raise  # not this image's fault: the whole request is answered 503
         except ApiError as error:
             item["error"] = error.to_dict()
         results.append(item)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,14 @@ from face_emotion.server.config import ServerConfig
 from face_emotion.server.errors import ApiError
 
 log = logging.getLogger(__name__)
+
+
+class DeadlineExceeded(ApiError):
+    """A prediction did not finish within the request's deadline (ServerConfig.inference_timeout_s)."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__(503, "timeout", f"the prediction did not finish within {timeout_s:g} s (the server is "
+                                         f"busy or the image too demanding); try again later")
 
 
 def load_predictor(config: ServerConfig):
@@ -44,6 +53,10 @@ class Service:
         # was given, so running two at once only makes both slower, and Grad-CAM hooks are not
         # meant to be shared between threads. Other threads keep reading uploads meanwhile.
         self._slots = threading.BoundedSemaphore(self.config.inference_concurrency)
+        # Predictions run on these threads so that the request thread can stop waiting at the
+        # deadline and answer in JSON; gunicorn's own timeout would kill the worker without a word.
+        self._runner = ThreadPoolExecutor(max_workers=self.config.inference_concurrency,
+                                          thread_name_prefix="face-emotion-inference")
 
     # ---- descriptions ---------------------------------------------------------------------
     @property
@@ -85,13 +98,46 @@ class Service:
         except ImageDecodeError as error:
             raise ApiError(400, error.code, f"not a readable image: {error}") from None
 
-    def predict_bytes(self, data: bytes, *, explain: bool = False, detect: bool = True) -> dict[str, Any]:
-        """Image bytes -> the JSON body of POST /predict. Raises ApiError for bad input."""
+    def deadline(self) -> float:
+        """The time.monotonic() by which a request starting now must have its predictions."""
+        return time.monotonic() + float(self.config.inference_timeout_s)
+
+    def _run_before(self, deadline: float, function, *args, **kwargs):
+        """function(*args, **kwargs) on an inference thread, or DeadlineExceeded at the deadline."""
+        if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise DeadlineExceeded(self.config.inference_timeout_s)
+
+        def job():
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._slots.release()
+
+        try:
+            future = self._runner.submit(job)
+        except BaseException:
+            self._slots.release()
+            raise
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            # A thread cannot be stopped: the prediction runs on and keeps its slot until it ends,
+            # so later requests wait for it (or time out) instead of piling more work on the worker.
+            log.warning("a prediction is still running after the %g s deadline", self.config.inference_timeout_s)
+            raise DeadlineExceeded(self.config.inference_timeout_s) from None
+
+    def predict_bytes(self, data: bytes, *, explain: bool = False, detect: bool = True,
+                      deadline: float | None = None) -> dict[str, Any]:
+        """Image bytes -> the JSON body of POST /predict. Raises ApiError for bad input.
+
+        ``deadline`` (time.monotonic()): DeadlineExceeded (503 "timeout") when the prediction is not
+        done by then; None: inference_timeout_s from now.
+        """
         start = time.perf_counter()
+        deadline = self.deadline() if deadline is None else deadline
         image = self.decode(data)
         try:
-            with self._slots:
-                faces = self.predictor.predict(image, explain=explain, detect=detect)
+            faces = self._run_before(deadline, self.predictor.predict, image, explain=explain, detect=detect)
         except ExplainUnavailableError as error:
             raise ApiError(400, "explain_unavailable", f"explain=1 is not available for this model: {error}") from None
         face_dicts = [face.to_dict(include_heatmap=explain) for face in faces]
