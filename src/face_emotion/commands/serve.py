@@ -12,9 +12,8 @@ from face_emotion.commands.common import fail as _fail
 def _check_names(detector: str | None, backend: str | None) -> None:
     from face_emotion.faces import available_detectors
     from face_emotion.inference.backends import backend_names
-    from face_emotion.inference.predictor import WHOLE_IMAGE
 
-    detectors = list(dict.fromkeys([*available_detectors(), WHOLE_IMAGE]))
+    detectors = available_detectors()  # includes "none", the whole-image detector
     if detector is not None and detector not in detectors:
         _fail(f"unknown face detector {detector!r} (--detector / FACE_EMOTION_DETECTOR); choose one of: "
               f"{', '.join(detectors)}")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from face_emotion.models.backbones import create_network
 from face_emotion.models.spec import ModelSpec
+
+if TYPE_CHECKING:  # torch is imported where weights are touched: reading a spec must stay cheap
+    import torch
+    from torch import nn
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "model.json"
@@ -78,7 +79,7 @@ def read_spec(path: str | Path) -> ModelSpec:
 
     path = resolve_model_path(path)
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:  # numpy: reading a header needs no torch
             metadata = handle.metadata() or {}
     except Exception as error:
         raise ModelLoadError(f"{path} is not a readable safetensors model (truncated or tampered?): {error}") from None
@@ -92,7 +93,10 @@ def read_spec(path: str | Path) -> ModelSpec:
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Load a model in eval mode, fp32, with its spec. Refuses files that do not match their spec."""
+    import torch
     from safetensors.torch import load_file
+
+    from face_emotion.models.backbones import create_network
 
     path = resolve_model_path(path)
     spec = read_spec(path)
