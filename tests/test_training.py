@@ -510,3 +510,23 @@ def test_two_cpu_devices_run_ddp_and_write_a_complete_run(tmp_path):
     network, _ = load_model(out)
     with torch.inference_mode():
         assert torch.isfinite(network(torch.zeros(2, 3, 32, 32))).all()
+
+
+def test_photo_datasets_train_on_detected_faces_and_name_faceless_images(tmp_path):
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image, ImageOps
+
+    photo = Image.fromarray(skimage_data.astronaut())
+    for folder, transform in (("happy", lambda im: im), ("sad", ImageOps.mirror)):
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        for i in range(5):
+            variant = transform(photo).rotate(2 * i - 4).resize((400 + 20 * i, 400 + 20 * i))
+            variant.save(tmp_path / "photos" / folder / f"{i}.jpg")
+    Image.fromarray(skimage_data.coffee()).save(tmp_path / "photos" / "sad" / "coffee.jpg")
+
+    result = run_training(tiny_config([tmp_path / "photos"], tmp_path / "run", detect=True))
+    reasons = {Path(s.path).name: s.reason for s in result.skipped}
+    assert reasons == {"coffee.jpg": "no face found"}
+    split_rows = list(csv.DictReader(open(tmp_path / "run" / "split.csv")))
+    assert len(split_rows) == 10 and not any(r["path"].endswith("coffee.jpg") for r in split_rows)
+    assert result.metrics["n"] == sum(r["split"] == "test" for r in split_rows)

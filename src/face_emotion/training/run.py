@@ -177,16 +177,13 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     if config.detect:
         from face_emotion.data.face_crops import prepare_face_crops
 
-        crop_loaders = {}
-        for split in list(splits):
-            splits[split], crop_loaders[split], no_face = prepare_face_crops(
-                splits[split], detector=config.detector, margin=config.face_margin, progress=config.progress
-            )
-            scan.skipped.extend(no_face)
-        # One loader over every split's crops: the DataModule takes a single loader.
-        loader = crop_loaders["train"]
-        for other in crop_loaders.values():
-            loader.crops.update(other.crops)
+        # Detect once over every split; one loader serves them all (the DataModule takes one).
+        everything = [sample for split_samples in splits.values() for sample in split_samples]
+        _, loader, no_face = prepare_face_crops(
+            everything, detector=config.detector, margin=config.face_margin, progress=config.progress
+        )
+        scan.skipped.extend(no_face)
+        splits = {name: [s for s in samples if s.digest in loader.crops] for name, samples in splits.items()}
     for split in ("train", "val"):
         if not splits[split]:
             raise ValueError(f"the {split} split is empty: the dataset is too small to split")
