@@ -399,7 +399,7 @@ def judge(payload: Payload, status: int, content_type: str, body: bytes) -> tupl
         return "bad", f"{status} where {sorted(payload.expect)} was due"
     items = document.get("results", [document])
     for item in items:
-        if "error" in item:
+        if item.get("error") is not None:
             continue
         for face in item.get("faces", []):
             probabilities = face.get("probabilities", {})

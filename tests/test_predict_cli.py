@@ -45,11 +45,13 @@ def test_json_lines_one_valid_object_per_image(photos, tiny_model_dir):
     assert len(lines) == 4  # notes.txt is not an image extension, so not collected
     records = [json.loads(line) for line in lines]
     (corrupt,) = [r for r in records if Path(r["path"]).name == "corrupt.jpg"]
-    assert corrupt["faces"] == [] and corrupt["error"]
+    assert corrupt["faces"] == [] and corrupt["image"] is None
+    assert corrupt["error"]["code"] == "invalid_image" and corrupt["error"]["message"].startswith("corrupt")
     good = [r for r in records if r["error"] is None]
     assert len(good) == 3
     for record in good:
-        assert set(record) == {"path", "faces", "error"}
+        assert set(record) == {"path", "emotion", "confidence", "faces", "image", "error"}
+        assert record["image"] == {"width": 50, "height": 40}
         (face,) = record["faces"]
         assert set(face) == {"box", "score", "emotion", "confidence", "probabilities"}
         assert face["box"] == {"x": 0, "y": 0, "width": 50, "height": 40}
@@ -65,7 +67,11 @@ def test_every_file_failing_exits_non_zero(tmp_path, tiny_model_dir):
     result = run(str(tmp_path / "x.png"), str(tmp_path / "y.jpg"), "--model", str(tiny_model_dir), "--no-detect",
                  "--json")
     assert result.exit_code == 1
-    assert [json.loads(line)["error"] for line in result.stdout.splitlines()] == ["empty file", "not a recognised image format"]
+    assert [json.loads(line)["error"] for line in result.stdout.splitlines()] == [
+        {"code": "invalid_image", "message": "empty file"},
+        {"code": "invalid_image", "message": "not a recognised image format"},
+    ]
+    assert "2 images, 0 faces, 2 errors" in result.stderr
 
 
 def test_csv_one_row_per_face_and_per_failed_image(photos, tiny_model_dir, tmp_path):
@@ -80,9 +86,9 @@ def test_csv_one_row_per_face_and_per_failed_image(photos, tiny_model_dir, tmp_p
     assert statuses == ["error", "ok", "ok", "ok"]
     ok = [r for r in rows if r["status"] == "ok"]
     for row in ok:
-        assert row["face"] == "0" and row["width"] == "50"
+        assert row["face"] == "1" and row["width"] == "50"  # numbered from 1, as on the page and in text
         assert sum(float(row[c]) for c in ("anger", "happiness", "sadness")) == pytest.approx(1.0, abs=1e-5)
-    assert "4 images, 3 faces, 1 errors" in result.stderr
+    assert "4 images, 3 faces, 1 error;" in result.stderr
     to_stdout = run(str(photos / "c.jpg"), "--model", str(tiny_model_dir), "--no-detect", "--csv", "-")
     assert to_stdout.stdout.splitlines()[0].startswith("path,face,x")
 
@@ -151,3 +157,21 @@ def test_real_detector_faces_and_no_face(tmp_path, tiny_model_dir):
     assert areas == sorted(areas, reverse=True)
     text = run(str(tmp_path / "coffee.png"), "--model", str(tiny_model_dir))
     assert "no face found" in text.stdout
+    assert "1 image, 0 faces, 0 errors" in text.stderr
+
+
+def test_cli_json_and_the_web_api_give_one_shape_for_one_image(photos, tiny_model_dir):
+    """The same image through `predict --json` and POST /predict: the same result, field for field."""
+    from face_emotion.server import create_app
+
+    image = photos / "c.jpg"
+    line = run(str(image), "--model", str(tiny_model_dir), "--no-detect", "--json", "--threads", "1").stdout
+    from_cli = json.loads(line)
+    client = create_app({"TESTING": True, "model": str(tiny_model_dir), "inference_threads": 1}).test_client()
+    from_api = client.post("/predict?detect=0", data=image.read_bytes(), content_type="image/jpeg").get_json()
+    assert from_cli.pop("path") == str(image)
+    assert {k: from_api[k] for k in from_cli} == from_cli
+    assert set(from_api) - set(from_cli) == {"model", "elapsed_ms"}
+    batch = client.post("/predict/batch?detect=0", data={"images": [(image.open("rb"), "c.jpg")]}).get_json()
+    (item,) = batch["results"]
+    assert {k: item[k] for k in from_cli} == from_cli

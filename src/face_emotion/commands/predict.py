@@ -1,6 +1,8 @@
 """`face-emotion predict`: emotions of the faces in image files, as text, JSON lines or CSV.
 
 One bad file never stops the run: it is reported (with "error" in JSON/CSV) and the rest go on.
+Every rendering (text, JSON line, CSV rows, annotated copy) comes from the image's one
+ImageResult (inference/results.py), as the web API's answers do.
 Exit status: 0 when at least one image was read and analysed (with or without faces), 1 when
 every image failed (or the model could not be loaded), 2 for usage errors. Scripts that need
 every file to succeed should check the "error" fields.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -26,14 +28,6 @@ _JPEG_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".jpe"}
 class _Input:
     path: Path
     name: Path  # name for --annotate: the file's name, or its path below the folder given
-
-
-@dataclass
-class _Outcome:
-    path: Path
-    faces: list = field(default_factory=list)  # FacePrediction, largest first
-    error: str | None = None
-    image: object = None  # the decoded image, kept only while --annotate needs it
 
 
 def collect_inputs(paths: tuple[Path, ...]) -> list[_Input]:
@@ -57,91 +51,24 @@ def collect_inputs(paths: tuple[Path, ...]) -> list[_Input]:
     return found
 
 
-def _analyse(predictor, item: _Input, *, detect: bool, keep_image: bool) -> _Outcome:
+def _analyse(predictor, item: _Input, *, detect: bool):
+    """(ImageResult, the decoded image or None): one image's result, or the error that stopped it."""
     from face_emotion.imageio import ImageDecodeError, load_image
+    from face_emotion.inference.results import ImageResult
 
+    path = str(item.path)
     try:
         image = load_image(item.path)
     except ImageDecodeError as error:
-        return _Outcome(item.path, error=str(error))
+        return ImageResult.failed(error.code, str(error), path=path), None
     except OSError as error:  # unreadable file: permissions, vanished, a special file
-        return _Outcome(item.path, error=f"cannot read file: {error.strerror or error}")
+        return ImageResult.failed("unreadable_file", f"cannot read file: {error.strerror or error}", path=path), None
     try:
         faces = predictor.predict(image, detect=detect)
     except Exception as error:  # one image must not end the run; the message says what went wrong
-        return _Outcome(item.path, error=f"prediction failed: {error.__class__.__name__}: {error}")
-    return _Outcome(item.path, faces=faces, image=image if keep_image else None)
-
-
-def _text_lines(outcome: _Outcome) -> list[str]:
-    if outcome.error is not None:
-        return [f"{outcome.path}: error: {outcome.error}"]
-    if not outcome.faces:
-        return [f"{outcome.path}: no face found"]
-    count = len(outcome.faces)
-    lines = [f"{outcome.path}: {count} face{'s' if count != 1 else ''}"]
-    for index, face in enumerate(outcome.faces, 1):
-        b = face.box
-        ranked = sorted(face.probabilities.items(), key=lambda kv: kv[1], reverse=True)
-        runner_up = f", then {ranked[1][0]} {ranked[1][1]:.2f}" if len(ranked) > 1 else ""
-        lines.append(
-            f"  face {index} at x={b.x} y={b.y} {b.width}x{b.height} (detector score {face.score:.2f}): "
-            f"{face.emotion} {face.confidence:.2f}{runner_up}"
-        )
-    return lines
-
-
-def _json_line(outcome: _Outcome) -> str:
-    return json.dumps(
-        {
-            "path": str(outcome.path),
-            "faces": [face.to_dict(include_heatmap=False) for face in outcome.faces],
-            "error": outcome.error,
-        }
-    )
-
-
-def _csv_rows(outcome: _Outcome, classes: tuple[str, ...]) -> list[list]:
-    blank_face = [""] * (8 + len(classes))
-    if outcome.error is not None:
-        return [[str(outcome.path), *blank_face, "error", outcome.error]]
-    if not outcome.faces:
-        return [[str(outcome.path), *blank_face, "no face", ""]]
-    rows = []
-    for index, face in enumerate(outcome.faces):
-        b = face.box
-        rows.append(
-            [str(outcome.path), index, b.x, b.y, b.width, b.height, round(face.score, 4), face.emotion,
-             round(face.confidence, 6), *(round(face.probabilities[c], 6) for c in classes), "ok", ""]
-        )
-    return rows
-
-
-def csv_header(classes: tuple[str, ...]) -> list[str]:
-    return ["path", "face", "x", "y", "width", "height", "score", "emotion", "confidence", *classes, "status", "error"]
-
-
-def annotate_image(image, faces):
-    """A copy of ``image`` with each face's box and "emotion confidence" drawn on it."""
-    from PIL import ImageDraw, ImageFont
-
-    image = image.copy()
-    draw = ImageDraw.Draw(image)
-    scale = max(image.size) / 640
-    line = max(2, round(2 * scale))
-    font = ImageFont.load_default(size=max(12, round(16 * scale)))
-    for face in faces:
-        b = face.box
-        draw.rectangle([b.x, b.y, b.x + b.width - 1, b.y + b.height - 1], outline=(255, 210, 0), width=line)
-        label = f"{face.emotion} {face.confidence:.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-        text_w, text_h = right - left, bottom - top
-        pad = max(2, line)
-        # Above the box when there is room, inside its top edge otherwise.
-        y0 = b.y - text_h - 2 * pad if b.y - text_h - 2 * pad >= 0 else b.y
-        draw.rectangle([b.x, y0, b.x + text_w + 2 * pad, y0 + text_h + 2 * pad], fill=(255, 210, 0))
-        draw.text((b.x + pad - left, y0 + pad - top), label, fill=(0, 0, 0), font=font)
-    return image
+        return ImageResult.failed("prediction_failed", f"prediction failed: {error.__class__.__name__}: {error}",
+                                  path=path), None
+    return ImageResult.of(image, faces, path=path), image
 
 
 def _annotation_path(out_dir: Path, name: Path, used: set[Path]) -> Path:
@@ -180,6 +107,7 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
     from face_emotion.faces import DetectorUnavailableError
     from face_emotion.imageio import IMAGE_EXTENSIONS
     from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
+    from face_emotion.inference.results import csv_header, plural
     from face_emotion.models.store import ModelLoadError
 
     if as_json and csv_path is not None:
@@ -217,19 +145,20 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
     used_names: set[Path] = set()
     try:
         for item in bar:
-            outcome = _analyse(predictor, item, detect=not no_detect, keep_image=annotate_dir is not None)
-            if outcome.error is None:
+            result, image = _analyse(predictor, item, detect=not no_detect)
+            if result.ok:
                 succeeded += 1
-                faces_total += len(outcome.faces)
+                faces_total += len(result.faces)
             if csv_writer is not None:
-                csv_writer.writerows(_csv_rows(outcome, predictor.classes))
+                csv_writer.writerows(result.csv_rows(predictor.classes))
             else:
-                for line in [_json_line(outcome)] if as_json else _text_lines(outcome):
+                lines = [json.dumps(result.to_dict(include_heatmap=False))] if as_json else result.text_lines()
+                for line in lines:
                     bar.write(line, file=sys.stdout)
-            if annotate_dir is not None and outcome.error is None:
+            if annotate_dir is not None and result.ok:
                 target = _annotation_path(annotate_dir, item.name, used_names)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                annotated = annotate_image(outcome.image, outcome.faces)
+                annotated = result.annotate(image)
                 if target.suffix == ".jpg":
                     annotated.save(target, quality=92)
                 else:
@@ -241,6 +170,7 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
 
     failed = len(inputs) - succeeded
     where = f"; rows in {csv_path}" if csv_path is not None and str(csv_path) != "-" else ""
-    click.echo(f"{len(inputs)} images, {faces_total} faces, {failed} errors{where}", err=True)
+    click.echo(f"{plural(len(inputs), 'image')}, {plural(faces_total, 'face')}, {plural(failed, 'error')}{where}",
+               err=True)
     if succeeded == 0:
         raise click.exceptions.Exit(1)

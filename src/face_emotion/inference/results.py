@@ -1,4 +1,5 @@
-"""Result objects: what the Predictor returns, with one `to_dict()` path to JSON."""
+"""Result objects: a FacePrediction per face (what the Predictor returns) and an ImageResult per
+image (faces, image size, error) with one `to_dict()` path to JSON and its CSV, text and annotation."""
 
 from __future__ import annotations
 
@@ -43,3 +44,135 @@ class FacePrediction:
         if include_heatmap and self.heatmap_png is not None:
             data["heatmap_png"] = base64.b64encode(self.heatmap_png).decode("ascii")
         return data
+
+
+@dataclass(frozen=True)
+class ResultError:
+    """Why an image has no result: a stable machine-readable code and a message for people.
+
+    The same shape everywhere: the CLI's JSON lines and CSV, batch items, and (as the body of a
+    4xx) the web API's errors.
+    """
+
+    code: str  # e.g. invalid_image, image_too_large, unreadable_file, prediction_failed
+    message: str  # what went wrong, complete on its own (callers add no prefix)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+def csv_header(classes: tuple[str, ...]) -> list[str]:
+    """The columns of :meth:`ImageResult.csv_rows` for a model with these classes."""
+    return ["path", "face", "x", "y", "width", "height", "score", "emotion", "confidence", *classes,
+            "status", "error"]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's result: its size and faces (largest first), or the error that stopped it.
+
+    Built once by whoever analysed the image (predict CLI, web API, batch items) and rendered by
+    its own methods: :meth:`to_dict` (JSON), :meth:`csv_rows`, :meth:`text_lines` and
+    :meth:`annotate`. Faces are numbered from 1 in every rendering but JSON, where they are a list.
+    """
+
+    faces: tuple[FacePrediction, ...] = ()
+    width: int | None = None  # pixels of the EXIF-upright image; None when it could not be read
+    height: int | None = None
+    path: str | None = None  # where the image came from, when there is a name to give
+    error: ResultError | None = None
+
+    @classmethod
+    def of(cls, image, faces, *, path: str | None = None) -> "ImageResult":
+        """The result of predicting ``faces`` on the decoded PIL ``image``."""
+        return cls(faces=tuple(faces), width=int(image.width), height=int(image.height), path=path)
+
+    @classmethod
+    def failed(cls, code: str, message: str, *, path: str | None = None) -> "ImageResult":
+        return cls(path=path, error=ResultError(code, message))
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def largest(self) -> FacePrediction | None:
+        return self.faces[0] if self.faces else None
+
+    def to_dict(self, *, include_heatmap: bool = True) -> dict:
+        """JSON-ready: {"path"? , "emotion", "confidence", "faces", "image", "error"}.
+
+        ``emotion``/``confidence`` are the largest face's (null without faces), ``image`` is
+        {"width", "height"} (null when the image could not be read), ``error`` is
+        {"code", "message"} or null. ``path`` is there only when the result has one.
+        """
+        largest = self.largest
+        data: dict = {} if self.path is None else {"path": self.path}
+        data.update({
+            "emotion": largest.emotion if largest else None,
+            "confidence": round(float(largest.confidence), 4) if largest else None,
+            "faces": [face.to_dict(include_heatmap=include_heatmap) for face in self.faces],
+            "image": None if self.width is None else {"width": self.width, "height": self.height},
+            "error": None if self.error is None else self.error.to_dict(),
+        })
+        return data
+
+    def csv_rows(self, classes: tuple[str, ...]) -> list[list]:
+        """Rows under :func:`csv_header`: one per face (numbered from 1), else one for the image."""
+        path = "" if self.path is None else self.path
+        blank_face = [""] * (8 + len(classes))
+        if self.error is not None:
+            return [[path, *blank_face, "error", self.error.message]]
+        if not self.faces:
+            return [[path, *blank_face, "no face", ""]]
+        rows = []
+        for number, face in enumerate(self.faces, 1):
+            b = face.box
+            rows.append([path, number, b.x, b.y, b.width, b.height, round(face.score, 4), face.emotion,
+                         round(face.confidence, 6), *(round(face.probabilities[c], 6) for c in classes), "ok", ""])
+        return rows
+
+    def text_lines(self) -> list[str]:
+        """For people: a line for the image, then one per face (numbered from 1)."""
+        name = "image" if self.path is None else self.path
+        if self.error is not None:
+            return [f"{name}: error: {self.error.message}"]
+        if not self.faces:
+            return [f"{name}: no face found"]
+        lines = [f"{name}: {plural(len(self.faces), 'face')}"]
+        for number, face in enumerate(self.faces, 1):
+            b = face.box
+            ranked = sorted(face.probabilities.items(), key=lambda kv: kv[1], reverse=True)
+            runner_up = f", then {ranked[1][0]} {ranked[1][1]:.2f}" if len(ranked) > 1 else ""
+            lines.append(
+                f"  face {number} at x={b.x} y={b.y} {b.width}x{b.height} (detector score {face.score:.2f}): "
+                f"{face.emotion} {face.confidence:.2f}{runner_up}"
+            )
+        return lines
+
+    def annotate(self, image):
+        """A copy of ``image`` (the one analysed) with each face's box and "N emotion confidence"."""
+        from PIL import ImageDraw, ImageFont
+
+        image = image.copy()
+        draw = ImageDraw.Draw(image)
+        scale = max(image.size) / 640
+        line = max(2, round(2 * scale))
+        font = ImageFont.load_default(size=max(12, round(16 * scale)))
+        for number, face in enumerate(self.faces, 1):
+            b = face.box
+            draw.rectangle([b.x, b.y, b.x + b.width - 1, b.y + b.height - 1], outline=(255, 210, 0), width=line)
+            label = f"{number} {face.emotion} {face.confidence:.2f}"
+            left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+            text_w, text_h = right - left, bottom - top
+            pad = max(2, line)
+            # Above the box when there is room, inside its top edge otherwise.
+            y0 = b.y - text_h - 2 * pad if b.y - text_h - 2 * pad >= 0 else b.y
+            draw.rectangle([b.x, y0, b.x + text_w + 2 * pad, y0 + text_h + 2 * pad], fill=(255, 210, 0))
+            draw.text((b.x + pad - left, y0 + pad - top), label, fill=(0, 0, 0), font=font)
+        return image
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 face", "2 faces", "0 faces"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -7,6 +7,8 @@ import logging
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from face_emotion.inference.results import ResultError
+
 log = logging.getLogger(__name__)
 
 # Werkzeug's names for the statuses a client will meet, as stable snake_case codes.
@@ -31,12 +33,9 @@ class ApiError(Exception):
         self.code = code
         self.message = message
 
-    def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.message}
-
 
 def error_response(status: int, code: str, message: str, headers=None):
-    response = jsonify({"error": {"code": code, "message": message}})
+    response = jsonify({"error": ResultError(code, message).to_dict()})
     response.status_code = status
     if headers:
         for key, value in headers:

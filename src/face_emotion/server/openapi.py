@@ -69,61 +69,65 @@ def dataclass_schema(cls: type, name: str, refs: dict[str, str] | None = None) -
     return {"type": "object", "properties": properties, "required": required}
 
 
-def _error_schema() -> dict[str, Any]:
+def _error_object() -> dict[str, Any]:
+    """ResultError.to_dict(): the one shape of an error, in a 4xx body and in an image's result."""
     return {
         "type": "object",
-        "required": ["error"],
+        "required": ["code", "message"],
         "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string", "description": "stable machine-readable code, e.g. invalid_image"},
-                    "message": {"type": "string", "description": "what went wrong and how to fix it"},
-                },
-            }
+            "code": {"type": "string", "description": "stable machine-readable code, e.g. invalid_image"},
+            "message": {"type": "string", "description": "what went wrong and how to fix it"},
         },
+    }
+
+
+def _error_schema() -> dict[str, Any]:
+    return {"type": "object", "required": ["error"], "properties": {"error": _error_object()}}
+
+
+def _image_result_properties() -> dict[str, Any]:
+    """ImageResult.to_dict() (without `path`, which the API does not set)."""
+    nullable_number = {"type": "number", "nullable": True}
+    return {
+        "emotion": {"type": "string", "nullable": True, "description": "of the largest face; null when no face"},
+        "confidence": {**nullable_number, "description": "of the largest face; null when no face"},
+        "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Face"}, "description": "largest first"},
+        "image": {"type": "object", "required": ["width", "height"], "nullable": True,
+                  "description": "size in pixels of the EXIF-upright image; null when it could not be read",
+                  "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}}},
+        "error": {**_error_object(), "nullable": True,
+                  "description": "null, or (in a batch item) why this image has no result"},
+    }
+
+
+def _answered_by_properties() -> dict[str, Any]:
+    return {
+        "model": {"type": "string", "description": "name of the model that answered"},
+        "elapsed_ms": {"type": "number", "description": "server time for this request, milliseconds"},
     }
 
 
 def _prediction_schema() -> dict[str, Any]:
-    nullable_number = {"type": "number", "nullable": True}
-    return {
-        "type": "object",
-        "required": ["emotion", "confidence", "faces", "image", "model", "elapsed_ms"],
-        "properties": {
-            "emotion": {"type": "string", "nullable": True, "description": "of the largest face; null when no face"},
-            "confidence": {**nullable_number, "description": "of the largest face; null when no face"},
-            "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Face"},
-                      "description": "largest first"},
-            "image": {"type": "object", "required": ["width", "height"],
-                      "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}}},
-            "model": {"type": "string", "description": "name of the model that answered"},
-            "elapsed_ms": {"type": "number", "description": "server time for this image, milliseconds"},
-        },
-    }
+    properties = {**_image_result_properties(), **_answered_by_properties()}
+    return {"type": "object", "required": list(properties), "properties": properties}
 
 
 def _batch_schema() -> dict[str, Any]:
+    item_properties = {
+        "index": {"type": "integer"},
+        "filename": {"type": "string", "nullable": True},
+        **_image_result_properties(),
+    }
     item = {
         "type": "object",
-        "required": ["index", "filename"],
-        "description": "either the fields of a Prediction, or `error` for this image alone",
-        "properties": {
-            "index": {"type": "integer"},
-            "filename": {"type": "string", "nullable": True},
-            **_prediction_schema()["properties"],
-            "error": _error_schema()["properties"]["error"],
-        },
+        "required": list(item_properties),
+        "description": "one image's result; `error` is null or the error of this image alone",
+        "properties": item_properties,
     }
     return {
         "type": "object",
         "required": ["results", "model", "elapsed_ms"],
-        "properties": {
-            "results": {"type": "array", "items": item},
-            "model": {"type": "string"},
-            "elapsed_ms": {"type": "number"},
-        },
+        "properties": {"results": {"type": "array", "items": item}, **_answered_by_properties()},
     }
 
 

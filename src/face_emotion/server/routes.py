@@ -8,6 +8,7 @@ from flask import Blueprint, Request, current_app, jsonify, render_template, req
 from markupsafe import Markup, escape
 from werkzeug.datastructures import FileStorage
 
+from face_emotion.inference.results import ImageResult
 from face_emotion.server.errors import ApiError
 from face_emotion.server.service import DeadlineExceeded, Service
 
@@ -117,10 +118,11 @@ def predict():
       "415": {$ref: "#/components/responses/UnsupportedType"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
+    start = time.perf_counter()
     explain = _flag("explain", False)
     detect = _flag("detect", True)
-    data = _single_upload(request)
-    return jsonify(service().predict_bytes(data, explain=explain, detect=detect))
+    result = service().predict_bytes(_single_upload(request), explain=explain, detect=detect)
+    return jsonify({**result.to_dict(include_heatmap=explain), **_answered_by(start)})
 
 
 @api.post("/predict/batch")
@@ -130,7 +132,8 @@ def predict_batch():
     summary: Predict several images at once
     description: >
       Send several multipart fields named `images`. The answer lists one item per image, in the
-      order sent: either a prediction or an error for that image alone. The number of images is
+      order sent, each with the fields of a Prediction; `error` is null, or the error of that
+      image alone (then `faces` is empty and `image` null). The number of images is
       capped (FACE_EMOTION_MAX_BATCH); more is answered 413.
     parameters:
       - name: explain
@@ -175,20 +178,20 @@ def predict_batch():
     results = []
     deadline = service().deadline()  # one for the whole request, as for /predict
     for index, storage in enumerate(files):
-        item = {"index": index, "filename": storage.filename or None}
         try:
-            item.update(service().predict_bytes(_read_file(storage, "images"), explain=explain, detect=detect,
-                                                deadline=deadline))
+            result = service().predict_bytes(_read_file(storage, "images"), explain=explain, detect=detect,
+                                             deadline=deadline)
         except DeadlineExceeded:
             raise  # not this image's fault: the whole request is answered 503
         except ApiError as error:
-            item["error"] = error.to_dict()
-        results.append(item)
-    return jsonify({
-        "results": results,
-        "model": service().model_name,
-        "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1),
-    })
+            result = ImageResult.failed(error.code, error.message)
+        results.append({"index": index, "filename": storage.filename or None,
+                        **result.to_dict(include_heatmap=explain)})
+    return jsonify({"results": results, **_answered_by(start)})
+
+
+def _answered_by(start: float) -> dict:
+    return {"model": service().model_name, "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1)}
 
 
 @api.get("/health")

@@ -1,7 +1,7 @@
 """The one object the routes talk to: a loaded Predictor plus the limits that guard it.
 
-Routes deal with HTTP (reading uploads, status codes); this module turns image bytes into the
-JSON-ready dicts of the API, so the shapes live in one place (and match openapi.py's schemas).
+Routes deal with HTTP (reading uploads, status codes); this module turns image bytes into an
+ImageResult (inference/results.py), whose `to_dict()` is the one JSON shape of an image's result.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from face_emotion import __version__
 from face_emotion.imageio import ImageDecodeError, ImageTooLargeError, decode_image
 from face_emotion.inference.backends import ExplainUnavailableError
+from face_emotion.inference.results import ImageResult
 from face_emotion.server.config import ServerConfig
 from face_emotion.server.errors import ApiError
 
@@ -96,7 +97,7 @@ class Service:
         except ImageTooLargeError as error:
             raise ApiError(413, error.code, str(error)) from None
         except ImageDecodeError as error:
-            raise ApiError(400, error.code, f"not a readable image: {error}") from None
+            raise ApiError(400, error.code, str(error)) from None
 
     def deadline(self) -> float:
         """The time.monotonic() by which a request starting now must have its predictions."""
@@ -127,29 +128,19 @@ class Service:
             raise DeadlineExceeded(self.config.inference_timeout_s) from None
 
     def predict_bytes(self, data: bytes, *, explain: bool = False, detect: bool = True,
-                      deadline: float | None = None) -> dict[str, Any]:
-        """Image bytes -> the JSON body of POST /predict. Raises ApiError for bad input.
+                      deadline: float | None = None, path: str | None = None) -> ImageResult:
+        """Image bytes -> the image's ImageResult (``path``: a name for it). Raises ApiError for bad input.
 
         ``deadline`` (time.monotonic()): DeadlineExceeded (503 "timeout") when the prediction is not
         done by then; None: inference_timeout_s from now.
         """
-        start = time.perf_counter()
         deadline = self.deadline() if deadline is None else deadline
         image = self.decode(data)
         try:
             faces = self._run_before(deadline, self.predictor.predict, image, explain=explain, detect=detect)
         except ExplainUnavailableError as error:
             raise ApiError(400, "explain_unavailable", f"explain=1 is not available for this model: {error}") from None
-        face_dicts = [face.to_dict(include_heatmap=explain) for face in faces]
-        largest = face_dicts[0] if face_dicts else None
-        return {
-            "emotion": largest["emotion"] if largest else None,
-            "confidence": largest["confidence"] if largest else None,
-            "faces": face_dicts,
-            "image": {"width": image.width, "height": image.height},
-            "model": self.model_name,
-            "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1),
-        }
+        return ImageResult.of(image, faces, path=path)
 
     def warm_up(self) -> None:
         """One prediction on a blank image, so the first real request does not pay for lazy setup."""
