@@ -170,7 +170,8 @@ def test_a_text_file_gives_a_clear_error(page, tmp_path):
     page.click("#predict-button")
     status = page.locator("#status")
     expect(status).to_have_class("status error", timeout=30_000)
-    expect(status).to_contain_text("not an image")
+    # Said once: the server's message is complete on its own and the page does not repeat it.
+    expect(status).to_have_text("This file is not an image we can read (not a recognised image format).")
     expect(page.locator(".face-box")).to_have_count(0)
 
 
