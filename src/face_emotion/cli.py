@@ -24,6 +24,7 @@ COMMANDS = {
     "predict": "Emotions of the faces in image files or folders (text, JSON lines or CSV).",
     "export": "Export a model to ONNX (fp32 or int8) and check it against PyTorch.",
     "serve": "Serve the JSON API and the web page (gunicorn).",
+    "batch": "Many images (folders, lists, URIs) into Parquet, one row per face; locally or on Ray.",
 }
 
 

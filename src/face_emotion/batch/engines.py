@@ -1,0 +1,147 @@
+"""Engines run the shared batching code (face_emotion.batch.rows) over a list of paths.
+
+An engine is a small class with a ``name`` and ``run(paths, job, predictor)`` yielding Arrow
+tables of output rows, in any order; register a new one in ENGINES. ``local`` runs in this
+process. ``ray`` runs on Ray Data: tasks read the bytes, and an actor pool with one Predictor
+per actor (loaded once) analyses them, on a local Ray instance or on a running cluster.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+
+import pyarrow as pa
+
+from face_emotion.batch.rows import analyse_read, read_paths
+
+if TYPE_CHECKING:
+    from face_emotion.inference.predictor import Predictor
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """Everything a worker needs to build its own Predictor (picklable, sent to Ray actors)."""
+
+    model: str | None = None  # None: the bundled model (inside the package on every node)
+    detector: str | None = None
+    backend: str | None = None
+    tta: bool = False
+    num_threads: int | None = None
+
+    def load(self) -> "Predictor":
+        from face_emotion.inference.predictor import Predictor
+
+        return Predictor.load(self.model, detector=self.detector, backend=self.backend, tta=self.tta,
+                              num_threads=self.num_threads)
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    options: PredictorOptions
+    schema: pa.Schema  # output rows, without metadata
+    batch_size: int = 16  # images per call of the analysing stage
+
+
+class BatchEngine(Protocol):
+    name: str
+    shows_progress: bool  # the engine draws its own progress bar (run_batch draws one otherwise)
+
+    def run(self, paths: Sequence[str], job: BatchJob, predictor: "Predictor") -> Iterator[pa.Table]:
+        """Output rows for every path, each image's rows within one table. ``predictor`` is the
+        one the caller loaded; an engine that analyses in another process builds its own."""
+        ...
+
+
+def _path_table(paths: Sequence[str]) -> pa.Table:
+    return pa.table({"path": pa.array(list(paths), pa.string())})
+
+
+class LocalEngine:
+    """The batching code in this process, one batch after another: no Ray needed."""
+
+    name = "local"
+    shows_progress = False
+
+    def run(self, paths, job, predictor):
+        for start in range(0, len(paths), job.batch_size):
+            chunk = _path_table(paths[start:start + job.batch_size])
+            yield analyse_read(predictor, read_paths(chunk), job.schema)
+
+
+class _PredictActor:
+    """A Ray Data actor: one Predictor, loaded once, for every batch the actor is given."""
+
+    def __init__(self, job: BatchJob) -> None:
+        self.job = job
+        self.predictor = job.options.load()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return analyse_read(self.predictor, batch, self.job.schema)
+
+
+class RayEngine:
+    """Ray Data: ``workers`` actors of ``cpus_per_worker`` CPUs each (default: as many as the
+    cluster's CPUs hold). ``address`` None starts a local Ray instance that ends with the run
+    (or uses the one this process has already started); "auto" or "HOST:PORT" joins a cluster."""
+
+    name = "ray"
+    shows_progress = True
+
+    def __init__(self, *, workers: int | None = None, address: str | None = None, cpus_per_worker: float = 1.0,
+                 num_cpus: int | None = None) -> None:
+        self.workers = workers
+        self.address = address
+        self.cpus_per_worker = cpus_per_worker
+        self.num_cpus = num_cpus  # CPUs of a local instance (None: all of this machine's)
+
+    def run(self, paths, job, predictor):
+        import ray
+
+        started_here = not ray.is_initialized()
+        if started_here:
+            if self.address is None:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False)
+            else:
+                ray.init(address=self.address)
+        try:
+            yield from self._run(ray, paths, job)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _run(self, ray, paths, job):
+        workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
+        # The worker's math libraries get the CPUs Ray grants the actor, unless told otherwise.
+        options = job.options
+        if options.num_threads is None:
+            options = replace(options, num_threads=max(1, int(self.cpus_per_worker)))
+        job = replace(job, options=options)
+        # Enough blocks to keep every actor busy and the driver's memory small, few enough that
+        # scheduling a block costs little next to analysing it.
+        blocks = max(1, min(math.ceil(len(paths) / job.batch_size), 4 * workers * 64))
+        dataset = (
+            ray.data.from_arrow(_path_table(paths), override_num_blocks=blocks)
+            .map_batches(read_paths, batch_size=job.batch_size, batch_format="pyarrow")
+            .map_batches(
+                _PredictActor,
+                fn_constructor_kwargs={"job": job},
+                compute=ray.data.ActorPoolStrategy(size=workers),
+                batch_size=job.batch_size,
+                batch_format="pyarrow",
+                num_cpus=self.cpus_per_worker,
+            )
+        )
+        yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+ENGINES: dict[str, type] = {"local": LocalEngine, "ray": RayEngine}
+
+
+def create_engine(name: str, **options) -> BatchEngine:
+    try:
+        engine = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}") from None
+    return engine(**options)
