@@ -2,8 +2,8 @@
 
 An engine is a small class with a ``name`` and ``run(paths, job, predictor)`` yielding Arrow
 tables of output rows, in any order; register a new one in ENGINES. ``local`` runs in this
-process. ``ray`` runs on Ray Data: tasks read the bytes, and an actor pool with one Predictor
-per actor (loaded once) analyses them, on a local Ray instance or on a running cluster.
+process. ``ray`` runs on Ray Data: a map stage reads the bytes (Ray fuses it into the actors'
+stage where it can), and an actor pool with one Predictor per actor (loaded once) analyses them, on a local Ray instance or on a running cluster.
 """
 
 from __future__ import annotations
@@ -89,12 +89,10 @@ class RayEngine:
     name = "ray"
     shows_progress = True
 
-    def __init__(self, *, workers: int | None = None, address: str | None = None, cpus_per_worker: float = 1.0,
-                 num_cpus: int | None = None) -> None:
+    def __init__(self, *, workers: int | None = None, address: str | None = None, cpus_per_worker: float = 1.0) -> None:
         self.workers = workers
         self.address = address
         self.cpus_per_worker = cpus_per_worker
-        self.num_cpus = num_cpus  # CPUs of a local instance (None: all of this machine's)
 
     def run(self, paths, job, predictor):
         import ray
@@ -102,7 +100,7 @@ class RayEngine:
         started_here = not ray.is_initialized()
         if started_here:
             if self.address is None:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False)
+                ray.init(include_dashboard=False)
             else:
                 ray.init(address=self.address)
         try:
