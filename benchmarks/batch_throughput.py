@@ -45,9 +45,10 @@ def stage_times(paths: list[str], options) -> dict[str, float]:
     """Seconds per stage over ``paths``, in this process, one image at a time."""
     import pyarrow.parquet as pq
 
-    from face_emotion.batch.rows import ImageOutcome, outcomes_table, output_schema
+    from face_emotion.batch.rows import output_schema, results_table
     from face_emotion.imageio import decode_image
     from face_emotion.inference.predictor import softmax
+    from face_emotion.inference.results import ImageResult
 
     predictor = options.load()
     totals = dict.fromkeys(("read", "decode", "detect", "model", "write"), 0.0)
@@ -72,12 +73,12 @@ def stage_times(paths: list[str], options) -> dict[str, float]:
         totals["decode"] += decoded - read
         totals["detect"] += detected - decoded
         totals["model"] += finished - detected
-        outcomes.append(ImageOutcome(path, image.size, faces=predictor.predict(image)))
-    table = outcomes_table(outcomes, output_schema(predictor.classes))
+        outcomes.append(ImageResult.of(image, predictor.predict(image), path=path))
+    table = results_table(outcomes, output_schema(predictor.classes))
     with tempfile.TemporaryDirectory() as scratch:
         pq.write_table(table, f"{scratch}/warm-up.parquet")  # the first write loads Parquet's code
         started = time.perf_counter()
-        table = outcomes_table(outcomes, output_schema(predictor.classes))
+        table = results_table(outcomes, output_schema(predictor.classes))
         pq.write_table(table, f"{scratch}/part.parquet")
         totals["write"] = time.perf_counter() - started
     return totals

@@ -82,10 +82,8 @@ def photos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    from conftest import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("batch-model"))
+def model_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +126,11 @@ def assert_rows_match_predict(table: pa.Table, records: dict[str, dict]) -> None
         image_rows = rows[path]
         if record["error"] is not None:
             (row,) = image_rows
-            assert row["error"] == record["error"] and row["face"] is None and row["emotion"] is None
+            assert (row["error_code"], row["error"]) == (record["error"]["code"], record["error"]["message"])
+            assert row["face"] is None and row["emotion"] is None and row["image_width"] is None
             continue
+        assert all((row["image_width"], row["image_height"]) == (record["image"]["width"], record["image"]["height"])
+                   for row in image_rows)
         if not record["faces"]:
             (row,) = image_rows
             assert row["face"] is None and row["error"] is None and row["image_width"] > 0
@@ -142,7 +143,7 @@ def assert_rows_match_predict(table: pa.Table, records: dict[str, dict]) -> None
             assert row["confidence"] == pytest.approx(face["confidence"], abs=1e-4)
             for name, probability in face["probabilities"].items():
                 assert row[name] == pytest.approx(probability, abs=2e-6)
-            assert row["error"] is None
+            assert row["error"] is None and row["error_code"] is None
 
 
 def local_batch(inputs, output, model_dir, **kwargs):
@@ -170,10 +171,11 @@ def test_local_rows_agree_with_predict_json(local_output, predict_records, photo
     assert len(faced) == FACE_FILES
     assert len(rows[str(photos / "faces/two-faces.png")]) == 2
     assert sum(1 for r in rows.values() if r[0]["face"] is None and r[0]["error"] is None) == NO_FACE_FILES
-    errors = {str(Path(p).relative_to(photos)): r[0]["error"] for p, r in rows.items() if r[0]["error"]}
+    errors = {str(Path(p).relative_to(photos)): (r[0]["error_code"], r[0]["error"])
+              for p, r in rows.items() if r[0]["error"]}
     assert set(errors) == BAD_FILES
-    assert errors["bad/empty.png"] == "empty file"
-    assert errors["bad/text.jpg"] == "not a recognised image format"
+    assert errors["bad/empty.png"] == ("invalid_image", "empty file")
+    assert errors["bad/text.jpg"] == ("invalid_image", "not a recognised image format")
     (rotated,) = rows[str(photos / "faces/exif-rotated.jpg")]
     assert (rotated["image_width"], rotated["image_height"]) == (512, 400)
 
@@ -191,7 +193,7 @@ def test_parquet_schema_and_metadata(local_output):
     assert parts and all(p.name.startswith("part-") for p in parts)
     schema = pq.read_schema(parts[0])
     assert schema.names == ["path", "image_width", "image_height", "face", "x", "y", "width", "height", "score",
-                            "emotion", "confidence", "anger", "happiness", "sadness", "error"]
+                            "emotion", "confidence", "anger", "happiness", "sadness", "error_code", "error"]
     metadata = read_metadata(schema)
     assert metadata["model"] == "tiny-test-model"
     assert metadata["classes"] == ["anger", "happiness", "sadness"]
@@ -336,7 +338,7 @@ def test_unreadable_listed_file_is_an_error_row(tmp_path, model_dir):
     summary = local_batch([listed], tmp_path / "out", model_dir)
     (row,) = read_rows(tmp_path / "out").to_pylist()
     assert summary.errors == 1 and row["path"] == str(tmp_path / "gone.jpg")
-    assert row["error"] == "cannot read file: No such file or directory"
+    assert (row["error_code"], row["error"]) == ("unreadable_file", "cannot read file: No such file or directory")
 
 
 def test_pyarrow_filesystem_uris_in_and_out(photos, model_dir, predict_records):
@@ -375,7 +377,8 @@ def test_ray_without_address_starts_and_ends_its_own_ray_and_resumes(photos, mod
     (tmp_path / "first.txt").write_text("\n".join(first) + "\n")
     local_batch([tmp_path / "first.txt"], output, model_dir)
 
-    result = invoke("batch", str(photos), "--output", str(output), "--engine", "ray", "--workers", "2",
+    # One actor: two actors are the next test's; here the start and end of Ray are the point.
+    result = invoke("batch", str(photos), "--output", str(output), "--engine", "ray", "--workers", "1",
                     "--model", str(model_dir), "--resume")
     assert result.exit_code == 0, result.output
     assert not ray.is_initialized()  # the Ray instance this command started ended with it

@@ -1,22 +1,22 @@
-"""The batching code both engines share: paths -> bytes -> results -> one Arrow table.
+"""The batching code both engines share: paths -> bytes -> ImageResults -> one Arrow table.
 
-One row per face (largest first, ``face`` counted from 1 as in the text output and the page),
-one row with empty face fields for an image without a face, and one row with ``error`` set for
-a file that could not be read, decoded or analysed. Probabilities are one float column per
-class, named after the class.
+One row per face (largest first, ``face`` numbered from 1 as in every rendering of an
+ImageResult), one row with empty face fields for an image without a face, and one row with
+``error_code`` and ``error`` set for a file that could not be read, decoded or analysed.
+Probabilities are one float column per class, named after the class.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import pyarrow as pa
 
 from face_emotion.batch.inputs import BatchInputError, read_bytes
+from face_emotion.inference.results import ImageResult
 
 FACE_COLUMNS = ("face", "x", "y", "width", "height", "score", "emotion", "confidence")
-FIXED_COLUMNS = ("path", "image_width", "image_height", *FACE_COLUMNS, "error")
+FIXED_COLUMNS = ("path", "image_width", "image_height", *FACE_COLUMNS, "error_code", "error")
 
 
 def output_schema(classes: Sequence[str]) -> pa.Schema:
@@ -37,21 +37,14 @@ def output_schema(classes: Sequence[str]) -> pa.Schema:
             pa.field("emotion", pa.string()),
             pa.field("confidence", pa.float32()),
             *(pa.field(name, pa.float32()) for name in classes),
+            pa.field("error_code", pa.string()),
             pa.field("error", pa.string()),
         ]
     )
 
 
-@dataclass
-class ImageOutcome:
-    path: str
-    image_size: tuple[int, int] | None = None  # width, height in pixels (EXIF-upright)
-    faces: list = field(default_factory=list)  # FacePrediction, largest first
-    error: str | None = None
-
-
 def read_file(path: str) -> tuple[bytes | None, str | None]:
-    """(bytes, None) or (None, the reason, worded as `predict` words it)."""
+    """(bytes, None) or (None, why not, worded as `predict` words it)."""
     try:
         return read_bytes(path), None
     except BatchInputError as error:
@@ -60,54 +53,47 @@ def read_file(path: str) -> tuple[bytes | None, str | None]:
         return None, f"cannot read file: {error.strerror or error}"
 
 
-def analyse(predictor, path: str, data: bytes | None, read_error: str | None = None) -> ImageOutcome:
-    """One file's bytes -> its outcome; never raises for a bad file."""
+def analyse(predictor, path: str, data: bytes | None, read_error: str | None = None) -> ImageResult:
+    """One file's bytes -> its ImageResult; never raises for a bad file."""
     from face_emotion.imageio import ImageDecodeError, decode_image
 
     if read_error is not None or data is None:
-        return ImageOutcome(path, error=read_error or "cannot read file")
+        return ImageResult.failed("unreadable_file", read_error or "cannot read file", path=path)
     try:
         image = decode_image(data)
     except ImageDecodeError as error:
-        return ImageOutcome(path, error=str(error))
+        return ImageResult.failed(error.code, str(error), path=path)
     try:
         faces = predictor.predict(image)
     except Exception as error:  # one image must not end the run; the message says what went wrong
-        return ImageOutcome(path, image.size, error=f"prediction failed: {error.__class__.__name__}: {error}")
-    return ImageOutcome(path, image.size, faces=faces)
+        return ImageResult.failed("prediction_failed", f"prediction failed: {error.__class__.__name__}: {error}",
+                                  path=path)
+    return ImageResult.of(image, faces, path=path)
 
 
-def outcomes_table(outcomes: Sequence[ImageOutcome], schema: pa.Schema) -> pa.Table:
+def results_table(results: Sequence[ImageResult], schema: pa.Schema) -> pa.Table:
     classes = [name for name in schema.names if name not in FIXED_COLUMNS]
     columns: dict[str, list] = {name: [] for name in schema.names}
-
-    def add(outcome: ImageOutcome, face_index: int | None, face) -> None:
-        width, height = outcome.image_size or (None, None)
-        columns["path"].append(outcome.path)
-        columns["image_width"].append(width)
-        columns["image_height"].append(height)
-        columns["face"].append(face_index)
-        box = face.box if face is not None else None
-        for name in ("x", "y", "width", "height"):
-            columns[name].append(getattr(box, name) if box is not None else None)
-        columns["score"].append(face.score if face is not None else None)
-        columns["emotion"].append(face.emotion if face is not None else None)
-        columns["confidence"].append(face.confidence if face is not None else None)
-        for name in classes:
-            columns[name].append(face.probabilities[name] if face is not None else None)
-        columns["error"].append(outcome.error)
-
-    for outcome in outcomes:
-        if outcome.faces:
-            for index, face in enumerate(outcome.faces, 1):
-                add(outcome, index, face)
-        else:
-            add(outcome, None, None)
+    for result in results:
+        for number, face in enumerate(result.faces, 1) if result.faces else [(None, None)]:
+            columns["path"].append(result.path)
+            columns["image_width"].append(result.width)
+            columns["image_height"].append(result.height)
+            columns["face"].append(number)
+            box = face.box if face is not None else None
+            for name in ("x", "y", "width", "height"):
+                columns[name].append(getattr(box, name) if box is not None else None)
+            for name in ("score", "emotion", "confidence"):
+                columns[name].append(getattr(face, name) if face is not None else None)
+            for name in classes:
+                columns[name].append(face.probabilities[name] if face is not None else None)
+            columns["error_code"].append(result.error.code if result.error else None)
+            columns["error"].append(result.error.message if result.error else None)
     return pa.table(columns, schema=schema)
 
 
 def read_paths(batch: pa.Table) -> pa.Table:
-    """{path} -> {path, data, read_error}: the reading stage (Ray runs it as tasks)."""
+    """{path} -> {path, data, read_error}: the reading stage."""
     paths = batch.column("path").to_pylist()
     read = [read_file(path) for path in paths]
     return pa.table(
@@ -124,5 +110,5 @@ def analyse_read(predictor, batch: pa.Table, schema: pa.Schema) -> pa.Table:
     paths = batch.column("path").to_pylist()
     errors = batch.column("read_error").to_pylist()
     data = batch.column("data")
-    outcomes = [analyse(predictor, path, data[i].as_py(), errors[i]) for i, path in enumerate(paths)]
-    return outcomes_table(outcomes, schema)
+    return results_table([analyse(predictor, path, data[i].as_py(), errors[i]) for i, path in enumerate(paths)],
+                         schema)

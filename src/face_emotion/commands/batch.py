@@ -11,10 +11,6 @@ import click
 from face_emotion.commands.common import fail as _fail
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--output", "-o", required=True,
@@ -43,12 +39,14 @@ def batch(inputs, output, engine, workers, cpus_per_worker, address, resume, mod
 
     INPUTS are image files, folders (searched recursively) and list files (.txt: one path a
     line; .csv or .parquet: a `path` column), as local paths or URIs that pyarrow reads
-    (s3://, gs://, hdfs://). An image without a face gets one row with empty face fields, an
-    unreadable file one row with its `error`.
+    (s3://, gs://, hdfs://). Faces are numbered from 1, largest first. An image without a face
+    gets one row with empty face fields, an unreadable file one row with its `error_code` and
+    `error`.
     """
     from face_emotion.batch import BatchInputError, OutputError, PredictorOptions, create_engine, run_batch
     from face_emotion.faces import DetectorUnavailableError
     from face_emotion.inference.predictor import WHOLE_IMAGE
+    from face_emotion.inference.results import plural
     from face_emotion.models.store import ModelLoadError
 
     if no_detect and detector not in (None, WHOLE_IMAGE):
@@ -65,10 +63,10 @@ def batch(inputs, output, engine, workers, cpus_per_worker, address, resume, mod
         _fail(str(error))
     done_before = f", {summary.skipped} done before (skipped)" if summary.skipped else ""
     if summary.images == 0:
-        click.echo(f"nothing to do: all {_plural(summary.skipped, 'image')} are in {output} already", err=True)
+        click.echo(f"nothing to do: all {plural(summary.skipped, 'image')} are in {output} already", err=True)
         return
     click.echo(
-        f"{_plural(summary.images, 'image')}, {_plural(summary.faces, 'face')}, {_plural(summary.errors, 'error')}, "
+        f"{plural(summary.images, 'image')}, {plural(summary.faces, 'face')}, {plural(summary.errors, 'error')}, "
         f"{summary.images_per_second:.1f} images/s{done_before}; rows in {output}",
         err=True,
     )
