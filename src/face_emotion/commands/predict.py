@@ -1,4 +1,4 @@
-"""`face-emotion predict`: emotions of the faces in image files, as text, JSON lines or CSV.
+"""`face-emotion predict`: emotions of the faces in image and video files, as text, JSON lines or CSV.
 
 One bad file never stops the run: it is reported (with "error" in JSON/CSV) and the rest go on.
 Every rendering (text, JSON line, CSV rows, annotated copy) comes from the image's one
@@ -31,14 +31,15 @@ class _Input:
 
 
 def collect_inputs(paths: tuple[Path, ...]) -> list[_Input]:
-    """Files as given, and image files under folders (recursive, sorted); each file once."""
+    """Files as given, and image and video files under folders (recursive, sorted); each file once."""
     from face_emotion.imageio import is_image_path
+    from face_emotion.video.decode import is_video_path
 
     found: list[_Input] = []
     seen: set[Path] = set()
     for path in paths:
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            files = sorted(p for p in path.rglob("*") if p.is_file() and (is_image_path(p) or is_video_path(p)))
             items = [_Input(p, p.relative_to(path)) for p in files]
         else:
             # A file named explicitly is tried whatever its extension; a failure is reported for it.
@@ -98,8 +99,25 @@ def _annotation_path(out_dir: Path, name: Path, used: set[Path]) -> Path:
 @click.option("--backend", type=click.Choice(["pytorch", "onnxruntime"]),
               help="For a run folder holding both model files: which one to run.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: every CPU available).")
-def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_dir, tta, backend, threads) -> None:
-    """Emotions of the faces in PATHS (image files, or folders searched recursively).
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Videos: write per-track summaries (JSON: {\"clips\": [...]}) to this file.")
+@click.option("--timeline", "timeline_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Videos: plot each track's probabilities over time to this PNG (with several clips, "
+                   "one file each, named FILE-<clip>.png).")
+@click.option("--sample-fps", type=click.FloatRange(min=0, min_open=True),
+              help="Videos: analyse at most this many frames a second (default: every frame).")
+@click.option("--smooth", "smooth_s", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Videos: time constant in seconds of each face's probability smoothing "
+                   "(stops labels flickering between frames); 0 turns it off.")
+@click.option("--detect-interval", "detect_interval_s", type=click.FloatRange(min=0), default=0.2,
+              show_default=True, help="Videos: seconds between face detections; faces are followed by "
+                                      "optical flow in between. 0: detect on every analysed frame.")
+def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_dir, tta, backend, threads,
+            summary_path, timeline_path, sample_fps, smooth_s, detect_interval_s) -> None:
+    """Emotions of the faces in PATHS (image or video files, or folders searched recursively).
+
+    Videos (mp4, mov, mkv, webm, avi, ts): faces are tracked across frames and each keeps a
+    track_id; --json prints one line per analysed frame, text output a summary per clip.
 
     Faces are listed largest first. A file that cannot be read is reported and the rest go on;
     the exit status is 1 only when every image failed.
@@ -109,6 +127,9 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
     from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
     from face_emotion.inference.results import csv_header, plural
     from face_emotion.models.store import ModelLoadError
+    from face_emotion.commands.predict_video import VideoOutputs, run_clip
+    from face_emotion.video import VIDEO_EXTENSIONS, VideoOptions, is_video_path
+    from face_emotion.video import csv_header as video_csv_header
 
     if as_json and csv_path is not None:
         _fail("--json and --csv are alternatives: choose one")
@@ -116,8 +137,10 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
         _fail("--no-detect and --detector are alternatives: choose one")
     inputs = collect_inputs(paths)
     if not inputs:
-        _fail(f"no images found in {', '.join(str(p) for p in paths)} "
-              f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        _fail(f"no images or videos found in {', '.join(str(p) for p in paths)} "
+              f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
+    clips = sum(1 for item in inputs if is_video_path(item.path))
+    video_options = VideoOptions(sample_fps=sample_fps, detect_interval_s=detect_interval_s, smooth_s=smooth_s)
     try:
         predictor = Predictor.load(
             model_path, detector=WHOLE_IMAGE if no_detect else detector, backend=backend, tta=tta, num_threads=threads
@@ -130,7 +153,8 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
         if csv_path is not None:
             csv_file = sys.stdout if str(csv_path) == "-" else open(csv_path, "w", newline="", encoding="utf-8")
             csv_writer = csv.writer(csv_file)
-            csv_writer.writerow(csv_header(predictor.classes))
+            # With clips among the inputs, frame/time_s/track_id columns follow path (empty for images).
+            csv_writer.writerow(video_csv_header(predictor.classes) if clips else csv_header(predictor.classes))
         if annotate_dir is not None:
             annotate_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -143,14 +167,23 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
     bar = tqdm(inputs, desc="images", unit="image", file=sys.stderr, disable=True if len(inputs) < 2 else None)
     succeeded = faces_total = 0
     used_names: set[Path] = set()
+    video_outputs = VideoOutputs(as_json=as_json, csv_writer=csv_writer, annotate_dir=annotate_dir,
+                                 timeline=timeline_path, several_clips=clips > 1)
     try:
         for item in bar:
+            if is_video_path(item.path):
+                ok, faces = run_clip(predictor, item.path, item.name, video_options, video_outputs, used_names,
+                                     lambda line: bar.write(line, file=sys.stdout))
+                succeeded += ok
+                faces_total += faces
+                continue
             result, image = _analyse(predictor, item, detect=not no_detect)
             if result.ok:
                 succeeded += 1
                 faces_total += len(result.faces)
             if csv_writer is not None:
-                csv_writer.writerows(result.csv_rows(predictor.classes))
+                rows = result.csv_rows(predictor.classes)
+                csv_writer.writerows([[row[0], "", "", "", *row[1:]] for row in rows] if clips else rows)
             else:
                 lines = [json.dumps(result.to_dict(include_heatmap=False))] if as_json else result.text_lines()
                 for line in lines:
@@ -168,9 +201,15 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
         if csv_file is not None and csv_file is not sys.stdout:
             csv_file.close()
 
+    if summary_path is not None:
+        try:
+            summary_path.write_text(json.dumps({"clips": video_outputs.summaries}, indent=1) + "\n", encoding="utf-8")
+        except OSError as error:
+            _fail(f"cannot write {summary_path}: {error.strerror}")
     failed = len(inputs) - succeeded
     where = f"; rows in {csv_path}" if csv_path is not None and str(csv_path) != "-" else ""
-    click.echo(f"{plural(len(inputs), 'image')}, {plural(faces_total, 'face')}, {plural(failed, 'error')}{where}",
+    files = f"{plural(len(inputs) - clips, 'image')}, {plural(clips, 'video')}" if clips else plural(len(inputs), 'image')
+    click.echo(f"{files}, {plural(faces_total, 'face')}, {plural(failed, 'error')}{where}",
                err=True)
     if succeeded == 0:
         raise click.exceptions.Exit(1)

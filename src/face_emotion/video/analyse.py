@@ -1,0 +1,211 @@
+"""A clip -> per-frame results: decode, detect every few frames, follow and track faces between
+detections, classify every analysed frame, smooth each track's probabilities.
+
+    frames (decode) -> faces (detector every detect_interval_s, optical flow between) -> track ids
+    (ByteTrack) -> crops (Predictor.crops) -> batch -> probabilities -> smoothing -> FrameResult
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from face_emotion.faces.base import Face
+from face_emotion.inference.results import FacePrediction
+from face_emotion.video.decode import DecodedFrame, VideoLimits, VideoSource
+from face_emotion.video.results import FrameResult, TrackedPrediction
+from face_emotion.video.smoothing import DEFAULT_SMOOTH_S, ProbabilitySmoother
+from face_emotion.video.tracking import FaceFollower, FaceTracker, to_grey
+
+# Five detections a second: a face entering the picture gets a box within 0.2 s, and optical flow
+# over 0.2 s of normal head motion stays on the face. The detector is about 10x the cost of the
+# rest of a frame's work, so this is what makes real time possible on two cores
+# (benchmarks/video_speed.py).
+DEFAULT_DETECT_INTERVAL_S = 0.2
+_BATCH_CROPS = 16
+_MAX_QUEUED_FRAMES = 32  # bounds the decoded frames held in memory while a batch fills
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How to analyse a clip. Every field has the documented default of `face-emotion predict`."""
+
+    sample_fps: float | None = None  # analyse at most this many frames a second; None: every frame
+    detect_interval_s: float = DEFAULT_DETECT_INTERVAL_S  # run the face detector at least this often
+    smooth_s: float = DEFAULT_SMOOTH_S  # time constant of each track's smoothing; 0: off
+    lost_track_s: float = 1.0  # a face unseen this long comes back under a new id
+
+    def __post_init__(self) -> None:
+        if self.sample_fps is not None and not self.sample_fps > 0:
+            raise ValueError(f"sample fps must be above 0, not {self.sample_fps}")
+        if not self.detect_interval_s >= 0:
+            raise ValueError(f"detect interval must be 0 (every frame) or more seconds, not {self.detect_interval_s}")
+        if not self.smooth_s >= 0:
+            raise ValueError(f"smoothing must be 0 (off) or more seconds, not {self.smooth_s}")
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, for benchmarks and the CLI's closing line."""
+
+    decode: float = 0.0
+    detect: float = 0.0
+    follow: float = 0.0
+    track: float = 0.0
+    crop: float = 0.0
+    classify: float = 0.0
+    frames_decoded: int = 0
+    frames_analysed: int = 0
+    detections: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def stages(self) -> dict[str, float]:
+        return {"decode": self.decode, "detect": self.detect, "follow": self.follow, "track": self.track,
+                "crop": self.crop, "classify": self.classify}
+
+
+@dataclass(frozen=True)
+class AnalysedFrame:
+    """A decoded frame and its result (None for frames that --sample-fps skips)."""
+
+    decoded: DecodedFrame
+    result: FrameResult | None
+
+
+class VideoAnalyser:
+    """Analyses clips with one Predictor (its detector, crops, eval transform and backend)."""
+
+    def __init__(self, predictor, options: VideoOptions | None = None) -> None:
+        self.predictor = predictor
+        self.options = options or VideoOptions()
+        self.times = StageTimes()
+
+    def run(self, video: VideoSource, *, path: str | None = None) -> Iterator[AnalysedFrame]:
+        """Every decoded frame of an opened clip, in order, with a result for each analysed one."""
+        options = self.options
+        times = self.times
+        tracker = FaceTracker(video.info.fps, lost_track_s=options.lost_track_s)
+        follower = FaceFollower()
+        smoother = ProbabilitySmoother(options.smooth_s)
+        step = None if options.sample_fps is None else 1.0 / options.sample_fps
+        next_sample = 0.0
+        last_detection: float | None = None
+        prev_grey: np.ndarray | None = None
+        current: list[Face] = []
+        # Frames wait here until enough faces are gathered for one backend call: one batch of 16
+        # crops costs about a third of 16 calls of one (measured on both backends).
+        queue: list[tuple[DecodedFrame, _Pending | None]] = []
+        queued_crops = 0
+        frames = video.frames()
+        while True:
+            start = time.perf_counter()
+            decoded = next(frames, None)
+            times.decode += time.perf_counter() - start
+            if decoded is None:
+                break
+            times.frames_decoded += 1
+            if step is not None:
+                # A small tolerance so 30 fps sampled at 10 takes every third frame despite rounding.
+                if decoded.time_s + 1e-6 < next_sample:
+                    queue.append((decoded, None))
+                    if len(queue) >= _MAX_QUEUED_FRAMES:
+                        yield from self._flush(queue, smoother, path)
+                        queued_crops = 0
+                    continue
+                while next_sample <= decoded.time_s + 1e-6:
+                    next_sample += step
+            image = Image.fromarray(decoded.rgb)
+            detect = self.predictor.detector is None or last_detection is None or prev_grey is None or (
+                decoded.time_s - last_detection >= options.detect_interval_s - 1e-6)
+            start = time.perf_counter()
+            if self.predictor.detector is None:  # every frame is one face crop already
+                current = [Face((0, 0, image.width, image.height), 1.0)]
+                grey = None
+            elif detect:
+                current = list(self.predictor.detector.detect(image))
+                last_detection = decoded.time_s
+                times.detections += 1
+                times.detect += time.perf_counter() - start
+                start = time.perf_counter()
+                grey = to_grey(decoded.rgb)
+                times.follow += time.perf_counter() - start
+            else:
+                grey = to_grey(decoded.rgb)
+                followed = follower.follow(prev_grey, grey, current)
+                current = [face for face in followed if face is not None]
+                times.follow += time.perf_counter() - start
+                if len(current) < len(followed):
+                    last_detection = None  # a face was lost: look again on the next analysed frame
+            prev_grey = grey
+            start = time.perf_counter()
+            tracked = tracker.update(current, decoded.time_s)
+            times.track += time.perf_counter() - start
+            start = time.perf_counter()
+            crops = self.predictor.crops(image, [t.face for t in tracked]) if tracked else []
+            batch = self.predictor.batch([c.crop for c in crops]) if crops else None
+            times.crop += time.perf_counter() - start
+            queue.append((decoded, _Pending(tracked, crops, batch, detect)))
+            queued_crops += len(crops)
+            times.frames_analysed += 1
+            if queued_crops >= _BATCH_CROPS or len(queue) >= _MAX_QUEUED_FRAMES:
+                yield from self._flush(queue, smoother, path)
+                queued_crops = 0
+        yield from self._flush(queue, smoother, path)
+
+    def _flush(self, queue, smoother: ProbabilitySmoother, path: str | None) -> Iterator[AnalysedFrame]:
+        batches = [p.batch for _, p in queue if p is not None and p.batch is not None]
+        probs = np.empty((0, len(self.predictor.classes)))
+        if batches:
+            start = time.perf_counter()
+            probs = self.predictor.probabilities(np.concatenate(batches))
+            self.times.classify += time.perf_counter() - start
+        row = 0
+        classes = self.predictor.classes
+        for decoded, pending in queue:
+            if pending is None:
+                yield AnalysedFrame(decoded, None)
+                continue
+            faces = []
+            for tracked, crop in zip(pending.tracked, pending.crops):
+                smoothed = smoother.update(tracked.track_id, decoded.time_s, probs[row])
+                row += 1
+                top = int(np.argmax(smoothed))
+                faces.append(TrackedPrediction(tracked.track_id, FacePrediction(
+                    box=crop.box, score=crop.score, emotion=classes[top], confidence=float(smoothed[top]),
+                    probabilities={name: float(p) for name, p in zip(classes, smoothed)},
+                )))
+            # A stable order for readers: by track, new (not yet numbered) faces last.
+            faces.sort(key=lambda f: (f.track_id is None, f.track_id or 0, -f.prediction.box.area))
+            result = FrameResult(decoded.index, decoded.time_s, tuple(faces), pending.detected, path)
+            yield AnalysedFrame(decoded, result)
+        queue.clear()
+
+
+@dataclass
+class _Pending:
+    tracked: list
+    crops: list
+    batch: np.ndarray | None
+    detected: bool
+
+
+def analyse_video(predictor, source: str | Path | bytes, options: VideoOptions | None = None, *,
+                  limits: VideoLimits | None = None, path: str | None = None) -> Iterator[FrameResult]:
+    """Per-frame results of a clip (a path or its bytes), analysed frames only.
+
+    Raises face_emotion.video.VideoDecodeError (or VideoTooLargeError) for a clip that cannot be
+    read or is over ``limits``; header problems are raised before the first frame is decoded,
+    damage further in is raised where it is met (after the frames before it were yielded).
+    """
+    analyser = VideoAnalyser(predictor, options)
+    if path is None and not isinstance(source, (bytes, bytearray, memoryview)):
+        path = str(source)
+    with VideoSource(source, limits) as video:
+        for item in analyser.run(video, path=path):
+            if item.result is not None:
+                yield item.result
