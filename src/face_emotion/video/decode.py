@@ -23,6 +23,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".3gp", ".mkv", ".webm", "
 # First bytes -> FFmpeg demuxer. These four families cover phones, cameras, browsers
 # (MediaRecorder writes WebM) and screen recorders.
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+_CONTAINER_NAMES = {"mov": "MP4/MOV", "matroska": "MKV/WebM", "avi": "AVI", "mpegts": "MPEG-TS"}
 
 
 class VideoDecodeError(ValueError):
@@ -126,7 +127,8 @@ class VideoSource:
             try:
                 self._container = av.open(fileobj, mode="r", format=container_format)
             except av.error.FFmpegError as error:
-                raise VideoDecodeError(f"the {container_format} container cannot be read: {_reason(error)}") from None
+                raise VideoDecodeError(f"the clip is damaged: its {_CONTAINER_NAMES[container_format]} container "
+                                       f"cannot be read ({_reason(error)})") from None
             if not self._container.streams.video:
                 kinds = sorted({s.type for s in self._container.streams})
                 raise NoVideoStreamError(
@@ -211,6 +213,11 @@ class VideoSource:
             raise VideoDecodeError(f"the clip is damaged {where}: {_reason(error)}") from None
         if index == 0:
             raise VideoDecodeError("the clip holds no decodable frame (truncated or damaged)")
+        # FFmpeg ends quietly where a file was cut off; the header's count says what was lost.
+        declared = self.info.frames
+        if declared and index < declared - max(2, declared // 50):
+            raise VideoDecodeError(f"the clip is truncated: it ends after frame {index} of the {declared} "
+                                   f"its header declares")
 
     def close(self) -> None:
         if self._container is not None:
