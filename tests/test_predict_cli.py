@@ -132,7 +132,7 @@ def test_option_conflicts_empty_folder_unknown_detector(photos, tmp_path, tiny_m
     assert both.exit_code == 1 and "choose one" in both.output
     (tmp_path / "empty").mkdir()
     empty = run(str(tmp_path / "empty"), "--model", str(tiny_model_dir), "--no-detect")
-    assert empty.exit_code == 1 and "no images found" in empty.output
+    assert empty.exit_code == 1 and "no images or videos found" in empty.output
     pytest.importorskip("face_emotion.faces")
     unknown = run(str(photos / "c.jpg"), "--model", str(tiny_model_dir), "--detector", "no-such-detector")
     assert unknown.exit_code == 1 and "unknown face detector" in unknown.output

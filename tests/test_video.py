@@ -231,14 +231,13 @@ def test_tracks_are_smoothed_separately():
 
 # ---------------------------------------------------------------------------------------- summary
 def _frame(index, time_s, faces):
-    from face_emotion.inference.results import Box, FacePrediction
-    from face_emotion.video import FrameResult, TrackedPrediction
+    from face_emotion.inference.results import Box, FacePrediction, ImageResult
+    from face_emotion.video import FrameResult
 
     classes = ("a", "b")
-    return FrameResult(index, time_s, tuple(
-        TrackedPrediction(tid, FacePrediction(Box(0, 0, 10, 10), 0.9, classes[int(p > 0.5)], max(p, 1 - p),
-                                              {"a": 1 - p, "b": p}))
-        for tid, p in faces), True)
+    predictions = tuple(FacePrediction(Box(0, 0, 10, 10), 0.9, classes[int(p > 0.5)], max(p, 1 - p),
+                                       {"a": 1 - p, "b": p}) for _, p in faces)
+    return FrameResult(index, time_s, ImageResult(predictions, 64, 64), tuple(t for t, _ in faces), True)
 
 
 def test_summary_per_track_and_for_the_clip():

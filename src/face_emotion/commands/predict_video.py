@@ -48,7 +48,6 @@ def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, 
 
     from face_emotion.video import SummaryBuilder, VideoAnalyser, VideoDecodeError, VideoSource
     from face_emotion.video.annotate import AnnotatedVideoWriter, draw_frame
-    from face_emotion.video.results import error_row
 
     classes = predictor.classes
     analyser = VideoAnalyser(predictor, options)
@@ -86,11 +85,11 @@ def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, 
             writer.close()
             writer = None
     except VideoDecodeError as error:
-        _report_error(path, error.code, str(error), outputs, write, classes, error_row)
+        _report_error(path, error.code, str(error), outputs, write, classes)
         return False, faces_seen
     except OSError as error:
         _report_error(path, "unreadable_file", f"cannot read file: {error.strerror or error}", outputs, write,
-                      classes, error_row)
+                      classes)
         return False, faces_seen
     finally:
         if writer is not None:
@@ -108,15 +107,19 @@ def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, 
     return True, faces_seen
 
 
-def _report_error(path, code, message, outputs, write, classes, error_row) -> None:
-    outputs.summaries.append({"path": str(path), "error": {"code": code, "message": message}})
+def _report_error(path, code, message, outputs, write, classes) -> None:
+    """A clip's error in the shape images use (ImageResult.failed), with frame and time_s null."""
+    from face_emotion.inference.results import ImageResult
+
+    failed = ImageResult.failed(code, message, path=str(path))
+    outputs.summaries.append({"path": str(path), "error": failed.error.to_dict()})
     if outputs.csv_writer is not None:
-        outputs.csv_writer.writerow(error_row(str(path), message, classes))
+        outputs.csv_writer.writerows(error_rows(str(path), code, message, classes))
     elif outputs.as_json:
-        write(json.dumps({"path": str(path), "frame": None, "time_s": None, "faces": [],
-                          "error": {"code": code, "message": message}}))
+        data = failed.to_dict(include_heatmap=False)
+        write(json.dumps({"path": data.pop("path"), "frame": None, "time_s": None, **data}))
     else:
-        write(f"{path}: error: {message}")
+        write(*failed.text_lines())
 
 
 def summary_lines(summary) -> list[str]:

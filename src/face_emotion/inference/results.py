@@ -152,25 +152,33 @@ class ImageResult:
 
     def annotate(self, image):
         """A copy of ``image`` (the one analysed) with each face's box and "N emotion confidence"."""
-        from PIL import ImageDraw, ImageFont
+        labels = [(face.box, f"{number} {face.emotion} {face.confidence:.2f}", ANNOTATION_COLOUR)
+                  for number, face in enumerate(self.faces, 1)]
+        return draw_labelled_boxes(image.copy(), labels)
 
-        image = image.copy()
-        draw = ImageDraw.Draw(image)
-        scale = max(image.size) / 640
-        line = max(2, round(2 * scale))
-        font = ImageFont.load_default(size=max(12, round(16 * scale)))
-        for number, face in enumerate(self.faces, 1):
-            b = face.box
-            draw.rectangle([b.x, b.y, b.x + b.width - 1, b.y + b.height - 1], outline=(255, 210, 0), width=line)
-            label = f"{number} {face.emotion} {face.confidence:.2f}"
-            left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-            text_w, text_h = right - left, bottom - top
-            pad = max(2, line)
-            # Above the box when there is room, inside its top edge otherwise.
-            y0 = b.y - text_h - 2 * pad if b.y - text_h - 2 * pad >= 0 else b.y
-            draw.rectangle([b.x, y0, b.x + text_w + 2 * pad, y0 + text_h + 2 * pad], fill=(255, 210, 0))
-            draw.text((b.x + pad - left, y0 + pad - top), label, fill=(0, 0, 0), font=font)
-        return image
+
+ANNOTATION_COLOUR = (255, 210, 0)
+
+
+def draw_labelled_boxes(image, labels) -> "Image.Image":
+    """Draws on ``image`` (and returns it) each (Box, text, RGB colour): the box outlined and the
+    text on a patch of its colour. Shared by images (ImageResult.annotate) and video frames."""
+    from PIL import ImageDraw, ImageFont
+
+    draw = ImageDraw.Draw(image)
+    scale = max(image.size) / 640
+    line = max(2, round(2 * scale))
+    font = ImageFont.load_default(size=max(12, round(16 * scale)))
+    for b, label, colour in labels:
+        draw.rectangle([b.x, b.y, b.x + b.width - 1, b.y + b.height - 1], outline=colour, width=line)
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        text_w, text_h = right - left, bottom - top
+        pad = max(2, line)
+        # Above the box when there is room, inside its top edge otherwise.
+        y0 = b.y - text_h - 2 * pad if b.y - text_h - 2 * pad >= 0 else b.y
+        draw.rectangle([b.x, y0, b.x + text_w + 2 * pad, y0 + text_h + 2 * pad], fill=colour)
+        draw.text((b.x + pad - left, y0 + pad - top), label, fill=(0, 0, 0), font=font)
+    return image
 
 
 def plural(count: int, noun: str) -> str:

@@ -53,6 +53,14 @@ class ServerConfig:
     # A prediction not done this long after its request began is answered 503 {"code": "timeout"}.
     # Below gunicorn's worker timeout (--timeout, 60 s), which would kill the worker with no answer.
     inference_timeout_s: float = 30.0
+    # POST /predict/video: the upload, the clip's length and frame size, checked before decoding.
+    max_video_mb: float = 50.0
+    max_video_s: float = 120.0
+    max_video_pixels: int = 1920 * 1080
+    video_sample_fps: float = 5.0  # frames analysed per second of clip unless the request asks otherwise
+    # A clip's analysis holds its worker's inference slot; past this it is answered 503 "timeout".
+    # gthread workers keep their heartbeat while a request thread works, so it may exceed --timeout.
+    video_timeout_s: float = 90.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -92,6 +100,10 @@ class ServerConfig:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
+    @property
+    def max_video_bytes(self) -> int:
+        return int(self.max_video_mb * 1024 * 1024)
+
     # ---- validation ---------------------------------------------------------------------
     def validate(self) -> None:
         if not 0 < float(self.max_upload_mb) <= 1024:
@@ -120,6 +132,12 @@ class ServerConfig:
                 f"inference timeout must be above 0 and at most 3600 seconds, not {self.inference_timeout_s} "
                 f"(--inference-timeout / {_env_name('inference_timeout_s')})"
             )
+        for name, low, high in (("max_video_mb", 0, 4096), ("max_video_s", 0, 24 * 3600),
+                                ("max_video_pixels", 0, 100_000_000), ("video_sample_fps", 0, 240),
+                                ("video_timeout_s", 0, 24 * 3600)):
+            if not low < float(getattr(self, name)) <= high:
+                raise ConfigError(f"{name} must be above {low} and at most {high}, not {getattr(self, name)} "
+                                  f"({_env_name(name)})")
         for origin in self.cors_origins:
             if origin != "*" and not _ORIGIN.match(origin):
                 raise ConfigError(

@@ -131,6 +131,54 @@ def _batch_schema() -> dict[str, Any]:
     }
 
 
+def _video_schema() -> dict[str, Any]:
+    """POST /predict/video: VideoSummary.to_dict() and FrameResult.to_dict() (face_emotion.video)."""
+    probabilities = {"type": "object", "additionalProperties": {"type": "number"}}
+    track = {
+        "type": "object",
+        "required": ["track_id", "first_s", "last_s", "frames", "dominant_emotion", "share", "mean_probabilities"],
+        "properties": {
+            "track_id": {"type": "integer", "description": "the same number for one person across frames, from 1"},
+            "first_s": {"type": "number"}, "last_s": {"type": "number"},
+            "frames": {"type": "integer", "description": "analysed frames in which the face was seen"},
+            "dominant_emotion": {"type": "string", "description": "the label it had in the most frames"},
+            "share": {**probabilities, "description": "emotion -> share of the track's frames with that label"},
+            "mean_probabilities": probabilities,
+        },
+    }
+    tracked_face = {"allOf": [{"$ref": "#/components/schemas/Face"}, {
+        "type": "object", "required": ["track_id"],
+        "properties": {"track_id": {"type": "integer", "nullable": True,
+                                    "description": "null on a face's first frame, before the tracker numbers it"}}}]}
+    frame = {
+        "type": "object",
+        "required": ["frame", "time_s", "faces"],
+        "properties": {
+            "frame": {"type": "integer", "description": "index among the clip's decoded frames, from 0"},
+            "time_s": {"type": "number"},
+            "emotion": {"type": "string", "nullable": True}, "confidence": {"type": "number", "nullable": True},
+            "faces": {"type": "array", "items": tracked_face, "description": "by track id; probabilities smoothed"},
+        },
+    }
+    summary = {
+        "type": "object",
+        "required": ["frames_analysed", "duration_s", "dominant_emotion", "tracks"],
+        "properties": {
+            "frames_analysed": {"type": "integer"}, "duration_s": {"type": "number"},
+            "video": {"type": "object", "description": "width, height, fps, duration_s, frames, container, codec"},
+            "dominant_emotion": {"type": "string", "nullable": True,
+                                 "description": "the label of the most face-frames; null when no face was found"},
+            "tracks": {"type": "array", "items": track},
+        },
+    }
+    properties = {
+        "summary": summary, "frames": {"type": "array", "items": frame},
+        "classes": {"type": "array", "items": {"type": "string"}},
+        "sample_fps": {"type": "number"}, "smooth_s": {"type": "number"}, **_answered_by_properties(),
+    }
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
 def _health_schema() -> dict[str, Any]:
     nullable_string = {"type": "string", "nullable": True}
     return {
@@ -191,6 +239,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.schema("Face", dataclass_schema(FacePrediction, "Face", refs={"Box": "Box"}))
     spec.components.schema("Prediction", _prediction_schema())
     spec.components.schema("BatchPrediction", _batch_schema())
+    spec.components.schema("VideoPrediction", _video_schema())
     spec.components.schema("Health", _health_schema())
     spec.components.schema("ModelInfo", _model_schema())
     spec.components.schema("Error", _error_schema())

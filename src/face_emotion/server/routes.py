@@ -258,3 +258,111 @@ def _inline_code(text: str) -> Markup:
     """`name` in a docstring description -> <code>name</code>; everything else escaped."""
     parts = str(escape(text or "")).split("`")
     return Markup("".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts)))
+
+
+def _number(name: str, default: float, low: float, high: float) -> float:
+    text = request.args.get(name)
+    if text is None or text.strip() == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"query parameter {name!r} must be a number, not {text!r}") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_parameter", f"query parameter {name!r} must be between {low:g} and {high:g}")
+    return value
+
+
+@api.post("/predict/video")
+def predict_video():
+    """Emotions of the faces in a video clip, tracked over time.
+    ---
+    summary: Analyse a video clip
+    description: >
+      Send the clip as the multipart field `video` (MP4/MOV, MKV/WebM, AVI or MPEG-TS). Faces are
+      detected every 0.2 s and followed in between, each keeps a `track_id`, and each track's
+      probabilities are smoothed over `smooth` seconds. The answer has the `summary` (per track:
+      first and last time, frames, dominant emotion, share of time per emotion, mean
+      probabilities; and the clip's dominant emotion) and `frames`, one entry per analysed frame.
+      Size, duration and frame size are checked from the container header before any frame is
+      decoded (FACE_EMOTION_MAX_VIDEO_MB, _MAX_VIDEO_S, _MAX_VIDEO_PIXELS); the clip is decoded
+      from memory and never written to disk.
+    parameters:
+      - name: sample_fps
+        in: query
+        description: frames analysed per second of clip (default FACE_EMOTION_VIDEO_SAMPLE_FPS, 5).
+        schema: {type: number, minimum: 0.1, maximum: 60}
+      - name: smooth
+        in: query
+        description: time constant in seconds of each track's smoothing; 0 turns it off.
+        schema: {type: number, minimum: 0, maximum: 10, default: 0.5}
+    requestBody:
+      required: true
+      content:
+        multipart/form-data:
+          schema:
+            type: object
+            required: [video]
+            properties:
+              video: {type: string, format: binary}
+    responses:
+      "200":
+        description: The summary and the per-frame timeline (a clip without faces has no tracks).
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/VideoPrediction"}
+      "400": {$ref: "#/components/responses/BadRequest"}
+      "413": {$ref: "#/components/responses/TooLarge"}
+      "415": {$ref: "#/components/responses/UnsupportedType"}
+      "503": {$ref: "#/components/responses/Timeout"}
+    """
+    from face_emotion.server.service import DeadlineExceeded
+    from face_emotion.video import (AnalysisTimeout, VideoDecodeError, VideoLimits, VideoOptions, VideoTooLargeError,
+                                    analyse_clip)
+
+    start = time.perf_counter()
+    config = service().config
+    # Clips get their own body limit (Flask 3.1 reads it per request), above the one for images.
+    request.max_content_length = config.max_video_bytes
+    if request.content_length is not None and request.content_length > config.max_video_bytes:
+        raise ApiError(413, "video_too_large", f"the request body is {request.content_length / 1e6:.1f} MB; "
+                                               f"the limit for clips is {config.max_video_mb:g} MB")
+    sample_fps = _number("sample_fps", config.video_sample_fps, 0.1, 60)
+    smooth_s = _number("smooth", 0.5, 0, 10)
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(415, "unsupported_media_type", f"cannot read a {request.mimetype or 'missing'} content type: "
+                                                      "send the clip as the multipart/form-data field 'video'")
+    storage = request.files.get("video")
+    if storage is None:
+        got = sorted(request.files) + sorted(request.form)
+        hint = f" (the form has {got})" if got else ""
+        raise ApiError(400, "no_video", f"no file in the multipart field 'video'{hint}")
+    data = storage.read()  # held in memory (InMemoryRequest): nothing of it reaches the disk
+    if not data:
+        raise ApiError(400, "no_video", "the 'video' field is empty: choose a video file")
+    limits = VideoLimits(max_bytes=config.max_video_bytes, max_duration_s=config.max_video_s,
+                         max_pixels=config.max_video_pixels)
+    deadline = time.monotonic() + config.video_timeout_s
+    service_predictor = service().predictor  # read here: the inference thread has no app context
+    try:
+        options = VideoOptions(sample_fps=sample_fps, smooth_s=smooth_s)
+        analysis = service()._run_before(
+            deadline, lambda: analyse_clip(service_predictor, data, options, limits=limits, deadline=deadline))
+    except VideoTooLargeError as error:
+        raise ApiError(413, error.code, str(error)) from None
+    except VideoDecodeError as error:
+        raise ApiError(400, error.code, f"not a readable video: {error}") from None
+    except (AnalysisTimeout, DeadlineExceeded):
+        raise DeadlineExceeded(config.video_timeout_s) from None
+    finally:
+        del data
+    return jsonify({
+        "summary": analysis.summary.to_dict(),
+        "frames": [{k: v for k, v in frame.to_dict().items() if k not in ("image", "error")}
+                   for frame in analysis.frames],
+        "classes": list(service().predictor.classes),
+        "sample_fps": sample_fps,
+        "smooth_s": smooth_s,
+        "model": service().model_name,
+        "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1),
+    })

@@ -1,11 +1,13 @@
 """Video: clips in, per-face tracks, smoothed emotions, summaries and timelines out.
 
     from face_emotion.inference.predictor import Predictor
-    from face_emotion.video import analyse_video, summarise
+    from face_emotion.video import analyse_clip, analyse_video, summarise
 
     predictor = Predictor.load()
-    frames = list(analyse_video(predictor, "clip.mp4"))   # one FrameResult per analysed frame
-    summary = summarise(frames, predictor.classes)          # per track and for the clip
+    for frame in analyse_video(predictor, "clip.mp4"):     # one FrameResult per analysed frame
+        print(frame.time_s, [(f.track_id, f.prediction.emotion) for f in frame.faces])
+    analysis = analyse_clip(predictor, "clip.mp4")          # .frames and .summary in one call
+    summary = summarise(analysis.frames, predictor.classes)  # the same summary, from frames you kept
 
 Heavy libraries (PyAV, OpenCV, trackers, matplotlib) are imported when first used.
 """
@@ -13,9 +15,12 @@ Heavy libraries (PyAV, OpenCV, trackers, matplotlib) are imported when first use
 from face_emotion.video.analyse import (
     DEFAULT_DETECT_INTERVAL_S,
     AnalysedFrame,
+    AnalysisTimeout,
+    ClipAnalysis,
     StageTimes,
     VideoAnalyser,
     VideoOptions,
+    analyse_clip,
     analyse_video,
 )
 from face_emotion.video.decode import (
@@ -33,8 +38,9 @@ from face_emotion.video.smoothing import DEFAULT_SMOOTH_S
 from face_emotion.video.summary import SummaryBuilder, TrackSummary, VideoSummary, summarise
 
 __all__ = [
-    "DEFAULT_DETECT_INTERVAL_S", "DEFAULT_SMOOTH_S", "VIDEO_EXTENSIONS", "AnalysedFrame", "FrameResult",
+    "DEFAULT_DETECT_INTERVAL_S", "DEFAULT_SMOOTH_S", "VIDEO_EXTENSIONS", "AnalysedFrame", "AnalysisTimeout",
+    "ClipAnalysis", "FrameResult",
     "NoVideoStreamError", "StageTimes", "SummaryBuilder", "TrackSummary", "TrackedPrediction", "VideoAnalyser",
     "VideoDecodeError", "VideoInfo", "VideoLimits", "VideoOptions", "VideoSource", "VideoSummary",
-    "VideoTooLargeError", "analyse_video", "csv_header", "is_video_path", "summarise",
+    "VideoTooLargeError", "analyse_clip", "analyse_video", "csv_header", "is_video_path", "summarise",
 ]

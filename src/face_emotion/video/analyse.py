@@ -10,17 +10,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from PIL import Image
 
 from face_emotion.faces.base import Face
-from face_emotion.inference.results import FacePrediction
+from face_emotion.inference.results import FacePrediction, ImageResult
 from face_emotion.video.decode import DecodedFrame, VideoLimits, VideoSource
-from face_emotion.video.results import FrameResult, TrackedPrediction
+from face_emotion.video.results import FrameResult
 from face_emotion.video.smoothing import DEFAULT_SMOOTH_S, ProbabilitySmoother
 from face_emotion.video.tracking import FaceFollower, FaceTracker, to_grey
+
+if TYPE_CHECKING:
+    from face_emotion.video.summary import VideoSummary
 
 # Five detections a second: a face entering the picture gets a box within 0.2 s, and optical flow
 # over 0.2 s of normal head motion stays on the face. The detector is about 10x the cost of the
@@ -175,13 +178,15 @@ class VideoAnalyser:
                 smoothed = smoother.update(tracked.track_id, decoded.time_s, probs[row])
                 row += 1
                 top = int(np.argmax(smoothed))
-                faces.append(TrackedPrediction(tracked.track_id, FacePrediction(
+                faces.append((tracked.track_id, FacePrediction(
                     box=crop.box, score=crop.score, emotion=classes[top], confidence=float(smoothed[top]),
                     probabilities={name: float(p) for name, p in zip(classes, smoothed)},
                 )))
             # A stable order for readers: by track, new (not yet numbered) faces last.
-            faces.sort(key=lambda f: (f.track_id is None, f.track_id or 0, -f.prediction.box.area))
-            result = FrameResult(decoded.index, decoded.time_s, tuple(faces), pending.detected, path)
+            faces.sort(key=lambda f: (f[0] is None, f[0] or 0, -f[1].box.area))
+            height, width = decoded.rgb.shape[:2]
+            image = ImageResult(faces=tuple(f for _, f in faces), width=width, height=height, path=path)
+            result = FrameResult(decoded.index, decoded.time_s, image, tuple(t for t, _ in faces), pending.detected)
             yield AnalysedFrame(decoded, result)
         queue.clear()
 
@@ -209,3 +214,36 @@ def analyse_video(predictor, source: str | Path | bytes, options: VideoOptions |
         for item in analyser.run(video, path=path):
             if item.result is not None:
                 yield item.result
+
+
+class AnalysisTimeout(TimeoutError):
+    """The analysis passed its deadline and was stopped (what was decoded so far is dropped)."""
+
+
+@dataclass(frozen=True)
+class ClipAnalysis:
+    frames: list[FrameResult]
+    summary: "VideoSummary"
+
+
+def analyse_clip(predictor, source: str | Path | bytes, options: VideoOptions | None = None, *,
+                 limits: VideoLimits | None = None, path: str | None = None,
+                 deadline: float | None = None) -> ClipAnalysis:
+    """Every analysed frame's result and the summary of a clip, in one call.
+
+    ``deadline`` (time.monotonic()): AnalysisTimeout once it passes, checked after every frame, so
+    a server thread does not go on decoding for a client that was already answered.
+    """
+    from face_emotion.video.summary import SummaryBuilder
+
+    analyser = VideoAnalyser(predictor, options)
+    frames: list[FrameResult] = []
+    with VideoSource(source, limits) as video:
+        builder = SummaryBuilder(predictor.classes, path, video.info.to_dict())
+        for item in analyser.run(video, path=path):
+            if deadline is not None and time.monotonic() > deadline:
+                raise AnalysisTimeout(f"the clip's analysis passed its deadline after frame {item.decoded.index}")
+            if item.result is not None:
+                frames.append(item.result)
+                builder.add(item.result)
+    return ClipAnalysis(frames, builder.summary())

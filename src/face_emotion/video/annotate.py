@@ -8,12 +8,14 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
+
+from face_emotion.inference.results import ANNOTATION_COLOUR, draw_labelled_boxes
 
 from face_emotion.video.results import FrameResult
 
 # Colour per track number (cycled), light enough for black label text.
-TRACK_COLOURS = ((255, 210, 0), (62, 193, 255), (255, 120, 180), (120, 230, 120), (255, 160, 60), (190, 150, 255))
+TRACK_COLOURS = (ANNOTATION_COLOUR, (62, 193, 255), (255, 120, 180), (120, 230, 120), (255, 160, 60), (190, 150, 255))
 
 
 def track_colour(track_id: int | None) -> tuple[int, int, int]:
@@ -21,35 +23,15 @@ def track_colour(track_id: int | None) -> tuple[int, int, int]:
 
 
 def draw_frame(image: Image.Image, result: FrameResult | None) -> Image.Image:
-    """``image`` (changed in place and returned) with each face's box and "N emotion 0.87"."""
-    if result is None or not result.faces:
+    """``image`` (drawn on and returned) with each face's box and "N emotion 0.87", N its track."""
+    if result is None:
         return image
-    draw = ImageDraw.Draw(image)
-    scale = max(image.size) / 640
-    line = max(2, round(2 * scale))
-    font = _font(max(12, round(15 * scale)))
+    labels = []
     for tracked in result.faces:
-        b, face = tracked.prediction.box, tracked.prediction
-        colour = track_colour(tracked.track_id)
-        draw.rectangle([b.x, b.y, b.x + b.width - 1, b.y + b.height - 1], outline=colour, width=line)
+        face = tracked.prediction
         number = "" if tracked.track_id is None else f"{tracked.track_id} "
-        label = f"{number}{face.emotion} {face.confidence:.2f}"
-        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-        pad = max(2, line)
-        text_h = bottom - top
-        y0 = b.y - text_h - 2 * pad if b.y - text_h - 2 * pad >= 0 else b.y
-        draw.rectangle([b.x, y0, b.x + right - left + 2 * pad, y0 + text_h + 2 * pad], fill=colour)
-        draw.text((b.x + pad - left, y0 + pad - top), label, fill=(0, 0, 0), font=font)
-    return image
-
-
-_FONTS: dict[int, ImageFont.ImageFont] = {}
-
-
-def _font(size: int):
-    if size not in _FONTS:
-        _FONTS[size] = ImageFont.load_default(size=size)
-    return _FONTS[size]
+        labels.append((face.box, f"{number}{face.emotion} {face.confidence:.2f}", track_colour(tracked.track_id)))
+    return draw_labelled_boxes(image, labels)
 
 
 class AnnotatedVideoWriter:

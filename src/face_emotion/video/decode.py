@@ -129,10 +129,11 @@ class VideoSource:
             except av.error.FFmpegError as error:
                 raise VideoDecodeError(f"the clip is damaged: its {_CONTAINER_NAMES[container_format]} container "
                                        f"cannot be read ({_reason(error)})") from None
+            kinds = sorted({s.type for s in self._container.streams})
+            if not kinds:
+                raise VideoDecodeError("the clip is damaged: its container holds no stream at all")
             if not self._container.streams.video:
-                kinds = sorted({s.type for s in self._container.streams})
-                raise NoVideoStreamError(
-                    f"the file has no video stream ({', '.join(kinds) or 'no streams'} only)")
+                raise NoVideoStreamError(f"the file has no video stream ({', '.join(kinds)} only)")
             self._stream = self._container.streams.video[0]
             self.info = self._probe(container_format)
             self._check_header(self.info)

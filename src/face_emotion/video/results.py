@@ -1,10 +1,14 @@
-"""What a clip's analysis returns: one FrameResult per analysed frame, with one `to_dict()` path to JSON."""
+"""What a clip's analysis returns: one FrameResult per analysed frame.
+
+A frame's faces are an ImageResult (inference/results.py), the same object images get, so JSON,
+CSV and drawing stay one code path; the frame adds its index, its time and a track id per face.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from face_emotion.inference.results import FacePrediction
+from face_emotion.inference.results import FacePrediction, ImageResult
 
 
 @dataclass(frozen=True)
@@ -14,48 +18,48 @@ class TrackedPrediction:
     track_id: int | None  # the same number for one person across frames; None on a face's first frame
     prediction: FacePrediction
 
-    def to_dict(self) -> dict:
-        return {"track_id": self.track_id, **self.prediction.to_dict(include_heatmap=False)}
-
 
 @dataclass(frozen=True)
 class FrameResult:
     frame: int  # index among the clip's decoded frames, from 0
     time_s: float  # presentation time from the start of the clip
-    faces: tuple[TrackedPrediction, ...]  # by track id
+    image: ImageResult  # the frame's faces (by track id), size and path
+    track_ids: tuple[int | None, ...]  # one per face of ``image``
     detected: bool  # the face detector ran on this frame (else boxes were followed by optical flow)
-    path: str | None = None
+
+    @property
+    def faces(self) -> tuple[TrackedPrediction, ...]:
+        return tuple(TrackedPrediction(t, f) for t, f in zip(self.track_ids, self.image.faces))
+
+    @property
+    def path(self) -> str | None:
+        return self.image.path
 
     def to_dict(self) -> dict:
-        data: dict = {} if self.path is None else {"path": self.path}
-        data.update({
-            "frame": self.frame,
-            "time_s": round(self.time_s, 4),
-            "faces": [face.to_dict() for face in self.faces],
-            "error": None,
-        })
-        return data
+        """ImageResult.to_dict() plus "frame", "time_s", and "track_id" in each face."""
+        data = self.image.to_dict(include_heatmap=False)
+        for face, track_id in zip(data["faces"], self.track_ids):
+            face["track_id"] = track_id
+            face.update({k: face.pop(k) for k in list(face) if k != "track_id"})  # track_id first
+        head = {"path": data.pop("path")} if "path" in data else {}
+        return {**head, "frame": self.frame, "time_s": round(self.time_s, 4), **data}
 
     def csv_rows(self, classes: tuple[str, ...]) -> list[list]:
-        """Rows under :func:`csv_header`: one per face, or one "no face" row for the frame."""
-        where = ["" if self.path is None else self.path, self.frame, round(self.time_s, 4)]
-        if not self.faces:
-            return [[*where, "", *[""] * (8 + len(classes)), "no face", ""]]
-        rows = []
-        for number, tracked in enumerate(self.faces, 1):
-            face, b = tracked.prediction, tracked.prediction.box
-            rows.append([*where, "" if tracked.track_id is None else tracked.track_id, number, b.x, b.y, b.width, b.height,
-                         round(face.score, 4), face.emotion, round(face.confidence, 6),
-                         *(round(face.probabilities[c], 6) for c in classes), "ok", ""])
-        return rows
+        """ImageResult's rows with frame, time_s and track_id after path (see :func:`csv_header`)."""
+        rows = self.image.csv_rows(classes)
+        ids = self.track_ids if self.track_ids else ("",)
+        return [[row[0], self.frame, round(self.time_s, 4), "" if t is None else t, *row[1:]]
+                for row, t in zip(rows, ids)]
 
 
 def csv_header(classes: tuple[str, ...]) -> list[str]:
     """Video CSV columns: the image columns (path, face, x, ...) with frame, time_s and track_id
     after path, so an image's row is the same row with those three left empty."""
-    return ["path", "frame", "time_s", "track_id", "face", "x", "y", "width", "height", "score", "emotion",
-            "confidence", *classes, "status", "error"]
+    from face_emotion.inference.results import csv_header as image_header
+
+    first, *rest = image_header(classes)
+    return [first, "frame", "time_s", "track_id", *rest]
 
 
-def error_row(path: str, message: str, classes: tuple[str, ...]) -> list:
-    return [path, "", "", "", *[""] * (8 + len(classes)), "error", message]
+def error_rows(path: str, code: str, message: str, classes: tuple[str, ...]) -> list[list]:
+    return [[row[0], "", "", "", *row[1:]] for row in ImageResult.failed(code, message, path=path).csv_rows(classes)]
