@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 from PIL import Image
 
-from face_emotion.faces.base import Face
+from face_emotion.faces.base import Face, make_face, working_copy
 from face_emotion.inference.results import FacePrediction, ImageResult
 from face_emotion.video.decode import DecodedFrame, VideoLimits, VideoSource
 from face_emotion.video.results import FrameResult
 from face_emotion.video.smoothing import DEFAULT_SMOOTH_S, ProbabilitySmoother
-from face_emotion.video.tracking import FaceFollower, FaceTracker, to_grey
+from face_emotion.video.tracking import FaceFollower, FaceTracker
 
 if TYPE_CHECKING:
     from face_emotion.video.summary import VideoSummary
@@ -42,6 +42,10 @@ class VideoOptions:
     detect_interval_s: float = DEFAULT_DETECT_INTERVAL_S  # run the face detector at least this often
     smooth_s: float = DEFAULT_SMOOTH_S  # time constant of each track's smoothing; 0: off
     lost_track_s: float = 1.0  # a face unseen this long comes back under a new id
+    # Frames are shrunk to this longest side for the detector: on the two-people test clip (600 px
+    # wide) 384 px found every face that full resolution found, in a third of the time. CenterFace
+    # finds faces down to about 16 px at this size (27 px in a 640 px wide frame).
+    detect_max_side: int | None = 384
 
     def __post_init__(self) -> None:
         if self.sample_fps is not None and not self.sample_fps > 0:
@@ -98,7 +102,7 @@ class VideoAnalyser:
         step = None if options.sample_fps is None else 1.0 / options.sample_fps
         next_sample = 0.0
         last_detection: float | None = None
-        prev_grey: np.ndarray | None = None
+        prev_grey: tuple[np.ndarray, float] | None = None
         current: list[Face] = []
         # Frames wait here until enough faces are gathered for one backend call: one batch of 16
         # crops costs about a third of 16 calls of one (measured on both backends).
@@ -130,16 +134,16 @@ class VideoAnalyser:
                 current = [Face((0, 0, image.width, image.height), 1.0)]
                 grey = None
             elif detect:
-                current = list(self.predictor.detector.detect(image))
+                current = self._detect(image)
                 last_detection = decoded.time_s
                 times.detections += 1
                 times.detect += time.perf_counter() - start
                 start = time.perf_counter()
-                grey = to_grey(decoded.rgb)
+                grey = follower.prepare(decoded.rgb)
                 times.follow += time.perf_counter() - start
             else:
-                grey = to_grey(decoded.rgb)
-                followed = follower.follow(prev_grey, grey, current)
+                grey = follower.prepare(decoded.rgb)
+                followed = follower.follow(prev_grey, grey, current, image.size)
                 current = [face for face in followed if face is not None]
                 times.follow += time.perf_counter() - start
                 if len(current) < len(followed):
@@ -159,6 +163,19 @@ class VideoAnalyser:
                 yield from self._flush(queue, smoother, path)
                 queued_crops = 0
         yield from self._flush(queue, smoother, path)
+
+    def _detect(self, image: Image.Image) -> list[Face]:
+        """The detector on a copy at most detect_max_side pixels across, boxes back in frame pixels."""
+        small, scale = working_copy(image, self.options.detect_max_side)
+        if scale == 1.0:
+            return list(self.predictor.detector.detect(image))
+        faces = []
+        for face in self.predictor.detector.detect(small):
+            x, y, w, h = face.box_xywh
+            moved = make_face((x, y, x + w, y + h), face.score, face.landmarks, scale, image.size)
+            if moved is not None:
+                faces.append(moved)
+        return faces
 
     def _flush(self, queue, smoother: ProbabilitySmoother, path: str | None) -> Iterator[AnalysedFrame]:
         batches = [p.batch for _, p in queue if p is not None and p.batch is not None]

@@ -26,32 +26,44 @@ from face_emotion.faces.base import Face
 _MIN_POINTS = 4
 
 
-def to_grey(rgb: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-
-
 class FaceFollower:
-    """Moves faces from the previous frame to the next by the median optical flow inside each box."""
+    """Moves faces from the previous frame to the next by the median optical flow inside each box.
 
-    def __init__(self, max_points: int = 40) -> None:
+    Flow runs on a greyscale copy at most ``max_side`` pixels wide or high: faces big enough to
+    classify keep dozens of pixels there, and it is several times cheaper than full resolution.
+    """
+
+    def __init__(self, max_points: int = 40, max_side: int = 320) -> None:
         self.max_points = max_points
+        self.max_side = max_side
 
-    def follow(self, prev_grey: np.ndarray, grey: np.ndarray, faces: list[Face]) -> list[Face | None]:
-        """Each face moved to ``grey`` (same order); None where it could not be followed."""
+    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """The frame as the follower wants it: (small greyscale copy, original pixels per small pixel)."""
         import cv2
 
-        height, width = grey.shape
+        height, width = rgb.shape[:2]
+        factor = min(1.0, self.max_side / max(height, width))
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if factor < 1.0:
+            grey = cv2.resize(grey, (max(1, round(width * factor)), max(1, round(height * factor))),
+                              interpolation=cv2.INTER_AREA)
+        return grey, 1.0 / factor
+
+    def follow(self, prev: tuple[np.ndarray, float], cur: tuple[np.ndarray, float],
+               faces: list[Face], image_size: tuple[int, int]) -> list[Face | None]:
+        """Each face moved to ``cur`` (same order); None where it could not be followed."""
+        import cv2
+
+        (prev_grey, scale), (grey, _) = prev, cur
         points, owners = [], []
         for i, face in enumerate(faces):
-            x, y, w, h = face.box_xywh
+            x, y, w, h = (v / scale for v in face.box_xywh)
             # The box's centre part: the face itself, without the background at the box edges that
             # would pull the estimate towards whatever is behind the person.
             mask = np.zeros_like(prev_grey)
-            mask[y + h // 6: y + h - h // 6, x + w // 6: x + w - w // 6] = 255
+            mask[int(y + h / 6): int(y + h - h / 6), int(x + w / 6): int(x + w - w / 6)] = 255
             found = cv2.goodFeaturesToTrack(prev_grey, maxCorners=self.max_points, qualityLevel=0.01,
-                                            minDistance=max(2, min(w, h) // 12), mask=mask)
+                                            minDistance=max(2, int(min(w, h) / 12)), mask=mask)
             if found is not None:
                 points.append(found.reshape(-1, 2))
                 owners.append(np.full(len(found), i))
@@ -59,18 +71,18 @@ class FaceFollower:
             return [None] * len(faces)
         start = np.concatenate(points).astype(np.float32)
         owner = np.concatenate(owners)
-        moved, status, _ = cv2.calcOpticalFlowPyrLK(prev_grey, grey, start, None, winSize=(15, 15), maxLevel=3)
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(prev_grey, grey, start, None, winSize=(15, 15), maxLevel=2)
         # Forward-backward check (Kalal et al. 2010): a point that does not come back to where it
         # started was lost (occluded, or on a moving edge).
-        back, status_back, _ = cv2.calcOpticalFlowPyrLK(grey, prev_grey, moved, None, winSize=(15, 15), maxLevel=3)
-        good = (status.ravel() == 1) & (status_back.ravel() == 1) & (np.linalg.norm(back - start, axis=1) < 1.0)
+        back, status_back, _ = cv2.calcOpticalFlowPyrLK(grey, prev_grey, moved, None, winSize=(15, 15), maxLevel=2)
+        good = (status.ravel() == 1) & (status_back.ravel() == 1) & (np.linalg.norm(back - start, axis=1) < 0.5)
         out: list[Face | None] = []
         for i, face in enumerate(faces):
             keep = good & (owner == i)
             if keep.sum() < _MIN_POINTS:
                 out.append(None)
                 continue
-            out.append(_moved_face(face, start[keep], moved[keep], width, height))
+            out.append(_moved_face(face, start[keep] * scale, moved[keep] * scale, *image_size))
         return out
 
 
