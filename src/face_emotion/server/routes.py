@@ -243,7 +243,9 @@ def openapi_json():
 
 @page.get("/")
 def index():
-    return render_template("index.html", model=service().model_info(), max_upload_mb=service().config.max_upload_mb)
+    config = service().config
+    return render_template("index.html", model=service().model_info(), max_upload_mb=config.max_upload_mb,
+                           max_video_mb=config.max_video_mb, max_video_s=config.max_video_s)
 
 
 @page.get("/docs")

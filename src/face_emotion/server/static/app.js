@@ -13,8 +13,8 @@
   const maxUploadBytes = parseFloat(main.dataset.maxUploadMb || "10") * 1024 * 1024;
 
   const els = {
-    modePhoto: $("mode-photo"), modeWebcam: $("mode-webcam"),
-    photoPanel: $("photo-panel"), webcamPanel: $("webcam-panel"),
+    modePhoto: $("mode-photo"), modeWebcam: $("mode-webcam"), modeVideo: $("mode-video"),
+    photoPanel: $("photo-panel"), webcamPanel: $("webcam-panel"), videoPanel: $("video-panel"),
     form: $("upload-form"), dropZone: $("drop-zone"), fileInput: $("file-input"),
     predictButton: $("predict-button"), heatmapToggle: $("heatmap-toggle"),
     stage: $("stage"), preview: $("preview"), overlay: $("overlay"),
@@ -260,7 +260,7 @@
 
   // ---------- webcam mode ----------
   const cam = { stream: null, timer: null, running: false, frame: document.createElement("canvas"),
-                lastLabel: "", frames: 0, since: 0 };
+                lastLabel: "", frames: 0, since: 0, tracker: new window.FaceTracking.Tracker() };
 
   async function startCamera() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
@@ -281,6 +281,7 @@
     els.video.srcObject = cam.stream;
     await els.video.play().catch(() => {});
     cam.running = true;
+    cam.tracker.reset();
     cam.frames = 0;
     cam.since = performance.now();
     els.cameraStop.disabled = false;
@@ -324,7 +325,7 @@
         });
         if (!cam.running) return;
         if (response.ok) {
-          drawLive(await response.json());
+          drawLive(await response.json(), started / 1000);
         } else {
           setCameraLabel(explainError(await readError(response)));
         }
@@ -348,7 +349,7 @@
     }
   }
 
-  function drawLive(result) {
+  function drawLive(result, takenS) {
     const canvas = els.videoOverlay;
     const w = els.video.clientWidth, h = els.video.clientHeight;
     const ratio = window.devicePixelRatio || 1;
@@ -359,7 +360,8 @@
     const ctx = canvas.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    const faces = result.faces || [];
+    // Numbered tracks with smoothed labels (tracking.js): a face keeps its number from frame to frame.
+    const faces = cam.tracker.update(result.faces || [], takenS);
     const sx = w / result.image.width, sy = h / result.image.height;
     ctx.lineWidth = 3;
     ctx.font = "600 15px system-ui, sans-serif";
@@ -368,9 +370,9 @@
       // The video is shown mirrored (like a mirror), so boxes are mirrored too; text is not.
       const x = w - (face.box.x + face.box.width) * sx, y = face.box.y * sy;
       const bw = face.box.width * sx, bh = face.box.height * sy;
-      ctx.strokeStyle = i === 0 ? "#ffd400" : "#3ec1ff";
+      ctx.strokeStyle = window.FaceTracking.trackColour(face.track_id);
       ctx.strokeRect(x, y, bw, bh);
-      const text = face.emotion + " " + Math.round(face.confidence * 100) + "%";
+      const text = face.track_id + " " + face.emotion + " " + Math.round(face.confidence * 100) + "%";
       const tw = ctx.measureText(text).width + 10;
       const ty = y > 22 ? y : y + bh + 22;
       ctx.fillStyle = "rgba(0,0,0,0.75)";
@@ -385,19 +387,22 @@
 
   // ---------- modes ----------
   function setMode(mode) {
-    const webcam = mode === "webcam";
-    els.modePhoto.setAttribute("aria-pressed", webcam ? "false" : "true");
-    els.modeWebcam.setAttribute("aria-pressed", webcam ? "true" : "false");
-    els.photoPanel.hidden = webcam;
-    els.webcamPanel.hidden = !webcam;
-    els.results.hidden = webcam;
-    if (!webcam) stopCamera();
+    [["photo", els.modePhoto, els.photoPanel], ["webcam", els.modeWebcam, els.webcamPanel],
+     ["video", els.modeVideo, els.videoPanel]].forEach(([name, button, panel]) => {
+      button.setAttribute("aria-pressed", name === mode ? "true" : "false");
+      panel.hidden = name !== mode;
+    });
+    els.results.hidden = mode !== "photo";
+    if (mode !== "webcam") stopCamera();
+    // video.js pauses its clip when another mode is chosen.
+    document.dispatchEvent(new CustomEvent("face-emotion:mode", { detail: { mode: mode } }));
   }
 
   // ---------- wiring ----------
   els.results = $("results");
   els.modePhoto.addEventListener("click", () => setMode("photo"));
   els.modeWebcam.addEventListener("click", () => setMode("webcam"));
+  els.modeVideo.addEventListener("click", () => setMode("video"));
   els.fileInput.addEventListener("change", () => chooseFile(els.fileInput.files[0]));
   els.form.addEventListener("submit", (event) => { event.preventDefault(); predictPhoto(); });
   els.heatmapToggle.addEventListener("change", onHeatmapToggle);
