@@ -220,19 +220,6 @@ class Predictor:
         """Crops -> the float32 (N, 3, S, S) batch the backend takes (the one eval transform)."""
         return np.stack([self.transform(crop).numpy() for crop in crops]).astype(np.float32, copy=False)
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """(N, classes) probabilities of a :meth:`batch`: softmax(logits / spec.temperature); with
-        TTA the mean of each crop's and its mirror image's (the mirrors ride in the same batch)."""
-        count = len(batch)
-        if self.tta:
-            # Mirroring the normalised tensor equals normalising the mirrored crop (resize and
-            # normalisation are symmetric), and saves a second transform pass.
-            batch = np.concatenate([batch, batch[..., ::-1]])
-        probs = softmax(self.backend.run(np.ascontiguousarray(batch)), self.spec.temperature)
-        if self.tta:
-            probs = (probs[:count] + probs[count:]) / 2.0
-        return probs
-
     def predict(self, image: Image.Image, *, explain: bool = False, detect: bool = True) -> list[FacePrediction]:
         """One FacePrediction per face, largest face first; [] when no face is found.
 
@@ -253,7 +240,16 @@ class Predictor:
             return []
         batch = self.batch([face.crop for face in faces])
         count = len(faces)
-        probs = self.probabilities(batch)
+        if self.tta:
+            # Mirroring the normalised tensor equals normalising the mirrored crop (resize and
+            # normalisation are symmetric), and saves a second transform pass.
+            batch_in = np.concatenate([batch, batch[..., ::-1]])
+        else:
+            batch_in = batch
+        logits = self.backend.run(np.ascontiguousarray(batch_in))
+        probs = softmax(logits, self.spec.temperature)
+        if self.tta:
+            probs = (probs[:count] + probs[count:]) / 2.0
         top = probs.argmax(axis=1)
         heatmaps: list[bytes | None] = [None] * count
         if explain:

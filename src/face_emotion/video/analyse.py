@@ -182,7 +182,7 @@ class VideoAnalyser:
         probs = np.empty((0, len(self.predictor.classes)))
         if batches:
             start = time.perf_counter()
-            probs = self.predictor.probabilities(np.concatenate(batches))
+            probs = _probabilities(self.predictor, np.concatenate(batches))
             self.times.classify += time.perf_counter() - start
         row = 0
         classes = self.predictor.classes
@@ -206,6 +206,22 @@ class VideoAnalyser:
             result = FrameResult(decoded.index, decoded.time_s, image, tuple(t for t, _ in faces), pending.detected)
             yield AnalysedFrame(decoded, result)
         queue.clear()
+
+
+def _probabilities(predictor, batch: np.ndarray) -> np.ndarray:
+    """(N, classes) probabilities of a Predictor.batch, as Predictor.predict computes them:
+    softmax(logits / spec.temperature), with TTA the mean over each crop and its mirror image.
+
+    Here rather than a Predictor method only while the Predictor is being reworked; it belongs
+    there (one function for the job) once that lands.
+    """
+    from face_emotion.inference.predictor import softmax
+
+    count = len(batch)
+    if predictor.tta:
+        batch = np.concatenate([batch, batch[..., ::-1]])
+    probs = softmax(predictor.backend.run(np.ascontiguousarray(batch)), predictor.spec.temperature)
+    return (probs[:count] + probs[count:]) / 2.0 if predictor.tta else probs
 
 
 @dataclass
