@@ -159,7 +159,7 @@ def test_a_folder_without_images_is_a_clear_error(tiny_model_dir, tmp_path):
     assert_clean_failure(evaluate(tmp_path / "empty", "--model", tiny_model_dir, "--no-detect"), "no usable images")
 
 
-def test_with_detection_faces_are_cropped_and_faceless_images_skipped(tiny_model_dir, tmp_path):
+def test_with_detection_faceless_images_count_as_wrong_and_are_listed(tiny_model_dir, tmp_path):
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
@@ -172,6 +172,14 @@ def test_with_detection_faces_are_cropped_and_faceless_images_skipped(tiny_model
     result = evaluate(tmp_path / "photos", "--model", tiny_model_dir, "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
-    assert metrics["n_images"] == 3  # three faces found and scored
-    reasons = {Path(item["path"]).name: item["reason"] for item in metrics["skipped"]}
-    assert reasons == {"1.jpg": "no face found"}
+    # The faceless photo stays in the denominator as a wrong answer (peers are scored that way).
+    assert metrics["n_images"] == 4 and metrics["n"] == 4
+    assert metrics["no_face"]["images"] == 1
+    assert [Path(item["path"]).name for item in metrics["no_face"]["files"]] == ["1.jpg"]
+    assert metrics["confusion_columns"][-1] == "(no face)"
+    sad = metrics["classes"].index("sadness")
+    assert metrics["confusion_matrix"][sad][-1] == 1
+    assert sum(map(sum, metrics["confusion_matrix"])) == 4
+    assert metrics["per_class"]["sadness"]["recall"] <= 0.5
+    text = evaluate(tmp_path / "photos", "--model", tiny_model_dir)
+    assert "no face found in 1 (counted as wrong)" in text.stdout and "4 images" in text.stdout

@@ -303,16 +303,16 @@ def dark_blob_centres(crop: Image.Image) -> list[tuple[float, float]]:
 @pytest.mark.parametrize("angle", [20.0, -35.0])
 def test_align_levels_the_eyes(angle):
     image, face = eyes_image(angle)
-    (x_r, y_r), (x_l, y_l) = dark_blob_centres(crop_face(image, face, 0.2, align=True))
+    (x_r, y_r), (x_l, y_l) = dark_blob_centres(crop_face(image, face, 0.2, align="eyes"))
     assert abs(y_r - y_l) < 1.0
     assert x_l - x_r == pytest.approx(40, abs=1.5)  # rotation keeps scale
-    (_, y_r0), (_, y_l0) = dark_blob_centres(crop_face(image, face, 0.2, align=False))
+    (_, y_r0), (_, y_l0) = dark_blob_centres(crop_face(image, face, 0.2, align="none"))
     assert abs(y_r0 - y_l0) > 10
 
 
 def test_aligned_crop_keeps_size_centre_and_fills_corners_from_the_image():
     image, face = eyes_image(30.0)
-    crop = crop_face(image, face, 0.6, align=True)  # corners reach outside the 200 px image
+    crop = crop_face(image, face, 0.6, align="eyes")  # corners reach outside the 200 px image
     side = round(90 * 2.2)
     assert crop.size == (side, side)
     pixels = np.asarray(crop).astype(int)
@@ -332,5 +332,88 @@ def test_align_without_eyes_or_with_level_eyes_is_the_plain_crop():
     plain = Face((50, 60, 40, 40), 1.0)
     level = Face((50, 60, 40, 40), 1.0, {"left_eye": (80.0, 75.0), "right_eye": (60.0, 75.0)})
     expected = np.asarray(crop_face(image, plain, 0.1))
-    np.testing.assert_array_equal(np.asarray(crop_face(image, plain, 0.1, align=True)), expected)
-    np.testing.assert_array_equal(np.asarray(crop_face(image, level, 0.1, align=True)), expected)
+    np.testing.assert_array_equal(np.asarray(crop_face(image, plain, 0.1, align="eyes")), expected)
+    np.testing.assert_array_equal(np.asarray(crop_face(image, level, 0.1, align="eyes")), expected)
+
+
+# ----------------------------------------------------------------- five-point template alignment
+
+
+def template_face(angle_degrees: float, scale: float, centre: tuple[float, float], size: int = 400):
+    """A photo with five dark dots at the template's landmarks, rotated/scaled/moved, and its Face.
+
+    The box is deliberately off (shifted and stretched): landmark alignment must not depend on it.
+    """
+    from face_emotion.faces.crop import FACE_TEMPLATE
+
+    image = Image.new("RGB", (size, size), (200, 150, 120))
+    draw = ImageDraw.Draw(image)
+    a = math.radians(angle_degrees)
+    points = {}
+    for name, (u, v) in FACE_TEMPLATE.items():
+        x = centre[0] + scale * (math.cos(a) * u - math.sin(a) * v)
+        y = centre[1] + scale * (math.sin(a) * u + math.cos(a) * v)
+        points[name] = (x, y)
+        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(0, 0, 0))
+    box = (int(centre[0] - 0.4 * scale) + 7, int(centre[1] - 0.55 * scale) - 5, int(0.9 * scale), int(1.2 * scale))
+    return image, Face(box, 0.9, points)
+
+
+def dot_centres(crop: Image.Image) -> np.ndarray:
+    from scipy import ndimage
+
+    dark = np.asarray(crop.convert("L")) < 80
+    labels, n = ndimage.label(dark)
+    centres = np.array(ndimage.center_of_mass(dark, labels, range(1, n + 1)))[:, ::-1]  # (x, y)
+    return centres[np.lexsort((centres[:, 0], np.round(centres[:, 1] / 10)))]  # by row, then column
+
+
+@pytest.mark.parametrize("angle,scale,centre", [(0.0, 100.0, (200, 200)), (25.0, 140.0, (180, 210)), (-40.0, 70.0, (230, 170))])
+def test_landmark_alignment_puts_every_face_on_the_template(angle, scale, centre):
+    from face_emotion.faces.crop import FACE_TEMPLATE
+
+    image, face = template_face(angle, scale, centre)
+    crop = crop_face(image, face, 0.1, align="landmarks")
+    side = crop.size[0]
+    assert crop.size == (side, side) and side == round(scale * 1.2)
+    # Expected dot positions in the crop: template units -> crop pixels.
+    expected = np.array([((u + 0.6) / 1.2 * side, (v + 0.6) / 1.2 * side) for u, v in FACE_TEMPLATE.values()])
+    expected = expected[np.lexsort((expected[:, 0], np.round(expected[:, 1] / 10)))]
+    found = dot_centres(crop)
+    assert found.shape == (5, 2)
+    np.testing.assert_allclose(found, expected, atol=1.5)
+
+
+def test_landmark_alignment_ignores_the_box_and_falls_back_to_it_without_landmarks():
+    image, face = template_face(10.0, 120.0, (200, 200))
+    jittered = Face((face.box_xywh[0] + 9, face.box_xywh[1] - 6, face.box_xywh[2] - 12, face.box_xywh[3] + 8), 0.9, face.landmarks)
+    a = np.asarray(crop_face(image, face, 0.0, align="landmarks")).astype(int)
+    b = np.asarray(crop_face(image, jittered, 0.0, align="landmarks")).astype(int)
+    assert a.shape == b.shape and np.abs(a - b).max() == 0
+    bare = Face(face.box_xywh, 0.9)
+    np.testing.assert_array_equal(np.asarray(crop_face(image, bare, 0.1, align="landmarks")),
+                                  np.asarray(crop_face(image, bare, 0.1, align="none")))
+
+
+def test_crop_geometry_maps_crop_pixels_back_to_the_photo():
+    from face_emotion.faces.crop import FACE_TEMPLATE, crop_geometry
+
+    _, face = template_face(-30.0, 90.0, (210, 190))
+    geometry = crop_geometry(face, 0.25, "landmarks")
+    side = geometry.side
+    template_px = np.array([((u + 0.75) / 1.5 * side, (v + 0.75) / 1.5 * side) for u, v in FACE_TEMPLATE.values()])
+    np.testing.assert_allclose(geometry.to_photo(template_px), np.array(list(face.landmarks.values())), atol=0.5)
+
+
+def test_unknown_align_mode_is_refused():
+    with pytest.raises(ValueError, match="align must be one of"):
+        crop_face(gradient_image(), Face((10, 10, 20, 20), 1.0), 0.1, align="sideways")
+
+
+def test_small_images_are_enlarged_for_detection():
+    from face_emotion.faces.base import MIN_DETECTION_SIDE, working_copy
+
+    small, factor = working_copy(Image.new("RGB", (48, 40)), max_side=1024)
+    assert max(small.size) == MIN_DETECTION_SIDE and factor == pytest.approx(48 / MIN_DETECTION_SIDE)
+    same, one = working_copy(Image.new("RGB", (300, 200)), max_side=1024)
+    assert same.size == (300, 200) and one == 1.0

@@ -120,7 +120,7 @@ def test_metadata(whole_image_predictor):
 
 
 def test_faces_largest_first_in_one_batch(tiny_model_dir):
-    from face_emotion.faces import crop_face
+    from face_emotion.faces.crop import crop_for_model
 
     backend = CountingBackend(PyTorchBackend(tiny_model_dir))
     predictor = Predictor(backend, TwoFaces())
@@ -134,8 +134,7 @@ def test_faces_largest_first_in_one_batch(tiny_model_dir):
     # Every face of an image in one call of the backend.
     assert len(backend.batches) == 1 and backend.batches[0].shape == (2, 3, 32, 32)
     detected = sorted(TwoFaces().detect(image), key=lambda f: -f.area)
-    margin = predictor.spec.preprocess.face_margin
-    crops = [crop_face(image, face, margin, align=True) for face in detected]
+    crops = [crop_for_model(image, face, predictor.spec.preprocess)[0] for face in detected]
     expected = reference_probs(tiny_model_dir, crops)
     for face, row in zip(faces, expected):
         probs = probs_of(face, predictor.spec.classes)
@@ -162,10 +161,9 @@ def test_tta_averages_crop_and_mirror_in_the_same_batch(tiny_model_dir):
     image = noise_image(seed=5)
     faces = predictor.predict(image)
     assert len(backend.batches) == 1 and backend.batches[0].shape == (4, 3, 32, 32)
-    from face_emotion.faces import crop_face
+    from face_emotion.faces.crop import crop_for_model
 
-    margin = predictor.spec.preprocess.face_margin
-    crops = [crop_face(image, f, margin, align=True) for f in sorted(TwoFaces().detect(image), key=lambda f: -f.area)]
+    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in sorted(TwoFaces().detect(image), key=lambda f: -f.area)]
     mirrored = [c.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for c in crops]
     expected = (reference_probs(tiny_model_dir, crops) + reference_probs(tiny_model_dir, mirrored)) / 2
     for face, row in zip(faces, expected):

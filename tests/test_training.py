@@ -166,6 +166,59 @@ def test_saved_model_reproduces_the_test_metrics(learned_run, tmp_path, monkeypa
     assert scored["ece_before_temperature"] == pytest.approx(trained["ece_before_temperature"], abs=1e-4)
 
 
+def test_evaluating_on_the_models_own_training_images_is_counted(learned_run, learnable_dataset):
+    scored = evaluate_folder(learned_run.out_dir, learnable_dataset)
+    assert scored["n_images"] == 120 and scored["model_training_images"] == 84
+    result = CliRunner().invoke(main, ["evaluate", str(learnable_dataset), "--model", str(learned_run.out_dir), "--no-detect"])
+    assert result.exit_code == 0, result.output
+    assert "84 of 120 images were in this model's training split" in result.output
+
+
+def test_model_file_follows_the_umask_like_the_other_run_files(learned_run):
+    out = learned_run.out_dir
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == (out / "model.json").stat().st_mode & 0o777
+
+
+def test_temperature_is_kept_at_one_when_scaling_does_not_help_and_a_bound_is_reported():
+    from face_emotion.evaluation.calibration import T_MAX, choose_temperature
+
+    targets = torch.arange(60) % 3
+    uniform = choose_temperature(torch.zeros(60, 3), targets)  # any T leaves uniform probabilities
+    assert uniform["temperature"] == 1.0 and "kept T = 1" in uniform["note"]
+    # Confidently wrong every time: NLL keeps falling as T grows, so the fit ends at its bound.
+    wrong = torch.nn.functional.one_hot((targets + 1) % 3, 3).float() * 5.0
+    bound = choose_temperature(wrong, targets)
+    assert bound["temperature"] == T_MAX and "bound (20)" in bound["note"]
+
+
+def test_init_copies_the_backbone_and_the_head_rows_of_known_classes(tmp_path):
+    from face_emotion.training.run import init_from_model
+    from conftest import make_tiny_model
+
+    old_dir = make_tiny_model(tmp_path / "old", classes=("anger", "happiness", "sadness"))
+    old, _ = load_model(old_dir)
+    new = init_from_model(str(old_dir), "resnet18", ["happiness", "pain", "anger"], 0.2)
+    old_state, new_state = old.state_dict(), new.state_dict()
+    assert torch.equal(old_state["conv1.weight"], new_state["conv1.weight"])
+    assert torch.equal(new_state["fc.1.weight"][0], old_state["fc.1.weight"][1])  # happiness
+    assert torch.equal(new_state["fc.1.weight"][2], old_state["fc.1.weight"][0])  # anger
+    assert not torch.equal(new_state["fc.1.weight"][1], old_state["fc.1.weight"][2])  # pain is new
+    with pytest.raises(ValueError, match="--arch resnet18"):
+        init_from_model(str(old_dir), "efficientnet_lite0", ["anger", "pain"], 0.2)
+
+
+def test_train_cli_reports_the_data_and_every_epoch_without_a_progress_bar(tmp_path):
+    data = make_learnable_dataset(tmp_path / "data", per_class=8)
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), "--arch", "resnet18",
+                                       "--weights", "none", "--image-size", "32", "--epochs", "2", "--no-detect",
+                                       "--batch-size", "8", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "data: 24 images in 3 classes" in result.output
+    assert "train: 18 images; anger 6, happiness 6, sadness 6" in result.output  # split per class
+    assert "epoch 1/2:" in result.output and "epoch 2/2:" in result.output and "val_macro_f1" in result.output
+    assert "litlogger" not in result.output and "LeafSpec" not in result.output
+
+
 def test_temperature_scaling_fixes_overconfidence():
     generator = torch.Generator().manual_seed(0)
     n, classes = 3000, 3
@@ -272,7 +325,9 @@ def test_train_cli_with_unavailable_imagenet_weights_fails_without_training(tmp_
     assert isinstance(result.exception, SystemExit)  # a message, not a traceback
     assert "Traceback" not in result.output
     assert "ImageNet weights for resnet18 could not be loaded" in result.output
-    assert not (out / "model.safetensors").exists()
+    # It names the options that work offline, and leaves no run folder behind.
+    assert "--arch efficientnet_lite0" in result.output and "--init bundled" in result.output
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

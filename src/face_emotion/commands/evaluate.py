@@ -12,7 +12,7 @@ from face_emotion.commands.common import fail as _fail
 
 @click.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "model_path", help="Run folder or model file (default: the bundled model).")
+@click.option("--model", "model_path", help="Run folder, .safetensors or .onnx (fp32 or int8) file (default: the bundled model).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--no-detect", is_flag=True, help="Images are face crops already: the whole image is the face.")
 @click.option("--detector", help="Face detector name (default: the package default).")
@@ -21,7 +21,7 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> 
     """Score a model (default: the bundled one) on DATA_DIR (folder per class; its test/ split if any).
 
     Without --no-detect, the largest face of each image is detected and cropped as in `predict`;
-    images without a face are listed as skipped.
+    an image without a face counts as a wrong answer and is listed.
     """
     from face_emotion.evaluation.evaluate import evaluate_folder
     from face_emotion.faces import DetectorUnavailableError
@@ -35,11 +35,17 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> 
         )
     except (ModelLoadError, ValueError, FileNotFoundError, DetectorUnavailableError) as error:
         _fail(str(error))
+    seen = metrics["model_training_images"]
+    if seen:
+        click.echo(f"warning: {seen} of {metrics['n_images']} images were in this model's training split; "
+                   f"these scores overstate what it does on new photos", err=True)
     if as_json:
         json.dump(metrics, sys.stdout)
         sys.stdout.write("\n")
         return
-    click.echo(f"{metrics['n_images']} images, classes {metrics['classes']}")
+    missed = metrics["no_face"]["images"]
+    click.echo(f"{_count(metrics['n_images'], 'image')}, classes {metrics['classes']}"
+               + (f"; no face found in {missed} (counted as wrong)" if missed else ""))
     click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ECE {metrics['ece']:.4f}")
     for name, row in metrics["per_class"].items():
         click.echo(f"  {name:>10}: precision {row['precision']:.3f} recall {row['recall']:.3f} "
@@ -48,3 +54,9 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> 
         click.echo(f"skipped class {label}: {info['images']} images ({info['reason']})", err=True)
     for item in metrics["skipped"]:
         click.echo(f"skipped {item['path']}: {item['reason']}", err=True)
+    for item in metrics["no_face"]["files"]:
+        click.echo(f"no face: {item['path']} ({item['reason']})", err=True)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

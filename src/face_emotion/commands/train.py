@@ -11,34 +11,37 @@ from face_emotion.commands.common import fail as _fail, parse_devices
 @click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @click.option("--classes", help="Comma-separated classes to use, in this order (aliases allowed).")
-@click.option("--arch", default="resnet50", show_default=True, help="resnet50, resnet18 or efficientnet_lite0.")
-@click.option("--weights", default="imagenet", show_default=True, help="imagenet, none, or a local weights file.")
-@click.option("--image-size", default=224, show_default=True, type=int, help="Model input size in pixels.")
-@click.option("--color-mode", type=click.Choice(["rgb", "grayscale"]), default="rgb", show_default=True)
-@click.option("--dropout", default=0.5, show_default=True, type=float)
-@click.option("--epochs", default=30, show_default=True, type=int)
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
-@click.option("--label-smoothing", default=0.0, show_default=True, type=float)
-@click.option("--balance", type=click.Choice(["none", "loss", "sampler"]), default="none", show_default=True,
+@click.option("--arch", help="resnet50, resnet18 or efficientnet_lite0.")
+@click.option("--weights", help="imagenet, none, or a local weights file.")
+@click.option("--image-size", type=int, help="Model input size in pixels.")
+@click.option("--color-mode", type=click.Choice(["rgb", "grayscale"]))
+@click.option("--dropout", type=float)
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--weight-decay", type=float)
+@click.option("--label-smoothing", type=float)
+@click.option("--balance", type=click.Choice(["none", "loss", "sampler"]),
               help="Against class imbalance: class-weighted loss or balanced sampling.")
-@click.option("--augment", type=click.Choice(["default", "light", "none"]), default="default", show_default=True)
-@click.option("--head-epochs", default=0, show_default=True, type=int, help="Train only the head first for N epochs.")
-@click.option("--patience", default=6, show_default=True, type=int, help="Early stopping on validation macro-F1.")
-@click.option("--val-fraction", default=0.15, show_default=True, type=float)
-@click.option("--test-fraction", default=0.15, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--devices", default="auto", show_default=True, help="Number of devices (2 on CPU runs DDP/gloo).")
-@click.option("--accelerator", default="auto", show_default=True, help="auto, cpu, gpu ...")
-@click.option("--num-nodes", default=1, show_default=True, type=int)
-@click.option("--precision", default="32-true", show_default=True, help="32-true, 16-mixed, bf16-mixed ...")
-@click.option("--workers", "num_workers", default=0, show_default=True, type=int, help="Data-loading processes.")
+@click.option("--augment", type=click.Choice(["default", "light", "none"]))
+@click.option("--head-epochs", type=int, help="Train only the head first for N epochs.")
+@click.option("--patience", type=int, help="Early stopping on validation macro-F1.")
+@click.option("--val-fraction", type=float)
+@click.option("--test-fraction", type=float)
+@click.option("--seed", type=int)
+@click.option("--devices", help="Number of devices (2 on CPU runs DDP/gloo).")
+@click.option("--accelerator", help="auto, cpu, gpu ...")
+@click.option("--num-nodes", type=int)
+@click.option("--precision", help="32-true, 16-mixed, bf16-mixed ...")
+@click.option("--workers", "num_workers", type=int, help="Data-loading processes.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/checkpoints/last.ckpt with the same split.")
 @click.option("--max-minutes", "max_time_minutes", type=float, help="Stop training after this many minutes.")
-@click.option("--face-margin", default=0.25, show_default=True, type=float, help="Margin around detected faces.")
-@click.option("--name", default="face-emotion", show_default=True, help="Model name written into the model file.")
-@click.option("--detect/--no-detect", default=True, show_default=True,
+@click.option("--face-margin", type=float, help="Margin around each face, a fraction of its size per side.")
+@click.option("--face-align", type=click.Choice(["landmarks", "eyes", "none"]),
+              help="Crop geometry: fit the five-point face template, level the eyes, or the plain box.")
+@click.option("--init", help="Start from a face-emotion model: 'bundled', a run folder or a model file.")
+@click.option("--name", help="Model name written into the model file.")
+@click.option("--detect/--no-detect", default=None,
               help="Detect and crop faces first (photos); --no-detect: the images are face crops already.")
 @click.option("--detector", help="Face detector name (default: the package default).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
@@ -49,10 +52,13 @@ def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
     from face_emotion.training.run import TrainConfig, run_training
 
     try:
+        given = {k: v for k, v in options.items() if v is not None}
+        if devices is not None:
+            given["devices"] = parse_devices(devices)
         config = TrainConfig(
             data_dirs=list(data_dirs), out_dir=out_dir,
             classes=parse_class_list(classes) if classes else None,
-            devices=parse_devices(devices), progress=not no_progress, **options,
+            progress=not no_progress, **given,
         )
         result = run_training(config)
     except (WeightsUnavailableError, ValueError, FileNotFoundError) as error:

@@ -1,7 +1,9 @@
 """Uncropped photos -> cached face crops, for training and evaluation on photo datasets.
 
-The same detector and `crop_face` as the Predictor, so a model is trained on exactly the kind of
-crop it will see at inference. Detection runs once per file; crops are cached on disk by content
+The same detector, the same largest-face rule and the same `faces.crop.crop_geometry` as the
+Predictor, so a model is trained on exactly the kind of crop it will see at inference. Dataset crops
+(FER2013, LFW, AffectNet) go through it too: detecting the face inside an already-cropped image
+and re-cutting it gives training crops the geometry of a user's photo, not the dataset's own. Detection runs once per file; crops are cached on disk by content
 hash and crop settings, so a second run (or a resumed one) skips the detector entirely.
 """
 
@@ -16,6 +18,7 @@ from PIL import Image
 
 from face_emotion.data.scan import Sample, Skipped
 from face_emotion.imageio import ImageDecodeError, load_image
+from face_emotion.models.spec import PreprocessSpec
 
 
 def default_cache_dir() -> Path:
@@ -34,10 +37,9 @@ class FaceCropLoader:
 
 def prepare_face_crops(
     samples: list[Sample],
+    preprocess: PreprocessSpec,
     *,
     detector: str | None = None,
-    margin: float = 0.25,
-    align: bool = True,
     cache_dir: Path | None = None,
     progress: bool = False,
 ) -> tuple[list[Sample], FaceCropLoader, list[Skipped]]:
@@ -46,10 +48,12 @@ def prepare_face_crops(
     Returns the samples that have a face, a loader for their crops, and the ones without a face
     (reported, never silently kept whole: a whole group photo labelled "happy" is not a face).
     """
-    from face_emotion.faces import create_detector, crop_face
+    from face_emotion.faces import create_detector
+    from face_emotion.faces.crop import crop_for_model
 
     face_detector = create_detector(detector)
-    settings = f"{face_detector.name}|{margin:.3f}|{int(align)}"
+    # v2: small images enlarged before detection, the five-point template.
+    settings = f"v2|{face_detector.name}|{preprocess.face_margin:.3f}|{preprocess.face_align}"
     tag = hashlib.sha256(settings.encode()).hexdigest()[:10]
     cache = Path(cache_dir or default_cache_dir()) / tag
     cache.mkdir(parents=True, exist_ok=True)
@@ -79,7 +83,7 @@ def prepare_face_crops(
                 continue
             # One label per file: the largest face is the one the label is about.
             tmp = crop_path.with_suffix(".tmp")
-            crop_face(image, faces[0], margin=margin, align=align).save(tmp, format="PNG")
+            crop_for_model(image, faces[0], preprocess)[0].save(tmp, format="PNG")
             tmp.replace(crop_path)  # atomic: an interrupted run never leaves half a crop
         crops[sample.digest] = str(crop_path)
         kept.append(sample)

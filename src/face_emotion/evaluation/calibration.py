@@ -23,4 +23,30 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, *, max_iter: in
 
     optimiser.step(closure)
     temperature = float(log_t.detach().exp())
-    return min(max(temperature, 0.05), 20.0)  # a degenerate fit must not blow up confidences
+    return min(max(temperature, T_MIN), T_MAX)  # a degenerate fit must not blow up confidences
+
+
+T_MIN, T_MAX = 0.05, 20.0
+
+
+def choose_temperature(logits: torch.Tensor, targets: torch.Tensor) -> dict:
+    """Fit T on validation and keep it only where it helps there.
+
+    Returns {"temperature", "val_ece_before", "val_ece_after", "note"}: T = 1 when scaling does
+    not lower validation ECE, and a note when the fit ran into a bound (a sign of a collapsed or
+    degenerate model that the user should hear about, not a number to print silently).
+    """
+    from face_emotion.evaluation.metrics import expected_calibration_error
+
+    before = expected_calibration_error(torch.softmax(logits.float(), 1), targets)
+    fitted = fit_temperature(logits, targets)
+    after = expected_calibration_error(torch.softmax(logits.float() / fitted, 1), targets)
+    note = ""
+    if fitted in (T_MIN, T_MAX):
+        note = (f"the fit hit its bound ({fitted:g}): the model's confidences carry little information "
+                f"(collapsed or degenerate training?)")
+    if not after < before:
+        note = (note + "; " if note else "") + (
+            f"scaling by {fitted:.3f} did not lower validation ECE ({before:.4f} -> {after:.4f}), kept T = 1")
+        return {"temperature": 1.0, "fitted_temperature": fitted, "val_ece_before": before, "val_ece_after": before, "note": note}
+    return {"temperature": fitted, "val_ece_before": before, "val_ece_after": after, "note": note}

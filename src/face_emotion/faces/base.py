@@ -88,15 +88,27 @@ def sort_largest_first(faces: Iterable[Face]) -> list[Face]:
     return sorted(faces, key=lambda f: (-f.area, -f.score, f.box_xywh))
 
 
-def working_copy(image: Image.Image, max_side: int | None) -> tuple[Image.Image, float]:
+# Images whose longer side is below this are enlarged before detection. A face that fills a small
+# image (a 48-pixel FER2013 crop, a thumbnail, a tight selfie crop) is too big for a detector's
+# anchors relative to the frame and too small in pixels: on 60 FER2013 crops CenterFace found 42
+# faces at 48 px and 57 after enlarging to 160.
+MIN_DETECTION_SIDE = 160
+
+
+def working_copy(image: Image.Image, max_side: int | None, min_side: int = MIN_DETECTION_SIDE) -> tuple[Image.Image, float]:
     """The image a detector should run on, and the factor to multiply its coordinates back by.
 
     Detector cost grows with pixel count while faces bigger than a few dozen pixels gain nothing
-    from more resolution, so photos above ``max_side`` are shrunk first.
+    from more resolution, so photos above ``max_side`` are shrunk first; images below
+    ``min_side`` are enlarged.
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
     longest = max(image.size)
+    if min_side and longest < min_side:
+        factor = min_side / longest
+        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        return image.resize(size, Image.Resampling.BILINEAR), 1.0 / factor
     if not max_side or longest <= max_side:
         return image, 1.0
     factor = max_side / longest

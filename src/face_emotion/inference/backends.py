@@ -118,6 +118,13 @@ class PyTorchBackend:
         elif torch.get_num_threads() > available_cpus():
             torch.set_num_threads(available_cpus())
 
+    @classmethod
+    def from_network(cls, network: "nn.Module", spec: ModelSpec) -> "PyTorchBackend":
+        """A backend over a network in memory (training scores its splits through this)."""
+        backend = cls.__new__(cls)
+        backend.path, backend.network, backend.spec = None, network.eval(), spec
+        return backend
+
     @property
     def classes(self) -> tuple[str, ...]:
         return self.spec.classes

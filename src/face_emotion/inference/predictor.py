@@ -26,6 +26,8 @@ from face_emotion.transforms import eval_transform
 
 if TYPE_CHECKING:
     import torch
+
+    from face_emotion.faces.crop import CropGeometry
     from torch import nn
 
 # The detector name meaning "the image is a face crop already". It is handled here rather than
@@ -53,6 +55,7 @@ class FaceCrop:
     box: Box
     score: float
     crop: Image.Image  # what the network sees, before the eval transform
+    geometry: "CropGeometry"  # where the crop lies in the photo
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -111,18 +114,19 @@ class GradCam:
         return np.where(span > 0, (cam - low) / np.where(span > 0, span, 1.0), 0.0)
 
 
-def heatmap_png(cam: np.ndarray, crop_size: tuple[int, int], box: Box) -> bytes:
-    """An (h, w) map in [0, 1] over a crop -> 8-bit greyscale PNG of the box's part, box-sized.
+def heatmap_png(cam: np.ndarray, geometry: "CropGeometry", box: Box) -> bytes:
+    """An (h, w) map in [0, 1] over a crop -> 8-bit greyscale PNG laid over the face *box*.
 
-    The crop (``crop_size`` = width, height in image pixels) is centred on the box (faces.crop_face,
-    or the whole image when crop and box coincide), so the box sits in its middle.
+    The map is resampled through the crop's own geometry (faces.crop.CropGeometry), so a rotated
+    or landmark-fitted crop puts each hot spot on the photo pixel it came from.
     """
-    crop_width, crop_height = crop_size
-    image = Image.fromarray(cam.astype(np.float32)).resize(crop_size, Image.Resampling.BILINEAR)
-    left = max(0, round((crop_width - box.width) / 2))
-    top = max(0, round((crop_height - box.height) / 2))
-    image = image.crop((left, top, left + box.width, top + box.height))
-    pixels = np.clip(np.asarray(image) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    import cv2
+
+    side = geometry.side
+    full = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    to_box = np.array(geometry.matrix, dtype=np.float64) - np.array([[0, 0, box.x], [0, 0, box.y]], dtype=np.float64)
+    warped = cv2.warpAffine(full, to_box, (box.width, box.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    pixels = np.clip(warped * 255.0 + 0.5, 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
@@ -199,26 +203,33 @@ class Predictor:
         if image.mode != "RGB":
             image = image.convert("RGB")
         if not detect or self.detector is None:
+            from face_emotion.faces.crop import CropGeometry
+
             width, height = image.size
-            return [FaceCrop(Box(0, 0, width, height), 1.0, image)]
+            # The whole image is the crop: crop pixel (u, v) is photo pixel (u, v) scaled.
+            whole = CropGeometry(max(width, height), ((width / max(width, height), 0.0, 0.0), (0.0, height / max(width, height), 0.0)))
+            return [FaceCrop(Box(0, 0, width, height), 1.0, image, whole)]
         # Detectors promise largest first; sorting again (stably) keeps that true for any plug-in.
         found = sorted(self.detector.detect(image), key=lambda f: f.box_xywh[2] * f.box_xywh[3], reverse=True)
         return self.crops(image, found)
 
     def crops(self, image: Image.Image, faces: Sequence[Any]) -> list[FaceCrop]:
-        """Detected faces (faces.Face) -> the crops the network sees, margin from the spec."""
-        from face_emotion.faces import crop_face
+        """Detected faces (faces.Face) -> the crops the network sees, geometry from the model file."""
+        from face_emotion.faces.crop import crop_for_model
 
-        margin = float(self.spec.preprocess.face_margin)
-        # Eye-aligned, as data.face_crops cuts the training crops of uncropped photos.
-        return [
-            FaceCrop(Box(*(int(v) for v in face.box_xywh)), float(face.score), crop_face(image, face, margin, align=True))
-            for face in faces
-        ]
+        out = []
+        for face in faces:
+            crop, geometry = crop_for_model(image, face, self.spec.preprocess)
+            out.append(FaceCrop(Box(*(int(v) for v in face.box_xywh)), float(face.score), crop, geometry))
+        return out
 
     def batch(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Crops -> the float32 (N, 3, S, S) batch the backend takes (the one eval transform)."""
         return np.stack([self.transform(crop).numpy() for crop in crops]).astype(np.float32, copy=False)
+
+    def logits(self, crops: Sequence[Image.Image]) -> np.ndarray:
+        """Face crops -> (N, classes) logits, before temperature: what scoring and predict share."""
+        return self.backend.run(np.ascontiguousarray(self.batch(crops)))
 
     def predict(self, image: Image.Image, *, explain: bool = False, detect: bool = True) -> list[FacePrediction]:
         """One FacePrediction per face, largest face first; [] when no face is found.
@@ -229,10 +240,7 @@ class Predictor:
 
         ``explain``: add a Grad-CAM heatmap per face for the predicted emotion (computed on the
         unmirrored crop): an 8-bit greyscale PNG exactly the size of the face *box*, to be laid
-        over the box (255 = most important). The network saw a larger square (the box plus
-        spec.preprocess.face_margin per side, centred on the box); the heatmap is cut to the box's
-        part of it. For an eye-aligned (rotated) crop that cut is the unrotated box, an
-        approximation of a few pixels at the corners.
+        over the box (255 = most important), mapped back through the crop's geometry.
         ``detect=False``: the whole image is one face (box = the whole image).
         """
         faces = self.faces(image, detect=detect)
@@ -254,7 +262,7 @@ class Predictor:
         heatmaps: list[bytes | None] = [None] * count
         if explain:
             cams = self._explain(batch, top)
-            heatmaps = [heatmap_png(cam, face.crop.size, face.box) for cam, face in zip(cams, faces)]
+            heatmaps = [heatmap_png(cam, face.geometry, face.box) for cam, face in zip(cams, faces)]
         classes = self.spec.classes
         return [
             FacePrediction(

@@ -89,7 +89,9 @@ def _torchvision_resnet(name: str) -> Backbone:
                 f"ImageNet weights for {name} could not be loaded ({error.__class__.__name__}: {error}). "
                 f"This machine has no copy and cannot download {weights_enum.url}. To go on: put "
                 f"{file_name} into {torch.hub.get_dir()}/checkpoints/, or pass --weights PATH to a local "
-                f"copy, or --weights none to train from random initialisation (much weaker on small data)."
+                f"copy, or --weights none to train from random initialisation (much weaker on small data). "
+                f"Or train a backbone whose weights ship with face-emotion: --arch efficientnet_lite0 "
+                f"(ImageNet), or --init bundled (start from the bundled expression model)."
             ) from None
         _load_features(model, state_dict, "fc", f"torchvision {weights_enum}")
 

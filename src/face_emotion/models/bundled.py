@@ -22,3 +22,8 @@ def bundled_model_path() -> Path:
 def resolve_model_argument(model: str | Path | None) -> Path:
     """A user's --model value, or the bundled default when none was given."""
     return Path(model) if model is not None else bundled_model_path()
+
+
+def resolve_init_argument(model: str | Path) -> Path:
+    """``train --init`` value: "bundled" names the bundled default model; else a path."""
+    return bundled_model_path() if str(model) == "bundled" else Path(model)

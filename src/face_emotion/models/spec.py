@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FORMAT_VERSION = 1
+ALIGN_MODES = ("none", "eyes", "landmarks")  # PreprocessSpec.face_align (faces.crop.crop_geometry)
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,16 @@ class PreprocessSpec:
     color_mode: str = "rgb"  # "rgb" or "grayscale" (grey replicated to three channels)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    resize: str = "bilinear"  # face crop resized to image_size x image_size, antialiased
-    face_margin: float = 0.25  # fraction of the face box added on each side before cropping
+    face_margin: float = 0.25  # fraction of the face size added on each side before cropping
+    # How a detected face becomes the crop (faces.crop.crop_geometry): "landmarks" fits the
+    # canonical five-point face, "eyes" levels the eyes in the box's square, "none" is the box.
+    face_align: str = "landmarks"
 
     def __post_init__(self) -> None:
         if self.color_mode not in ("rgb", "grayscale"):
             raise ValueError(f"color_mode must be 'rgb' or 'grayscale', not {self.color_mode!r}")
+        if self.face_align not in ALIGN_MODES:
+            raise ValueError(f"face_align must be one of {', '.join(ALIGN_MODES)}, not {self.face_align!r}")
         if not 16 <= int(self.image_size) <= 1024:
             raise ValueError(f"image_size must be between 16 and 1024 pixels, not {self.image_size}")
 
@@ -65,6 +70,9 @@ class ModelSpec:
         try:
             values["classes"] = tuple(str(c) for c in values["classes"])
             pre = dict(values.get("preprocess") or {})
+            # Files written before face_align existed were served with eye-levelled box crops.
+            pre.setdefault("face_align", "eyes")
+            pre = {k: v for k, v in pre.items() if k in {f.name for f in dataclasses.fields(PreprocessSpec)}}
             for key in ("mean", "std"):
                 if key in pre:
                     pre[key] = tuple(float(x) for x in pre[key])

@@ -8,6 +8,7 @@ folder that holds it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,10 @@ def save_model(model: nn.Module, spec: ModelSpec, out_dir: str | Path, *, dtype:
         state[key] = tensor.contiguous()
     path = out_dir / WEIGHTS_FILE
     save_file(state, str(path), metadata={SPEC_METADATA_KEY: spec.to_json()})
+    # safetensors writes 0600; a model file follows the umask like every other run file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
     (out_dir / SPEC_FILE).write_text(spec.to_json() + "\n")
     return path
 

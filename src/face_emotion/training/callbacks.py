@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pytorch_lightning.callbacks import BaseFinetuning
+import time
+
+from pytorch_lightning.callbacks import BaseFinetuning, Callback
 from torch import nn
 
 
@@ -30,3 +32,21 @@ class HeadFirstFinetuning(BaseFinetuning):
         if current_epoch == self.head_epochs:
             lr = optimizer.param_groups[0]["lr"] * self.backbone_lr_ratio
             self.unfreeze_and_add_param_group(self._backbone(pl_module), optimizer, lr=lr, train_bn=True)
+
+
+class EpochReport(Callback):
+    """One line per epoch on stdout, for runs without a progress bar (logs, CI, nohup)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self._started = time.time()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started = time.time()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        logged = trainer.callback_metrics
+        values = "  ".join(f"{k} {float(logged[k]):.4f}" for k in ("train_loss_epoch", "val_loss", "val_acc", "val_macro_f1") if k in logged)
+        print(f"epoch {trainer.current_epoch + 1}/{self.epochs}: {values}  ({time.time() - self._started:.0f} s)", flush=True)

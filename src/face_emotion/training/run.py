@@ -23,16 +23,18 @@ from face_emotion.data.scan import (
     write_skipped_csv,
     write_split_csv,
 )
-from face_emotion.evaluation.calibration import fit_temperature
-from face_emotion.evaluation.metrics import classification_metrics, expected_calibration_error
+from face_emotion.evaluation.calibration import choose_temperature
 from face_emotion.evaluation.model_card import render_model_card
 from face_emotion.evaluation.plots import plot_confusion_matrix, plot_training_curves
-from face_emotion.evaluation.scoring import collect_logits, per_source_metrics
 from face_emotion.models.backbones import create_network, get_backbone
 from face_emotion.models.spec import ModelSpec, PreprocessSpec
-from face_emotion.models.store import save_model
+from face_emotion.models.store import load_model, save_model
 
 log = logging.getLogger(__name__)
+
+# The model file lists its training images by the first hex digits of their SHA-256, so
+# `evaluate` can warn when it is handed them (48 bits: no accidental match in any real dataset).
+TRAIN_DIGEST_CHARS = 12
 
 
 @dataclass
@@ -40,10 +42,10 @@ class TrainConfig:
     data_dirs: list[str]
     out_dir: str
     classes: list[str] | None = None
-    arch: str = "resnet50"
+    arch: str | None = None  # None: the --init model's architecture, else resnet50
     weights: str = "imagenet"  # "imagenet", "none" or a path
     image_size: int = 224
-    color_mode: str = "rgb"
+    color_mode: str | None = None  # None: the --init model's colour mode, else "rgb"
     dropout: float = 0.5
     epochs: int = 30
     batch_size: int = 32
@@ -68,10 +70,25 @@ class TrainConfig:
     limit_train_batches: float | int | None = None
     progress: bool = True
     name: str = "face-emotion"
-    face_margin: float = 0.25
+    face_margin: float = 0.0  # crop geometry (faces.crop): margin around the face, alignment mode
+    face_align: str = "landmarks"
+    init: str | None = None  # start from a face-emotion model: "bundled", a run folder or a model file
     detect: bool = True  # detect and crop faces first (uncropped photos); False: files are face crops
     detector: str | None = None  # face detector name; None: the default
     extra: dict = field(default_factory=dict)  # free-form notes written into the model description
+
+    def __post_init__(self) -> None:
+        if self.arch is None or self.color_mode is None:
+            init_spec = None
+            if self.init:
+                from face_emotion.models.bundled import resolve_init_argument
+                from face_emotion.models.store import read_spec
+
+                init_spec = read_spec(resolve_init_argument(self.init))
+            if self.arch is None:
+                self.arch = init_spec.architecture if init_spec else "resnet50"
+            if self.color_mode is None:
+                self.color_mode = init_spec.preprocess.color_mode if init_spec else "rgb"
 
 
 @dataclass
@@ -154,6 +171,41 @@ def _restore_logged_history(path: Path, history: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def init_from_model(model: str, arch: str, classes: list[str], dropout: float) -> torch.nn.Module:
+    """A network for ``classes`` that starts from an existing face-emotion model.
+
+    The backbone is copied whole; each head row of a class the old model knows (by name) is
+    copied, rows of new classes start from the usual random initialisation. Expression features
+    learnt on tens of thousands of faces are a far better start for a small dataset than
+    ImageNet's.
+    """
+    from face_emotion.models.bundled import resolve_init_argument
+
+    old_network, old_spec = load_model(resolve_init_argument(model))
+    if old_spec.architecture != arch:
+        raise ValueError(
+            f"--init {model} is a {old_spec.architecture} model; pass --arch {old_spec.architecture} to start from it"
+        )
+    network = create_network(arch, len(classes), dropout, weights="none")
+    head = get_backbone(arch).head_name
+    old_state = old_network.state_dict()
+    new_state = network.state_dict()
+    for key, value in old_state.items():
+        if not key.startswith(head + "."):
+            new_state[key] = value.to(new_state[key].dtype)
+    linear = [k for k in new_state if k.startswith(head + ".") and k.endswith(".weight")][-1]
+    bias = linear[: -len("weight")] + "bias"
+    for row, name in enumerate(classes):
+        if name in old_spec.classes:
+            old_row = old_spec.classes.index(name)
+            new_state[linear][row] = old_state[linear][old_row].to(new_state[linear].dtype)
+            new_state[bias][row] = old_state[bias][old_row].to(new_state[bias].dtype)
+    network.load_state_dict(new_state)
+    known = [c for c in classes if c in old_spec.classes]
+    log.info("initialised from %s: backbone and %d of %d head rows (%s)", model, len(known), len(classes), ", ".join(known))
+    return network
+
+
 def run_training(config: TrainConfig) -> TrainResult | None:
     """Train, calibrate, test and write the run folder. Returns None on non-zero DDP ranks."""
     import pytorch_lightning as pl
@@ -164,15 +216,79 @@ def run_training(config: TrainConfig) -> TrainResult | None:
 
     started = time.time()
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(config.seed, workers=True, verbose=False)
+    _quiet_third_party()
     backbone = get_backbone(config.arch)  # fail on a bad name before scanning thousands of files
-
+    # Weights before data: a missing download must fail in a second, not after a detection
+    # pass over every photo, and must leave no run folder behind.
+    if config.init:
+        network = None  # built below, once the classes are known
+    else:
+        network = create_network(config.arch, 2, config.dropout, weights=config.weights)
     scan = scan_dataset(config.data_dirs, config.classes)
     classes = scan.classes
     if len(classes) < 2:
         raise ValueError(f"need at least two classes to train, found {classes}")
+    if config.init:
+        network = init_from_model(config.init, config.arch, classes, config.dropout)
+    else:
+        network = _with_head(network, config.arch, len(classes), config.dropout)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(config, out, started, backbone, scan, classes, network)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # nothing was written: leave nothing behind
+        raise
+
+
+def _with_head(network: torch.nn.Module, arch: str, num_classes: int, dropout: float) -> torch.nn.Module:
+    """The same backbone weights under a freshly initialised head for ``num_classes``."""
+    fresh = create_network(arch, num_classes, dropout, weights="none")
+    head = get_backbone(arch).head_name
+    state = {k: v for k, v in network.state_dict().items() if not k.startswith(head + ".")}
+    fresh.load_state_dict(state, strict=False)
+    return fresh
+
+
+def _quiet_third_party() -> None:
+    """Keep training output to what the user needs: no adverts, no library deprecation noise."""
+    import warnings
+
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+
+
+def _report_data(splits: dict, classes: list[str], skipped: list) -> None:
+    from collections import Counter
+
+    lines = [f"data: {sum(len(v) for v in splits.values())} images in {len(classes)} classes, "
+             f"{len(skipped)} files skipped (listed in skipped.csv)"]
+    for split in ("train", "val", "test"):
+        counts = Counter(s.label for s in splits.get(split, []))
+        sources = Counter(s.source for s in splits.get(split, []))
+        lines.append(f"  {split:>5}: {len(splits.get(split, []))} images; " + ", ".join(f"{c} {counts.get(c, 0)}" for c in classes)
+                     + (f"; per source: {dict(sorted(sources.items()))}" if len(sources) > 1 else ""))
+    print("\n".join(lines), flush=True)
+
+
+def _train(config: TrainConfig, out: Path, started: float, backbone, scan: DatasetScan, classes: list[str], network):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from face_emotion.training.callbacks import EpochReport, HeadFirstFinetuning
+    from face_emotion.training.module import EmotionClassifier
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
     splits = _splits(config, scan, out)
+    preprocess = PreprocessSpec(
+        image_size=config.image_size, color_mode=config.color_mode, mean=backbone.mean, std=backbone.std,
+        face_margin=config.face_margin, face_align=config.face_align,
+    )
     loader = load_whole_image
     if config.detect:
         from face_emotion.data.face_crops import prepare_face_crops
@@ -180,19 +296,15 @@ def run_training(config: TrainConfig) -> TrainResult | None:
         # Detect once over every split; one loader serves them all (the DataModule takes one).
         everything = [sample for split_samples in splits.values() for sample in split_samples]
         _, loader, no_face = prepare_face_crops(
-            everything, detector=config.detector, margin=config.face_margin, progress=config.progress
+            everything, preprocess, detector=config.detector, progress=config.progress
         )
         scan.skipped.extend(no_face)
         splits = {name: [s for s in samples if s.digest in loader.crops] for name, samples in splits.items()}
     for split in ("train", "val"):
         if not splits[split]:
             raise ValueError(f"the {split} split is empty: the dataset is too small to split")
+    _report_data(splits, classes, scan.skipped)
 
-    preprocess = PreprocessSpec(
-        image_size=config.image_size, color_mode=config.color_mode,
-        mean=backbone.mean, std=backbone.std, face_margin=config.face_margin,
-    )
-    network = create_network(config.arch, len(classes), config.dropout, weights=config.weights)
     weights_for_loss = class_weights(splits["train"], classes).tolist() if config.balance == "loss" else None
     module = EmotionClassifier(
         network, len(classes), lr=config.lr, weight_decay=config.weight_decay,
@@ -213,7 +325,10 @@ def run_training(config: TrainConfig) -> TrainResult | None:
         dirpath=checkpoints, filename="timed", save_top_k=1, enable_version_counter=False,
         train_time_interval=timedelta(minutes=config.checkpoint_minutes),
     )
-    callbacks = [best, last, EarlyStopping(monitor="val_macro_f1", mode="max", patience=config.patience)]
+    stopper = EarlyStopping(monitor="val_macro_f1", mode="max", patience=config.patience)
+    callbacks = [best, last, stopper]
+    if not config.progress:
+        callbacks.append(EpochReport(config.epochs))
     if config.head_epochs > 0:
         callbacks.append(HeadFirstFinetuning(backbone.head_name, config.head_epochs))
     trainer = _trainer(config, out, callbacks)
@@ -235,38 +350,43 @@ def run_training(config: TrainConfig) -> TrainResult | None:
         return None
     if history:
         _restore_logged_history(logged, history)
+    epochs_run = trainer.current_epoch
+    if stopper.stopped_epoch:
+        print(f"early stopping: validation macro-F1 did not improve for {config.patience} epochs; "
+              f"stopped after {epochs_run} of {config.epochs} epochs (best {float(best.best_model_score or 0):.4f})", flush=True)
+    elif epochs_run < config.epochs:
+        print(f"stopped after {epochs_run} of {config.epochs} epochs (time limit --max-minutes {config.max_time_minutes})", flush=True)
 
     if best.best_model_path:
         _load_best_weights(module, best.best_model_path)
     network = module.network.cpu().eval()
 
-    kwargs = dict(classes=classes, preprocess=preprocess, batch_size=max(config.batch_size, 64),
-                  num_workers=config.num_workers, loader=loader)
-    val_logits, val_targets = collect_logits(network, splits["val"], **kwargs)
-    temperature = fit_temperature(val_logits, val_targets)
+    # Validation and test are scored by the one scoring path, through an inference backend.
+    from face_emotion.evaluation.scoring import Scored, collect_logits, metrics_from_scores
+    from face_emotion.inference.backends import PyTorchBackend
+    from face_emotion.inference.predictor import Predictor
+
+    draft = ModelSpec(architecture=config.arch, classes=tuple(classes), preprocess=preprocess)
+    predictor = Predictor(PyTorchBackend.from_network(network, draft))
+    batch = max(config.batch_size, 64)
+    val_logits, val_targets = collect_logits(predictor, splits["val"], classes, loader=loader, batch_size=batch)
+    calibration = choose_temperature(val_logits, val_targets)
+    temperature = calibration["temperature"]
+    if calibration.get("note"):
+        print(f"temperature: {calibration['note']}", flush=True)
     test_samples = splits["test"] or splits["val"]
-    test_logits, test_targets = collect_logits(network, test_samples, **kwargs)
-    test_probs = torch.softmax(test_logits / temperature, dim=1)
-    metrics = classification_metrics(test_probs, test_targets, classes)
+    test_logits, test_targets = collect_logits(predictor, test_samples, classes, loader=loader, batch_size=batch)
+    metrics = metrics_from_scores(Scored(test_logits, test_targets, test_samples), classes, classes, temperature)
     metrics["split"] = "test" if splits["test"] else "val"
-    calibration = {
-        "temperature": temperature,
-        "val_ece_before": expected_calibration_error(torch.softmax(val_logits, 1), val_targets),
-        "val_ece_after": expected_calibration_error(torch.softmax(val_logits / temperature, 1), val_targets),
-        "test_ece_before": expected_calibration_error(torch.softmax(test_logits, 1), test_targets),
-        "test_ece_after": metrics["ece"],
-    }
-    metrics["ece_before_temperature"] = calibration["test_ece_before"]
+    calibration |= {"test_ece_before": metrics["ece_before_temperature"], "test_ece_after": metrics["ece"]}
     metrics["calibration"] = calibration
-    val_metrics = classification_metrics(torch.softmax(val_logits / temperature, 1), val_targets, classes)
-    per_source = per_source_metrics(test_probs, test_targets, test_samples, classes)
-    if per_source:
-        metrics["per_source"] = per_source
+    val_metrics = metrics_from_scores(Scored(val_logits, val_targets, splits["val"]), classes, classes, temperature)
+    per_source = metrics.get("per_source", {})
 
     data_summary = scan.summary() | {"split_sizes": {k: len(v) for k, v in splits.items()}}
     training = {k: v for k, v in asdict(config).items() if k not in ("data_dirs", "out_dir", "extra", "progress")}
     training |= {
-        "epochs_run": trainer.current_epoch, "best_val_macro_f1": float(best.best_model_score or float("nan")),
+        "epochs_run": epochs_run, "best_val_macro_f1": float(best.best_model_score or float("nan")),
         "minutes": round((time.time() - started) / 60, 1), **config.extra,
     }
     spec = ModelSpec(
@@ -276,7 +396,7 @@ def run_training(config: TrainConfig) -> TrainResult | None:
                  "val": {k: val_metrics[k] for k in ("accuracy", "macro_f1", "n")},
                  "test_per_source": {s: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for s, m in per_source.items()},
                  "calibration": calibration},
-        training=training,
+        training=training | {"train_sha256_prefixes": "".join(s.digest[:TRAIN_DIGEST_CHARS] for s in splits["train"])},
     )
     model_path = save_model(network, spec, out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
