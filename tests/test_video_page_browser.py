@@ -120,3 +120,26 @@ def test_video_mode_says_why_a_file_is_refused(page, tmp_path):
     page.click("#clip-button")
     expect(page.locator("#clip-status")).to_contain_text("could not be analysed", timeout=30_000)
     expect(page.locator("#clip-status")).to_contain_text("PNG image")
+
+
+def test_webcam_tracking_keeps_numbers_and_steadies_labels(page):
+    """tracking.js, as the webcam loop uses it: two faces crossing at 5 frames a second keep their
+    numbers, and a face whose raw label flips every frame shows one steady label."""
+    result = page.evaluate("""() => {
+        const tracker = new window.FaceTracking.Tracker();
+        const face = (x, y, p) => ({ box: { x: x, y: y, width: 90, height: 110 }, emotion: "?", confidence: 0,
+                                     probabilities: { happiness: p, sadness: 1 - p } });
+        const ids = [], labels = [], raw = [];
+        for (let i = 0; i < 25; i++) {  // 5 s at 5 frames a second
+            const t = i * 0.2, p = i % 2 ? 0.45 : 0.6;  // raw top label flips every frame
+            raw.push(p > 0.5 ? "happiness" : "sadness");
+            const out = tracker.update([face(20 + 14 * i, 40, p), face(380 - 14 * i, 100, 0.2)], t);
+            ids.push(out.map((f) => f.track_id));
+            labels.push(out[0].emotion);
+        }
+        return { ids: ids, labels: labels, raw: raw };
+    }""")
+    assert all(pair == [1, 2] for pair in result["ids"])  # the upper face is always 1, through the crossing
+    flips = lambda labels: sum(a != b for a, b in zip(labels, labels[1:]))  # noqa: E731
+    assert flips(result["raw"]) == 24
+    assert flips(result["labels"][3:]) == 0 and result["labels"][-1] == "happiness"

@@ -79,7 +79,8 @@ def crossing_faces_clip(path: Path, count: int = 75, fps: int = 25) -> Path:
 def blank_clip(path: Path, count: int = 20, fps: int = 25) -> Path:
     """No face: a drifting grey gradient."""
     ramp = np.linspace(40, 200, 320)[None, :, None]
-    frames = [np.broadcast_to(np.roll(ramp, 8 * i, axis=1), (180, 320, 3)).astype(np.uint8).copy() for i in range(count)]
+    frames = [np.broadcast_to(np.roll(ramp, 8 * i, axis=1), (180, 320, 3)).astype(np.uint8).copy()
+              for i in range(count)]
     return write_clip(path, frames, fps)
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import click
 
 from face_emotion.commands.common import fail as _fail
+from face_emotion.video.analyse import DEFAULT_DETECT_INTERVAL_S
+from face_emotion.video.smoothing import DEFAULT_SMOOTH_S
 
 # Outputs are written as JPEG for JPEG inputs (a PNG of a 12-megapixel photo is ~20 MB), PNG otherwise.
 _JPEG_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".jpe"}
@@ -106,12 +108,14 @@ def _annotation_path(out_dir: Path, name: Path, used: set[Path]) -> Path:
                    "one file each, named FILE-<clip>.png).")
 @click.option("--sample-fps", type=click.FloatRange(min=0, min_open=True),
               help="Videos: analyse at most this many frames a second (default: every frame).")
-@click.option("--smooth", "smooth_s", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--smooth", "smooth_s", type=click.FloatRange(min=0), default=DEFAULT_SMOOTH_S,
+              show_default=True,
               help="Videos: time constant in seconds of each face's probability smoothing "
                    "(stops labels flickering between frames); 0 turns it off.")
-@click.option("--detect-interval", "detect_interval_s", type=click.FloatRange(min=0), default=0.2,
-              show_default=True, help="Videos: seconds between face detections; faces are followed by "
-                                      "optical flow in between. 0: detect on every analysed frame.")
+@click.option("--detect-interval", "detect_interval_s", type=click.FloatRange(min=0),
+              default=DEFAULT_DETECT_INTERVAL_S, show_default=True,
+              help="Videos: seconds between face detections; faces are followed by optical flow in "
+                   "between. 0: detect on every analysed frame.")
 def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_dir, tta, backend, threads,
             summary_path, timeline_path, sample_fps, smooth_s, detect_interval_s) -> None:
     """Emotions of the faces in PATHS (image or video files, or folders searched recursively).
@@ -208,7 +212,9 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
             _fail(f"cannot write {summary_path}: {error.strerror}")
     failed = len(inputs) - succeeded
     where = f"; rows in {csv_path}" if csv_path is not None and str(csv_path) != "-" else ""
-    files = f"{plural(len(inputs) - clips, 'image')}, {plural(clips, 'video')}" if clips else plural(len(inputs), 'image')
+    files = plural(len(inputs), "image")
+    if clips:
+        files = f"{plural(len(inputs) - clips, 'image')}, {plural(clips, 'video')}"
     click.echo(f"{files}, {plural(faces_total, 'face')}, {plural(failed, 'error')}{where}",
                err=True)
     if succeeded == 0:

@@ -37,7 +37,8 @@ def timeline_path(target: Path, clip: Path, several: bool) -> Path:
     return target.with_name(f"{target.stem}-{clip.stem}{target.suffix or '.png'}") if several else target
 
 
-def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, used: set[Path], write) -> tuple[bool, int]:
+def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, used: set[Path],
+             write) -> tuple[bool, int]:
     """Analyse one clip and write its outputs; ``write(line)`` prints a line on stdout.
 
     Returns (succeeded, faces seen in analysed frames). A clip that cannot be read, or is damaged

@@ -319,8 +319,8 @@ def predict_video():
       "503": {$ref: "#/components/responses/Timeout"}
     """
     from face_emotion.server.service import DeadlineExceeded
-    from face_emotion.video import (AnalysisTimeout, VideoDecodeError, VideoLimits, VideoOptions, VideoTooLargeError,
-                                    analyse_clip)
+    from face_emotion.video import (DEFAULT_SMOOTH_S, AnalysisTimeout, VideoDecodeError, VideoLimits, VideoOptions,
+                                    VideoTooLargeError, analyse_clip)
 
     start = time.perf_counter()
     config = service().config
@@ -330,7 +330,7 @@ def predict_video():
         raise ApiError(413, "video_too_large", f"the request body is {request.content_length / 1e6:.1f} MB; "
                                                f"the limit for clips is {config.max_video_mb:g} MB")
     sample_fps = _number("sample_fps", config.video_sample_fps, 0.1, 60)
-    smooth_s = _number("smooth", 0.5, 0, 10)
+    smooth_s = _number("smooth", DEFAULT_SMOOTH_S, 0, 10)
     if request.mimetype != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", f"cannot read a {request.mimetype or 'missing'} content type: "
                                                       "send the clip as the multipart/form-data field 'video'")
