@@ -11,7 +11,8 @@ so a burst of background load on a shared machine hits them alike; the best run 
 reported. Configurations: the defaults (detect every 0.2 s, follow faces by optical flow in
 between, classify every frame, batched across frames), and detection on every frame (what the
 pipeline would cost without following). Per stage: seconds, frames/s (analysed frames over that
-stage's time) and the real-time factor that stage alone would allow. ``--onnx`` adds the defaults
+stage's time) and the real-time factor that stage alone would allow. Decoding runs ahead on its
+own thread, so "decode" is the time the analysis waited for frames. ``--onnx`` adds the defaults
 with the same model exported to ONNX Runtime.
 
 On cores busy with other work, OpenMP spin-waiting slows PyTorch's small ops badly; compare runs

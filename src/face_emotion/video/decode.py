@@ -185,8 +185,59 @@ class VideoSource:
                                      "video_too_long")
 
     # ---- decoding ---------------------------------------------------------------------------
-    def frames(self) -> Iterator[DecodedFrame]:
-        """Every frame in presentation order. Raises VideoDecodeError where the clip is damaged."""
+    def frames(self, prefetch: int = 8) -> Iterator[DecodedFrame]:
+        """Every frame in presentation order. Raises VideoDecodeError where the clip is damaged.
+
+        ``prefetch`` > 0: up to that many frames are decoded ahead on a thread of their own
+        (FFmpeg and the RGB conversion release the GIL), so decoding overlaps the analysis of
+        the frames before on a second core. Stopping early (closing the generator) stops it.
+        """
+        if prefetch <= 0:
+            yield from self._decode()
+            return
+        import queue
+        import threading
+
+        frames: queue.Queue = queue.Queue(maxsize=prefetch)
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for frame in self._decode():
+                    while not stop.is_set():
+                        try:
+                            frames.put(frame, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                item = done
+            except BaseException as error:  # handed to the consumer, raised there
+                item = error
+            while not stop.is_set():
+                try:
+                    frames.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        worker = threading.Thread(target=produce, name="face-emotion-decode", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = frames.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
+
+    def _decode(self) -> Iterator[DecodedFrame]:
         import av
 
         stream = self._stream
