@@ -52,7 +52,7 @@ def manual_predictions(model_dir: Path, data_root: Path, shared: list[str]) -> t
         if sample.label not in shared:
             continue
         with torch.inference_mode():
-            logits = network(transform(load_image(sample.path)).unsqueeze(0))[0, columns]
+            logits = network(torch.from_numpy(transform(load_image(sample.path)))[None])[0, columns]
         predicted.append(int(logits.argmax()))
         truth.append(shared.index(sample.label))
     return predicted, truth

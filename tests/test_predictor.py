@@ -71,7 +71,7 @@ def reference_probs(model_dir, crops: list[Image.Image]) -> np.ndarray:
     rows = []
     with torch.no_grad():
         for crop in crops:
-            logits = network(transform(crop).unsqueeze(0)).double()
+            logits = network(torch.from_numpy(transform(crop))[None]).double()
             rows.append(torch.softmax(logits / spec.temperature, dim=1)[0].numpy())
     return np.stack(rows)
 

@@ -1,41 +1,115 @@
 """The one eval transform, and the training augmentation built around it.
 
 ``eval_transform(spec)`` is used by evaluate, predict, export checks and serve alike: a face crop
-(PIL RGB) -> normalised float tensor. Training ends in the same tail, so what the model sees at
-inference is exactly what it was validated on.
+(PIL RGB) -> normalised float32 array (3, S, S). It is PIL + numpy only, so a serving process
+never imports torch for it. Training augments the PIL crop with torchvision and then ends in the
+same tail (:func:`model_input`), so what the model sees at inference is exactly what it was
+validated on.
 """
 
 from __future__ import annotations
 
-import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2 as T
+from typing import Callable
+
+import numpy as np
+from PIL import Image
 
 from face_emotion.models.spec import PreprocessSpec
 
+Transform = Callable[[Image.Image], np.ndarray]
 
-def _tail(spec: PreprocessSpec) -> list:
-    steps = []
+
+def model_input(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """The tail shared by eval and training: an S x S PIL crop -> float32 (3, S, S), normalised.
+
+    Computed as torchvision's ToImage -> ToDtype(float32, scale=True) -> Normalize does it
+    (multiply by 1/255, subtract the mean, divide by the std, all in float32), so models trained
+    before this module moved off torchvision see bit-for-bit the same input.
+    """
     if spec.color_mode == "grayscale":
         # Grey replicated to three channels keeps pretrained RGB stems usable and makes colour
-        # and greyscale sources (AffectNet vs FER2013) look alike to the network.
-        steps.append(T.Grayscale(num_output_channels=3))
-    steps += [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(list(spec.mean), list(spec.std))]
-    return steps
+        # and greyscale sources (AffectNet vs FER2013) look alike to the network. PIL's "L"
+        # (ITU-R 601-2 luma) is what torchvision's Grayscale uses for PIL images.
+        grey = np.asarray(image.convert("L"), dtype=np.float32)
+        pixels = np.broadcast_to(grey[None], (3, *grey.shape))
+    else:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
+    scaled = pixels * np.float32(1.0 / 255.0)
+    return np.ascontiguousarray((scaled - mean) / std, dtype=np.float32)
 
 
-def eval_transform(spec: PreprocessSpec) -> T.Compose:
+def resize_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """The crop -> S x S, bilinear with antialiasing (PIL's resize filters by the scale factor)."""
     size = int(spec.image_size)
-    return T.Compose(
-        [T.Resize((size, size), interpolation=InterpolationMode.BILINEAR, antialias=True), *_tail(spec)]
-    )
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image.resize((size, size), Image.Resampling.BILINEAR)
 
 
-def train_transform(spec: PreprocessSpec, *, strength: str = "default") -> T.Compose:
-    """Augmentation of the original system: random crop, rotation, colour jitter, horizontal flip."""
+class EvalTransform:
+    """A face crop (PIL) -> float32 (3, S, S) array: resize, then :func:`model_input`.
+
+    A class rather than a closure so that DataLoader workers started by spawn can pickle it.
+    """
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return model_input(resize_crop(image, self.spec), self.spec)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(image_size={self.spec.image_size}, color_mode={self.spec.color_mode!r})"
+
+
+def eval_transform(spec: PreprocessSpec) -> Transform:
+    """The one eval transform of a model: see :class:`EvalTransform`."""
+    return EvalTransform(spec)
+
+
+class _AsTensor:
+    """A numpy-returning step as a torch tensor (for RandomErasing and the DataLoader)."""
+
+    def __init__(self, step: Callable[[Image.Image], np.ndarray]) -> None:
+        self.step = step
+
+    def __call__(self, image: Image.Image):
+        import torch
+
+        return torch.from_numpy(self.step(image))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.step!r})"
+
+
+class ModelInput:
+    """:func:`model_input` as a transform step: the tail that ends both eval and training."""
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return model_input(image, self.spec)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(color_mode={self.spec.color_mode!r})"
+
+
+def train_transform(spec: PreprocessSpec, *, strength: str = "default"):
+    """Augmentation of the original system: random crop, rotation, colour jitter, horizontal flip.
+
+    The augmentations work on the PIL crop; the result goes through the eval tail
+    (:func:`model_input`), and only occlusion (RandomErasing) comes after it, on the tensor.
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import v2 as T
+
     size = int(spec.image_size)
     if strength == "none":
-        return eval_transform(spec)
+        # Still a tensor, as the DataLoader of training expects; the same numbers as eval.
+        return T.Compose([_AsTensor(EvalTransform(spec))])
     light = strength == "light"
     steps = [
         T.RandomResizedCrop(
@@ -45,7 +119,7 @@ def train_transform(spec: PreprocessSpec, *, strength: str = "default") -> T.Com
         T.RandomHorizontalFlip(),
         T.RandomRotation(10 if light else 15, interpolation=InterpolationMode.BILINEAR),
         T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.0 if spec.color_mode == "grayscale" else 0.3),
-        *_tail(spec),
+        _AsTensor(ModelInput(spec)),
     ]
     if not light:
         # Occlusion robustness (hands, glasses, masks) at almost no cost.

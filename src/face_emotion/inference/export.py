@@ -262,7 +262,7 @@ def export_onnx(
     def preprocess(images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, 3, size, size), np.float32)
-        return np.stack([transform(image).numpy() for image in images]).astype(np.float32)
+        return np.stack([transform(image) for image in images]).astype(np.float32)
 
     def torch_probs(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -227,7 +227,7 @@ class Predictor:
 
     def batch(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Crops -> the float32 (N, 3, S, S) batch the backend takes (the one eval transform)."""
-        return np.stack([self.transform(crop).numpy() for crop in crops]).astype(np.float32, copy=False)
+        return np.stack([self.transform(crop) for crop in crops]).astype(np.float32, copy=False)
 
     def logits(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Face crops -> (N, classes) logits, before temperature: what scoring and predict share."""
