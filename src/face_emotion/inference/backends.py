@@ -11,9 +11,13 @@ ONNX ``metadata_props``), and neither is ever unpickled.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
@@ -32,6 +36,8 @@ from face_emotion.models.store import (
 if TYPE_CHECKING:
     from torch import nn
 
+log = logging.getLogger(__name__)
+
 # ONNX metadata_props keys written by inference.export and read here. The spec is under the same
 # key as in the safetensors header, so both formats carry one description format.
 ONNX_SPEC_KEY = SPEC_METADATA_KEY
@@ -41,6 +47,10 @@ ONNX_SOURCE_SHA256_KEY = "face_emotion_source_sha256"  # sha256 of the .safetens
 ONNX_QUANTIZATION_KEY = "face_emotion_quantization"  # "none", or how the int8 model was made
 ONNX_INPUT_NAME = "input"
 ONNX_OUTPUT_NAME = "logits"
+# Part of a derived ONNX file's cache key: bump it when inference.export would write a different
+# graph for the same weights, so stale cached files are not reused.
+DERIVED_ONNX_VERSION = 1
+DERIVE_TIMEOUT_S = 900
 
 
 class ExplainUnavailableError(RuntimeError):
@@ -148,10 +158,13 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, num_threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, num_threads: int | None = None, source: Path | None = None) -> None:
+        """``source``: the .safetensors this file was derived from, wherever it lies (see derive_onnx);
+        otherwise Grad-CAM looks beside the file for it."""
         import onnxruntime as ort
 
         self.path = Path(path)
+        self._source = Path(source) if source is not None else None
         if not self.path.is_file():
             raise ModelLoadError(f"no model at {self.path}: export one with `face-emotion export --output FILE`")
         options = ort.SessionOptions()
@@ -234,6 +247,8 @@ class OnnxRuntimeBackend:
         if not expected:
             return None
         candidates = [self.path.with_suffix(".safetensors"), self.path.parent / WEIGHTS_FILE]
+        if self._source is not None:
+            candidates.insert(0, self._source)
         for candidate in dict.fromkeys(candidates):
             if candidate.is_file() and file_sha256(candidate) == expected:
                 return candidate
@@ -254,6 +269,78 @@ class OnnxRuntimeBackend:
 
                 self._source_network, _ = load_model(source)
             return self._source_network
+
+
+def onnx_cache_dir() -> Path:
+    """Where derived ONNX files are kept: $FACE_EMOTION_CACHE/onnx, else ~/.cache/face-emotion/onnx."""
+    return Path(os.environ.get("FACE_EMOTION_CACHE") or Path.home() / ".cache" / "face-emotion") / "onnx"
+
+
+def _package_root_path() -> str:
+    """PYTHONPATH for a child process that must import this very face_emotion package."""
+    root = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+
+
+def derive_onnx(source: str | Path, *, cache_dir: str | Path | None = None) -> Path:
+    """The ONNX form of a ``.safetensors`` model, exported once and cached under its content hash.
+
+    The safetensors file stays the one description of the model: the ONNX file is derived from it
+    by ``face-emotion export`` (which refuses to write a graph whose probabilities differ from
+    PyTorch's by more than inference.export.FP32_TOLERANCE) and named by the weights' sha256, so a
+    retrained model never meets a stale graph. The export runs in a child process: importing torch
+    would leave several hundred MB in this one (a server worker, or the gunicorn master before it
+    forks). Concurrent callers (workers starting together) wait on a file lock and export once.
+    """
+    source = resolve_model_path(source)
+    digest = file_sha256(source)
+    cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    target = cache / f"{digest[:32]}-v{DERIVED_ONNX_VERSION}.onnx"
+    if target.is_file():
+        return target
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = open(cache / f"{target.name}.lock", "w")
+    except OSError as error:
+        raise ModelLoadError(f"cannot write the ONNX form of {source} into {cache} ({error}): set FACE_EMOTION_CACHE "
+                             f"to a writable folder, or export it with `face-emotion export` and pass the .onnx") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file():  # another process exported it while this one waited
+            return target
+        partial = cache / f".{target.stem}.{os.getpid()}.onnx"
+        command = [sys.executable, "-m", "face_emotion", "export", "--model", str(source), "--output", str(partial),
+                   "--json"]
+        log.info("deriving the ONNX form of %s (once; cached as %s)", source, target)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=DERIVE_TIMEOUT_S,
+                                  env={**os.environ, "PYTHONPATH": _package_root_path()})
+        except subprocess.TimeoutExpired:
+            partial.unlink(missing_ok=True)
+            raise ModelLoadError(f"exporting {source} to ONNX took over {DERIVE_TIMEOUT_S} s") from None
+        if done.returncode != 0 or not partial.is_file():
+            partial.unlink(missing_ok=True)
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise ModelLoadError(f"could not derive the ONNX form of {source}: {' / '.join(tail) or 'no output'}")
+        os.replace(partial, target)
+    return target
+
+
+def open_derived_onnx(source: str | Path, *, num_threads: int | None = None,
+                      cache_dir: str | Path | None = None) -> "OnnxRuntimeBackend":
+    """A .safetensors model run by ONNX Runtime through its derived ONNX form (see derive_onnx)."""
+    source = resolve_model_path(source)
+    target = derive_onnx(source, cache_dir=cache_dir)
+    try:
+        backend = OnnxRuntimeBackend(target, num_threads=num_threads, source=source)
+    except ModelLoadError:
+        # A damaged cache file (disk full, truncated copy) is replaced rather than trusted.
+        log.warning("the cached ONNX form %s is unreadable; deriving it again", target)
+        target.unlink(missing_ok=True)
+        backend = OnnxRuntimeBackend(derive_onnx(source, cache_dir=cache_dir), num_threads=num_threads, source=source)
+    if backend.metadata.get(ONNX_SOURCE_SHA256_KEY) != file_sha256(source):
+        raise ModelLoadError(f"{backend.path} was not exported from {source} (checksum differs); delete it")
+    return backend
 
 
 # model-file suffix -> backend class. open_backend picks by suffix; `prefer` picks by name among
@@ -284,12 +371,16 @@ def check_model_suffix(path: Path) -> None:
     raise ModelLoadError(f"{path}: unknown model format {suffix!r}; expected one of {sorted(BACKENDS)}")
 
 
-def open_backend(path: str | Path, prefer: str | None = None, *, num_threads: int | None = None) -> InferenceBackend:
+def open_backend(path: str | Path, prefer: str | None = None, *, num_threads: int | None = None,
+                 derive: bool = False) -> InferenceBackend:
     """Open the model at ``path`` (a .safetensors / .onnx file, or a run folder).
 
     A folder is searched for ``model.safetensors`` then ``model.onnx``; ``prefer`` ("pytorch" or
-    "onnxruntime") picks the other when both are there. For a file, ``prefer`` must agree with
-    its suffix (a .onnx file cannot be run by PyTorch).
+    "onnxruntime") picks the other when both are there. ``prefer="onnxruntime"`` runs a
+    .safetensors model (a file, or a folder without model.onnx) through its derived ONNX form
+    (derive_onnx); a .onnx file cannot be run by PyTorch. ``derive``: the file chosen as without
+    it, but a .safetensors one is run by ONNX Runtime through its derived form (what a server
+    wants: the same weights and answers, without torch in the process).
     """
     path = Path(path)
     wanted = _suffix_for(prefer) if prefer is not None else None
@@ -297,7 +388,10 @@ def open_backend(path: str | Path, prefer: str | None = None, *, num_threads: in
         stem = Path(WEIGHTS_FILE).stem
         found = [path / f"{stem}{suffix}" for suffix in BACKENDS if (path / f"{stem}{suffix}").is_file()]
         if wanted is not None:
-            found = [p for p in found if p.suffix == wanted]
+            matching = [p for p in found if p.suffix == wanted]
+            if not matching and wanted == ".onnx":
+                matching = [p for p in found if p.suffix == ".safetensors"]
+            found = matching
         if not found:
             looked_for = f"{stem}{wanted}" if wanted else " or ".join(f"{stem}{s}" for s in BACKENDS)
             raise ModelLoadError(
@@ -311,6 +405,8 @@ def open_backend(path: str | Path, prefer: str | None = None, *, num_threads: in
         )
     check_model_suffix(path)
     suffix = path.suffix.lower()
+    if suffix == ".safetensors" and (derive or wanted == ".onnx"):
+        return open_derived_onnx(path, num_threads=num_threads)
     if wanted is not None and suffix != wanted:
         raise ModelLoadError(f"{path} is a {suffix} model; the {prefer} backend reads {wanted} files")
     return BACKENDS[suffix](path, num_threads=num_threads)

@@ -1,0 +1,153 @@
+"""Serving through ONNX Runtime: the ONNX form derived from the safetensors file (cached by hash),
+the same answers as PyTorch on real faces, no torch in a serving process, Grad-CAM still there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from face_emotion.inference.backends import (
+    OnnxRuntimeBackend,
+    PyTorchBackend,
+    derive_onnx,
+    open_backend,
+    open_derived_onnx,
+)
+from face_emotion.inference.predictor import Predictor
+from face_emotion.models.bundled import bundled_model_path
+from face_emotion.models.store import ModelLoadError
+
+pytest.importorskip("onnxruntime")
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("derive-run")
+    shutil.copy(tiny_model_dir / "model.safetensors", run / "model.safetensors")
+    return run
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    try:
+        return bundled_model_path()
+    except ModelLoadError:
+        pytest.skip("this installation has no bundled model")
+
+
+def real_faces() -> list[Image.Image]:
+    """Real faces: the astronaut's, and LFW crops shipped with scikit-image."""
+    from skimage import data
+
+    faces = [Image.fromarray(data.astronaut()).crop((170, 40, 290, 190))]
+    for grey in data.lfw_subset()[::10]:
+        faces.append(Image.fromarray((grey * 255).round().astype(np.uint8)).convert("RGB"))
+    return faces
+
+
+@pytest.mark.slow
+def test_derived_onnx_is_cached_by_content(run_dir, tmp_path):
+    cache = tmp_path / "cache"
+    first = derive_onnx(run_dir / "model.safetensors", cache_dir=cache)
+    stamp = first.stat().st_mtime_ns
+    again = derive_onnx(run_dir, cache_dir=cache)
+    assert again == first and again.stat().st_mtime_ns == stamp  # exported once
+    assert [p.name for p in cache.iterdir() if p.suffix == ".onnx"] == [first.name]
+
+    # Other weights (retrained model) never meet the stale graph.
+    from conftest import make_tiny_model
+
+    other = make_tiny_model(tmp_path / "other", seed=1)
+    assert derive_onnx(other, cache_dir=cache) != first
+
+
+@pytest.mark.slow
+def test_a_damaged_cache_file_is_derived_again(run_dir, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    derived = derive_onnx(run_dir)
+    target = cache / derived.name
+    target.write_bytes(derived.read_bytes()[:1000])
+    backend = open_derived_onnx(run_dir, cache_dir=cache, num_threads=1)
+    assert backend.run(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 3)
+
+
+def test_an_unwritable_cache_is_a_clear_model_error(run_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelLoadError, match="FACE_EMOTION_CACHE"):
+        derive_onnx(run_dir, cache_dir=blocker / "cache")
+
+
+def test_open_backend_derives_for_onnxruntime_and_for_serving(run_dir):
+    assert isinstance(open_backend(run_dir, num_threads=1), PyTorchBackend)  # unchanged default
+    for backend in (open_backend(run_dir, prefer="onnxruntime", num_threads=1),
+                    open_backend(run_dir / "model.safetensors", num_threads=1, derive=True)):
+        assert isinstance(backend, OnnxRuntimeBackend)
+        assert backend.source_weights() == run_dir / "model.safetensors"
+
+
+@pytest.mark.slow
+def test_onnx_and_pytorch_agree_on_real_faces_with_the_bundled_model(bundled):
+    faces = real_faces()
+    torch_predictor = Predictor(open_backend(bundled, num_threads=1), None)
+    onnx_predictor = Predictor(open_backend(bundled, num_threads=1, derive=True), None)
+    assert onnx_predictor.backend_name == "onnxruntime"
+    classes = torch_predictor.classes
+    torch_probs = np.array([[p.probabilities[c] for c in classes] for f in faces
+                            for p in torch_predictor.predict(f, detect=False)])
+    onnx_probs = np.array([[p.probabilities[c] for c in classes] for f in faces
+                           for p in onnx_predictor.predict(f, detect=False)])
+    assert torch_probs.shape == (len(faces), len(classes))
+    assert np.abs(torch_probs - onnx_probs).max() < 1e-4
+    assert (torch_probs.argmax(1) == onnx_probs.argmax(1)).all()
+    # Real faces, real answers: not one class for everything.
+    assert len(set(torch_probs.argmax(1))) > 1
+
+
+def test_grad_cam_works_on_the_derived_onnx_model(run_dir):
+    predictor = Predictor(open_backend(run_dir, num_threads=1, derive=True), None)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
+    (face,) = predictor.predict(image, explain=True, detect=False)
+    assert face.heatmap_png is not None and face.heatmap_png.startswith(b"\x89PNG")
+
+
+SERVING_PROCESS = r"""
+import io, json, sys
+from PIL import Image
+from face_emotion.server import create_app
+app = create_app({"model": sys.argv[1], "inference_threads": 1})
+image = Image.new("RGB", (120, 90), (120, 110, 100))
+buffer = io.BytesIO(); image.save(buffer, "JPEG")
+client = app.test_client()
+plain = client.post("/predict", data=buffer.getvalue(), headers={"Content-Type": "image/jpeg"})
+before = "torch" in sys.modules
+explained = client.post("/predict?explain=1&detect=0", data=buffer.getvalue(), headers={"Content-Type": "image/jpeg"})
+print(json.dumps({"status": plain.status_code, "backend": app.extensions["face_emotion"].predictor.backend_name,
+                  "torch_before_explain": before, "explain_status": explained.status_code,
+                  "heatmap": bool(explained.json["faces"][0].get("heatmap_png")),
+                  "torch_after_explain": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_a_serving_process_never_imports_torch_until_an_explanation(run_dir, tmp_path):
+    # The session's cache (conftest): the ONNX form is usually derived already by the tests above.
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", SERVING_PROCESS, str(run_dir)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["status"] == 200 and report["backend"] == "onnxruntime"
+    assert report["torch_before_explain"] is False
+    assert report["explain_status"] == 200 and report["heatmap"] is True
+    assert report["torch_after_explain"] is True  # lazily, for Grad-CAM only
