@@ -6,6 +6,9 @@ and the intra-op thread pools of PyTorch / ONNX Runtime are created in the proce
 model is tens of MB, so one copy per worker costs little; to fail fast anyway, the serve command
 checks that the model exists before gunicorn starts.
 
+Serving backend: ONNX Runtime on the ONNX form derived from the model's safetensors file (see
+service.load_predictor), prepared before the workers fork, so that no worker imports torch.
+
 Worker class: gthread. Inference is CPU-bound, so one worker per core does the work, each with
 its share of intra-op threads; a few threads per worker keep reading uploads and answering
 /health while that worker's single inference slot is busy (see Service).
@@ -54,9 +57,35 @@ def load_app(config: ServerConfig, *, warm_up: bool = True):
     return app
 
 
+def prepare_model(config: ServerConfig) -> None:
+    """Derive the ONNX form of the model (see service.load_predictor) once, before workers start.
+
+    Done here, in a child process of the master (which never imports torch), so that workers find
+    it cached instead of queueing on the export lock while gunicorn's boot timeout runs. A failure
+    is only logged: each worker then reports it and serves with PyTorch.
+    """
+    if config.backend is not None:
+        return
+    from face_emotion.inference.backends import derive_onnx
+    from face_emotion.models.bundled import resolve_model_argument
+    from face_emotion.models.store import WEIGHTS_FILE, ModelLoadError
+
+    path = resolve_model_argument(config.model)
+    if path.is_dir():
+        path = path / WEIGHTS_FILE
+    if path.suffix != ".safetensors" or not path.is_file():
+        return
+    try:
+        derive_onnx(path)
+    except ModelLoadError as error:
+        log.warning("%s", error)
+
+
 def run_gunicorn(config: ServerConfig, options: RunOptions) -> None:
     from gunicorn.app.base import BaseApplication
     from gunicorn.errors import AppImportError
+
+    prepare_model(config)
 
     settings = {
         "bind": f"[{options.host}]:{options.port}" if ":" in options.host else f"{options.host}:{options.port}",
