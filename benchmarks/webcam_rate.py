@@ -1,0 +1,177 @@
+"""Frames analysed per second by the page's webcam mode, in a real headless Chromium, one face in view.
+
+    python benchmarks/webcam_rate.py [--compare OTHER_SRC] [--model M] [--duration 10] [--workers N]
+
+Chromium's fake camera plays a generated clip (skimage's astronaut, her face moving across the
+frame, 640x480 at 30 frames/s) to the page served by `face-emotion serve` (gunicorn, default
+workers) from this checkout's src/ -- and, with --compare, from another checkout's src/ too (e.g.
+the code before a change), one after the other in the same run. Counted: answers to POST /predict
+that arrived during the measured window (after a warm-up). Where the time of a frame goes is read
+from the page's User Timing measures (capture+encode, upload+server, json, draw) where the page
+emits them, and the server's own time from its log-free answer field ``elapsed_ms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+SRC = HERE.parents[1] / "src"
+CHROMIUM = Path(os.environ.get("FACE_EMOTION_CHROMIUM", "/usr/bin/chromium"))
+
+
+def write_clip(path: Path, width: int = 640, height: int = 480, frames: int = 90) -> None:
+    """A YUV4MPEG2 clip (what Chromium's fake camera plays): the astronaut's head moving left and right."""
+    from PIL import Image
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    head = astronaut.crop((130, 0, 330, 240)).resize((160, 192))
+    rng = np.random.default_rng(0)
+    background = Image.fromarray(rng.uniform(60, 200, (6, 8, 3)).astype(np.uint8)).resize((width, height),
+                                                                                         Image.Resampling.BICUBIC)
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            frame = background.copy()
+            x = int((width - head.width) * (0.5 + 0.4 * np.sin(2 * np.pi * i / frames)))
+            frame.paste(head, (x, (height - head.height) // 2))
+            ycbcr = np.asarray(frame.convert("YCbCr"))
+            y = ycbcr[..., 0]
+            cb = ycbcr[..., 1].reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)).round().astype(np.uint8)
+            cr = ycbcr[..., 2].reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)).round().astype(np.uint8)
+            out.write(b"FRAME\n" + y.tobytes() + cb.tobytes() + cr.tobytes())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(src: Path, model: str | None, workers: int, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "face_emotion", "serve", "--port", str(port)]
+    if model:
+        command += ["--model", model]
+    if workers:
+        command += ["--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    process = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server from {src} exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"the server from {src} did not start")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def measure_page(browser, url: str, warmup_s: float, duration_s: float) -> dict:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1100, "height": 850})
+    page = context.new_page()
+    page.goto(url + "/")
+    page.evaluate("() => performance.setResourceTimingBufferSize(100000)")
+    page.click("#mode-webcam")
+    page.click("#camera-start")
+    expect(page.locator("#camera-rate")).to_contain_text("frames/s", timeout=120_000)
+    page.wait_for_timeout(warmup_s * 1000)
+    start = page.evaluate("() => { performance.clearMeasures(); return performance.now(); }")
+    page.wait_for_timeout(duration_s * 1000)
+    # Answers to POST /predict that ended inside the window (Resource Timing: works for any page code).
+    report = page.evaluate("""(start) => {
+        const end = performance.now();
+        const predict = performance.getEntriesByType('resource')
+            .filter(e => e.name.endsWith('/predict') && e.responseEnd >= start && e.responseEnd <= end);
+        const stages = {};
+        for (const m of performance.getEntriesByType('measure')) {
+            if (!m.name.startsWith('webcam:')) continue;
+            (stages[m.name.slice(7)] = stages[m.name.slice(7)] || []).push(m.duration);
+        }
+        return {end: end, count: predict.length, durations: predict.map(e => e.duration), stages: stages};
+    }""", start)
+    label = page.inner_text("#camera-label")
+    rate_text = page.inner_text("#camera-rate")
+    page.click("#camera-stop")
+    context.close()
+    seconds = (report["end"] - start) / 1000.0
+    stages = {name: statistics.median(values) for name, values in report["stages"].items() if values}
+    if report["durations"]:
+        stages["request (resource timing)"] = statistics.median(report["durations"])
+    return {"rate": report["count"] / seconds, "frames": report["count"], "label": label, "page_rate": rate_text,
+            "stages": stages}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compare", type=Path, help="another checkout's src/ to measure first (e.g. before a change)")
+    parser.add_argument("--model", help="model for the server(s) (default: the bundled one)")
+    parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: serve's own)")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="webcam-bench-"))
+    clip = work / "face.y4m"
+    write_clip(clip)
+    sources = ([("compared", args.compare.resolve())] if args.compare else []) + [("this checkout", SRC)]
+    chromium_args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                     f"--use-file-for-fake-video-capture={clip}"]
+    rows = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args, headless=True)
+        try:
+            for name, src in sources:
+                process, url = start_server(src, args.model, args.workers, work / f"{name.replace(' ', '_')}.log")
+                try:
+                    rows.append((name, src, measure_page(browser, url, args.warmup, args.duration)))
+                finally:
+                    stop_server(process)
+        finally:
+            browser.close()
+
+    print(f"\nFake camera: 640x480 clip, one face; {args.duration:g} s measured after {args.warmup:g} s; "
+          f"CPUs: {os.cpu_count()}.\n")
+    print("| server code | frames/s analysed | frames | page says | last label | median ms per stage |")
+    print("|---|---:|---:|---|---|---|")
+    for name, src, row in rows:
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in row["stages"].items()) or "(page emits no measures)"
+        print(f"| {name} ({src}) | {row['rate']:.1f} | {row['frames']} | {row['page_rate']} | {row['label']} | "
+              f"{stages} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
