@@ -1,17 +1,18 @@
 """Throughput of `face-emotion serve` against the original design, on this machine, in one run.
 
-    python benchmarks/serve_throughput.py [--model RUN_DIR_OR_FILE] [--onnx] [--duration 10]
-        [--clients 1,8] [--image PHOTO] [--image-side 320] [--workers N]
+    python benchmarks/serve_throughput.py [--model RUN_DIR_OR_FILE] [--pytorch] [--compare OTHER_SRC]
+        [--duration 10] [--clients 1,8] [--image PHOTO] [--image-side 320] [--workers N]
 
 Servers (both on loopback, started here, stopped at the end):
 - baseline, the original design: a minimal Flask app defined in this file, run by Flask's
   development server one request at a time (threaded=False), PyTorch ResNet-50 on the *whole*
   image at 224 px (resize 256, centre crop 224, as torchvision's classic recipe), no face detection.
 - ours: `face-emotion serve` (gunicorn, gthread workers) with the default face detector, so it
-  does more work per image. Its model: --model, or a random-weight ResNet-50 made here at the
+  does more work per image, and its default backend (ONNX Runtime on the ONNX form derived from
+  the model's safetensors file). Its model: --model, or a random-weight ResNet-50 made here at the
   bundled model's image size and colour mode (read from its spec), or at 64 px grayscale when
-  this installation has no bundled model. With --onnx that model is also exported to ONNX and
-  served by ONNX Runtime as a third row.
+  this installation has no bundled model. --pytorch adds a row with `--backend pytorch`;
+  --compare SRC adds a row served by another checkout's code (e.g. before a change), same model.
 
 Load: closed loop; each of C clients keeps one keep-alive connection and sends the next request
 as soon as the previous answer arrived, for a fixed duration (after a short warm-up). The body is
@@ -20,6 +21,8 @@ latency p50/p95 and errors are printed as a markdown table, with ours / baseline
 count. Both servers use every core; this machine is shared, so compare the ratios of one run.
 The servers' CPU time per request (their process groups, from /proc) is printed too: it depends
 far less on the machine's other load, and cores / CPU-per-request estimates an idle machine.
+After the load, the resident memory of every server process (master and workers) is printed, and
+whether torch's library is mapped into it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -114,7 +118,7 @@ class Server:
     log_path: Path | None = None
 
     def start(self, log_dir: Path) -> None:
-        self.log_path = log_dir / f"{self.name.replace(' ', '_')}.log"
+        self.log_path = log_dir / (re.sub(r"[^A-Za-z0-9.-]+", "_", self.name) + ".log")
         log = open(self.log_path, "w")
         self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **self.env}, start_new_session=True)
@@ -141,6 +145,42 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def memory_report(server: "Server") -> str:
+    """'master 52 MB; workers 180, 182 MB; torch in: none' for a server's process group."""
+    parts = []
+    for pid in group_pids(server.process.pid):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        rss_kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        role = "master" if pid == server.process.pid else "worker"
+        parts.append((role, rss_kb / 1024, "libtorch" in maps))
+    masters = [f"{mb:.0f}" for role, mb, _ in parts if role == "master"]
+    workers = [f"{mb:.0f}" for role, mb, _ in parts if role == "worker"]
+    torch_in = [role for role, _, torch in parts if torch]
+    text = f"master {', '.join(masters)} MB"
+    if workers:
+        text += f"; workers {', '.join(workers)} MB"
+    return text + f"; torch loaded in: {', '.join(torch_in) or 'none'}"
 
 
 def cpu_seconds(pgid: int) -> float:
@@ -319,7 +359,8 @@ def make_benchmark_model(out_dir: Path) -> tuple[Path, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="our server's model (default: a random ResNet-50 made here)")
-    parser.add_argument("--onnx", action="store_true", help="also serve the model through ONNX Runtime")
+    parser.add_argument("--pytorch", action="store_true", help="also serve the model with --backend pytorch")
+    parser.add_argument("--compare", type=Path, help="also serve the model with another checkout's src/ (e.g. main)")
     parser.add_argument("--image", help="photo to send (default: skimage's astronaut)")
     parser.add_argument("--image-side", type=int, default=320,
                         help="resize the photo to this longest side "
@@ -353,19 +394,18 @@ def main(argv: list[str] | None = None) -> int:
     serve = [sys.executable, "-m", "face_emotion", "serve", "--port", "{port}", "--threads", str(args.threads)]
     if args.workers:
         serve += ["--workers", str(args.workers)]
-    servers.append(Server("face-emotion serve (PyTorch)", serve + ["--model", model], free_port()))
-    if args.onnx:
-        from face_emotion.inference.export import export_onnx
-
-        onnx_path = Path(model).with_suffix(".onnx") if Path(model).suffix else Path(model) / "model.onnx"
-        if not onnx_path.is_file():
-            print(f"exporting {model} to {onnx_path} ...", file=sys.stderr)
-            export_onnx(model, onnx_path, check_samples=4)
-        servers.append(Server("face-emotion serve (ONNX Runtime)", serve + ["--model", str(onnx_path)], free_port()))
+    servers.append(Server("face-emotion serve", serve + ["--model", model], free_port()))
+    if args.pytorch:
+        servers.append(Server("face-emotion serve --backend pytorch", serve + ["--model", model, "--backend", "pytorch"],
+                              free_port()))
+    if args.compare:
+        servers.append(Server(f"face-emotion serve from {args.compare}", serve + ["--model", model], free_port(),
+                              env={"PYTHONPATH": str(args.compare.resolve())}))
     for server in servers:
         server.command = [part.replace("{port}", str(server.port)) for part in server.command]
 
     results: list[LoadResult] = []
+    memory: dict[str, str] = {}
     try:
         for server in servers:
             server.start(work)
@@ -382,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu = cpu_seconds(server.process.pid) - cpu_before
                 faces = len(sample["faces"]) if sample and "faces" in sample else None
                 results.append(LoadResult(server.name, count, seconds, latencies, errors, faces, cpu, answered))
+        memory = {server.name: memory_report(server) for server in servers}
     finally:
         for server in servers:
             server.stop()
@@ -401,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r.server} | {r.clients} | {r.requests} | {r.rate:.1f} | {r.percentile(0.5):.0f} | "
               f"{r.percentile(0.95):.0f} | {r.errors} | {faces} | {cpu:.0f} | {1000.0 * cores / cpu:.1f} |")
     base = {r.clients: r.rate for r in results if r.server.startswith("baseline")}
+    print("\nResident memory after the load:")
+    for name, text in memory.items():
+        print(f"- {name}: {text}")
     print()
     for r in results:
         if not r.server.startswith("baseline") and base.get(r.clients):
