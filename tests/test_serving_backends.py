@@ -151,3 +151,28 @@ def test_a_serving_process_never_imports_torch_until_an_explanation(run_dir, tmp
     assert report["torch_before_explain"] is False
     assert report["explain_status"] == 200 and report["heatmap"] is True
     assert report["torch_after_explain"] is True  # lazily, for Grad-CAM only
+
+
+def test_the_server_falls_back_to_pytorch_when_no_onnx_form_can_be_made(run_dir, tmp_path, monkeypatch, caplog):
+    from face_emotion.server.config import ServerConfig
+    from face_emotion.server.service import load_predictor
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("FACE_EMOTION_CACHE", str(blocker))
+    predictor = load_predictor(ServerConfig(model=str(run_dir), detector="none", inference_threads=1))
+    assert predictor.backend_name == "pytorch"
+    assert "serving" in caplog.text and "FACE_EMOTION_CACHE" in caplog.text
+
+
+@pytest.mark.slow
+def test_prepare_model_derives_before_the_workers_start(run_dir, tmp_path, monkeypatch):
+    from face_emotion.server.config import ServerConfig
+    from face_emotion.server.runner import prepare_model
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FACE_EMOTION_CACHE", str(cache))
+    prepare_model(ServerConfig(model=str(run_dir), backend="pytorch"))
+    assert not cache.exists()  # an explicit backend: nothing to derive
+    prepare_model(ServerConfig(model=str(run_dir)))
+    assert [p.name for p in (cache / "onnx").glob("*.onnx")] == [derive_onnx(run_dir).name]
