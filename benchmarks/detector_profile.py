@@ -62,6 +62,7 @@ def int8_against_fp32(repeat: int) -> None:
 
     from face_emotion.faces.centerface_detector import _OUTPUTS, default_model_path
 
+    ort.set_default_logger_severity(3)  # the old exporter's unused initializers warn by the dozen
     graph = onnx.load(str(default_model_path()))
     weights = {w.name for w in graph.graph.initializer}
     inputs = [i for i in graph.graph.input if i.name not in weights]
