@@ -8,6 +8,8 @@ detections, classify every analysed frame, smooth each track's probabilities.
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -94,19 +96,41 @@ class VideoAnalyser:
 
     def run(self, video: VideoSource, *, path: str | None = None) -> Iterator[AnalysedFrame]:
         """Every decoded frame of an opened clip, in order, with a result for each analysed one."""
+        smoother = ProbabilitySmoother(self.options.smooth_s)
+        # Frames wait here until enough faces are gathered for one backend call: one batch of 16
+        # crops costs about a third of 16 calls of one (measured on both backends).
+        queue: list[tuple[DecodedFrame, _Pending | None]] = []
+        # The backend runs each batch on a thread of its own while the next batch is prepared
+        # (PyTorch and ONNX Runtime release the GIL), so on two cores classification overlaps
+        # detection, flow and cropping. One batch in flight keeps results in order, memory bounded.
+        classifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-emotion-classify")
+        in_flight: deque = deque()
+
+        def flush(keep: int) -> Iterator[AnalysedFrame]:
+            if queue:
+                in_flight.append((list(queue), self._submit(queue, classifier)))
+                queue.clear()
+            while len(in_flight) > keep:
+                items, probs = in_flight.popleft()
+                yield from self._emit(items, probs.result(), smoother, path)
+
+        try:
+            yield from self._analyse(video, queue, flush)
+            yield from flush(0)
+        finally:
+            classifier.shutdown(wait=True)
+
+    def _analyse(self, video: VideoSource, queue: list, flush) -> Iterator[AnalysedFrame]:
+        """Decode, sample, detect or follow, track and crop; ``flush(1)`` hands full batches on."""
         options = self.options
         times = self.times
         tracker = FaceTracker(video.info.fps, lost_track_s=options.lost_track_s)
         follower = FaceFollower()
-        smoother = ProbabilitySmoother(options.smooth_s)
         step = None if options.sample_fps is None else 1.0 / options.sample_fps
         next_sample = 0.0
         last_detection: float | None = None
         prev_grey: tuple[np.ndarray, float] | None = None
         current: list[Face] = []
-        # Frames wait here until enough faces are gathered for one backend call: one batch of 16
-        # crops costs about a third of 16 calls of one (measured on both backends).
-        queue: list[tuple[DecodedFrame, _Pending | None]] = []
         queued_crops = 0
         frames = video.frames()
         while True:
@@ -121,7 +145,7 @@ class VideoAnalyser:
                 if decoded.time_s + 1e-6 < next_sample:
                     queue.append((decoded, None))
                     if len(queue) >= _MAX_QUEUED_FRAMES:
-                        yield from self._flush(queue, smoother, path)
+                        yield from flush(1)
                         queued_crops = 0
                     continue
                 while next_sample <= decoded.time_s + 1e-6:
@@ -160,9 +184,8 @@ class VideoAnalyser:
             queued_crops += len(crops)
             times.frames_analysed += 1
             if queued_crops >= _BATCH_CROPS or len(queue) >= _MAX_QUEUED_FRAMES:
-                yield from self._flush(queue, smoother, path)
+                yield from flush(1)
                 queued_crops = 0
-        yield from self._flush(queue, smoother, path)
 
     def _detect(self, image: Image.Image) -> list[Face]:
         """The detector on a copy at most detect_max_side pixels across, boxes back in frame pixels."""
@@ -177,13 +200,23 @@ class VideoAnalyser:
                 faces.append(moved)
         return faces
 
-    def _flush(self, queue, smoother: ProbabilitySmoother, path: str | None) -> Iterator[AnalysedFrame]:
+    def _submit(self, queue, classifier: ThreadPoolExecutor) -> Future:
+        """The probabilities of every face in ``queue``, computing on the classifier thread."""
         batches = [p.batch for _, p in queue if p is not None and p.batch is not None]
-        probs = np.empty((0, len(self.predictor.classes)))
-        if batches:
+
+        def classify() -> np.ndarray:
+            if not batches:
+                return np.empty((0, len(self.predictor.classes)))
             start = time.perf_counter()
             probs = _probabilities(self.predictor, np.concatenate(batches))
             self.times.classify += time.perf_counter() - start
+            return probs
+
+        return classifier.submit(classify)
+
+    def _emit(self, queue, probs: np.ndarray, smoother: ProbabilitySmoother,
+              path: str | None) -> Iterator[AnalysedFrame]:
+        """Results in frame order, each track's probabilities smoothed as time goes on."""
         row = 0
         classes = self.predictor.classes
         for decoded, pending in queue:
@@ -205,7 +238,6 @@ class VideoAnalyser:
             image = ImageResult(faces=tuple(f for _, f in faces), width=width, height=height, path=path)
             result = FrameResult(decoded.index, decoded.time_s, image, tuple(t for t, _ in faces), pending.detected)
             yield AnalysedFrame(decoded, result)
-        queue.clear()
 
 
 def _probabilities(predictor, batch: np.ndarray) -> np.ndarray:
