@@ -183,3 +183,17 @@ def test_with_detection_faceless_images_count_as_wrong_and_are_listed(tiny_model
     assert metrics["per_class"]["sadness"]["recall"] <= 0.5
     text = evaluate(tmp_path / "photos", "--model", tiny_model_dir)
     assert "no face found in 1 (counted as wrong)" in text.stdout and "4 images" in text.stdout
+
+
+def test_an_onnx_model_is_scored_by_the_same_path_with_the_same_answers(tiny_model_dir, odd_data, tmp_path):
+    from face_emotion.inference.export import export_onnx
+
+    onnx_path = tmp_path / "model.onnx"
+    export_onnx(tiny_model_dir, onnx_path, check_samples=2)
+    by_torch = only_json_object(evaluate(odd_data.root, "--model", tiny_model_dir, "--no-detect", "--json").stdout)
+    result = evaluate(odd_data.root, "--model", onnx_path, "--no-detect", "--json")
+    assert result.exit_code == 0, result.output
+    by_onnx = only_json_object(result.stdout)
+    assert by_onnx["n"] == by_torch["n"] > 0
+    assert by_onnx["confusion_matrix"] == by_torch["confusion_matrix"]
+    assert by_onnx["accuracy"] == pytest.approx(by_torch["accuracy"])
