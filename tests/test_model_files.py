@@ -380,3 +380,32 @@ def test_the_loaders_never_reach_for_pickle():
     for module in (store, backends):
         source = Path(module.__file__).read_text()
         assert "torch.load" not in source and "import pickle" not in source, module.__name__
+
+
+@pytest.mark.parametrize("verb", ["serve", "predict", "evaluate", "export"])
+@pytest.mark.parametrize("missing", ["empty-run", "gone.onnx", "gone.safetensors"])
+def test_every_command_says_the_same_thing_for_a_missing_model(tmp_path, verb, missing, monkeypatch):
+    """One resolver, one message: each verb names the path and how to get a model."""
+    from face_emotion.cli import main
+    from face_emotion.server import runner
+
+    monkeypatch.setattr(runner, "run_gunicorn", lambda *args: pytest.fail("started without a model"))
+    model = tmp_path / missing
+    if missing == "empty-run":
+        model.mkdir()
+    image = tmp_path / "data" / "anger" / "a.png"
+    image.parent.mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (90, 90, 90)).save(image)
+    arguments = {
+        "serve": ["serve", "--model", str(model)],
+        "predict": ["predict", str(image), "--model", str(model), "--no-detect"],
+        "evaluate": ["evaluate", str(tmp_path / "data"), "--model", str(model), "--no-detect"],
+        "export": ["export", "--model", str(model), "--output", str(tmp_path / "out.onnx")],
+    }[verb]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if "no model at" in line]
+    assert line.startswith(f"Error: no model at {model}")
+    assert line.endswith("train one with `face-emotion train DATA_DIR --out RUN_DIR` and pass --model RUN_DIR")

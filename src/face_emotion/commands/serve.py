@@ -24,22 +24,15 @@ def _check_names(detector: str | None, backend: str | None) -> None:
 
 def _check_model(model: str | None) -> None:
     """Fail before any worker starts when the model is missing or unreadable."""
-    from face_emotion.inference.backends import check_model_suffix
+    from face_emotion.inference.backends import BACKENDS, check_model_suffix
     from face_emotion.models.bundled import resolve_model_argument
-    from face_emotion.models.store import ModelLoadError, read_spec
+    from face_emotion.models.store import ModelLoadError, read_spec, resolve_model_path
 
     try:
-        path = resolve_model_argument(model)
-        if path.is_dir():
-            files = [f for f in (path / "model.safetensors", path / "model.onnx") if f.is_file()]
-        else:
-            files = [path] if path.is_file() else []
-        if not files:
-            raise ModelLoadError(f"no model at {path}: train one with `face-emotion train DATA_DIR --out RUN_DIR` "
-                                 f"and pass --model RUN_DIR")
-        check_model_suffix(files[0])  # a .pt/.ckpt pickle is refused here, not in each worker
-        if files[0].suffix == ".safetensors":
-            read_spec(files[0])  # the header only: cheap, and it starts no thread pool before the fork
+        path = resolve_model_path(resolve_model_argument(model), tuple(BACKENDS))
+        check_model_suffix(path)  # a .pt/.ckpt pickle is refused here, not in each worker
+        if path.suffix == ".safetensors":
+            read_spec(path)  # the header only: cheap, and it starts no thread pool before the fork
     except ModelLoadError as error:
         _fail(str(error))
 

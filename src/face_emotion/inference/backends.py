@@ -29,6 +29,7 @@ from face_emotion.models.store import (
     SPEC_METADATA_KEY,
     WEIGHTS_FILE,
     ModelLoadError,
+    no_model_error,
     refuse_pickle,
     resolve_model_path,
 )
@@ -166,7 +167,7 @@ class OnnxRuntimeBackend:
         self.path = Path(path)
         self._source = Path(source) if source is not None else None
         if not self.path.is_file():
-            raise ModelLoadError(f"no model at {self.path}: export one with `face-emotion export --output FILE`")
+            raise no_model_error(self.path)
         options = ort.SessionOptions()
         # One request's batch uses every granted core; requests are served one after another by
         # the session rather than by a second thread pool fighting the first.
@@ -382,27 +383,10 @@ def open_backend(path: str | Path, prefer: str | None = None, *, num_threads: in
     it, but a .safetensors one is run by ONNX Runtime through its derived form (what a server
     wants: the same weights and answers, without torch in the process).
     """
-    path = Path(path)
     wanted = _suffix_for(prefer) if prefer is not None else None
-    if path.is_dir():
-        stem = Path(WEIGHTS_FILE).stem
-        found = [path / f"{stem}{suffix}" for suffix in BACKENDS if (path / f"{stem}{suffix}").is_file()]
-        if wanted is not None:
-            matching = [p for p in found if p.suffix == wanted]
-            if not matching and wanted == ".onnx":
-                matching = [p for p in found if p.suffix == ".safetensors"]
-            found = matching
-        if not found:
-            looked_for = f"{stem}{wanted}" if wanted else " or ".join(f"{stem}{s}" for s in BACKENDS)
-            raise ModelLoadError(
-                f"no model at {path} (no {looked_for}): train one with `face-emotion train DATA_DIR --out RUN_DIR` "
-                f"and pass --model RUN_DIR"
-            )
-        path = found[0]
-    elif not path.is_file():
-        raise ModelLoadError(
-            f"no model at {path}: train one with `face-emotion train DATA_DIR --out RUN_DIR` and pass --model RUN_DIR"
-        )
+    # A folder without model.onnx still serves ONNX Runtime: its .safetensors through the derived form.
+    suffixes = {None: tuple(BACKENDS), ".onnx": (".onnx", ".safetensors")}.get(wanted, (wanted,))
+    path = resolve_model_path(path, suffixes)
     check_model_suffix(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors" and (derive or wanted == ".onnx"):

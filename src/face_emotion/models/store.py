@@ -43,16 +43,32 @@ def refuse_pickle(path: Path) -> None:
         )
 
 
-def resolve_model_path(path: str | Path) -> Path:
+def no_model_error(path: Path, looked_for: str | None = None) -> ModelLoadError:
+    """The one "no model at ..." message, with how to get a model."""
+    missing = f" (no {looked_for})" if looked_for else ""
+    return ModelLoadError(f"no model at {path}{missing}: train one with `face-emotion train DATA_DIR --out RUN_DIR` "
+                          f"and pass --model RUN_DIR")
+
+
+def resolve_model_path(path: str | Path, suffixes: tuple[str, ...] = (".safetensors",)) -> Path:
+    """A model path as given (a file, or a run folder) -> the model file to open.
+
+    The one resolver: a folder is searched for ``model<suffix>`` for each of ``suffixes`` in
+    order (the formats the caller can open); a file is taken as named. Pickles are refused by
+    name, and a missing model is :func:`no_model_error`. (A missing ``--model`` is turned into the
+    bundled model's path by models.bundled.resolve_model_argument first.)
+    """
     path = Path(path)
     if path.is_dir():
-        path = path / WEIGHTS_FILE
+        stem = Path(WEIGHTS_FILE).stem
+        candidates = [path / f"{stem}{suffix}" for suffix in suffixes]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        raise no_model_error(path, " or ".join(c.name for c in candidates))
     refuse_pickle(path)
     if not path.is_file():
-        raise ModelLoadError(
-            f"no model at {path}: train one with `face-emotion train DATA_DIR --out RUN_DIR` "
-            f"and pass --model RUN_DIR"
-        )
+        raise no_model_error(path)
     return path
 
 
