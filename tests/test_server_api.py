@@ -515,3 +515,45 @@ def test_real_predictor_finds_the_astronauts_face(tiny_model_dir):
     # The face is around x 180-270, y 60-180 in the 512x512 photo.
     assert 150 < box["x"] + box["width"] / 2 < 300 and 50 < box["y"] + box["height"] / 2 < 200
     assert body["emotion"] in CLASSES
+
+
+def test_serve_options_pass_not_given_and_show_the_dataclass_defaults():
+    """Defaults live in ServerConfig / RunOptions only: every option passes None when not given,
+    and its help shows the dataclass's default, so the two cannot drift apart."""
+    import dataclasses
+
+    from face_emotion.commands.serve import serve
+    from face_emotion.server.config import RunOptions
+
+    fields = {f.name: (cls, f) for cls in (ServerConfig, RunOptions) for f in dataclasses.fields(cls)}
+    options = [p for p in serve.params if p.name != "dev"]
+    given_nothing = serve.make_context("serve", []).params
+    assert {given_nothing[p.name] for p in options} == {None}
+    for param in options:
+        name = {"inference_timeout": "inference_timeout_s"}.get(param.name, param.name)
+        cls, f = fields[name]
+        assert cls.flag_name(name) in param.opts
+        assert f"Env {cls.env_name(name)}." in param.help
+        if f.default is not None and f.default != () and name != "inference_threads":
+            shown = {True: "on", False: "off"}.get(f.default) if isinstance(f.default, bool) else f"{f.default:g}" \
+                if isinstance(f.default, float) else str(f.default)
+            assert f"[default: {shown}]" in param.help, (name, param.help)
+    # Every setting with a flag has an option.
+    flags = {opt for p in options for opt in p.opts}
+    assert {cls.flag_name(n) for n, (cls, _) in fields.items() if cls.flag_name(n)} <= flags
+
+
+def test_run_options_come_from_the_environment_with_the_variable_named_on_error(tiny_model_dir, monkeypatch):
+    from face_emotion.cli import main
+    from face_emotion.server import runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "run_gunicorn", lambda config, options: seen.update(options=options))
+    monkeypatch.setenv("FACE_EMOTION_PORT", "5124")
+    monkeypatch.setenv("FACE_EMOTION_TIMEOUT", "40")
+    result = CliRunner().invoke(main, ["serve", "--model", str(tiny_model_dir), "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    assert (seen["options"].port, seen["options"].timeout_s, seen["options"].threads) == (5124, 40, 2)
+    monkeypatch.setenv("FACE_EMOTION_PORT", "70000")
+    result = CliRunner().invoke(main, ["serve", "--model", str(tiny_model_dir)])
+    assert result.exit_code == 1 and "--port / FACE_EMOTION_PORT" in result.output and "Traceback" not in result.output

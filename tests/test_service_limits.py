@@ -175,7 +175,7 @@ def test_the_deadline_fires_before_gunicorns_worker_timeout(tiny_model_dir, monk
     from face_emotion.cli import main
     from face_emotion.server import runner
 
-    assert ServerConfig().inference_timeout_s < runner.RunOptions().timeout_s
+    assert ServerConfig().inference_timeout_s < runner.RunOptions().timeout_s  # the defaults agree
     seen = {}
     monkeypatch.setattr(runner, "run_gunicorn", lambda config, options: seen.update(config=config, options=options))
     result = CliRunner().invoke(main, ["serve", "--model", str(tiny_model_dir), "--inference-timeout", "12",

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from face_emotion.commands.common import fail as _fail
+from face_emotion.inference.backends import backend_names
 from face_emotion.video.analyse import DEFAULT_DETECT_INTERVAL_S
 from face_emotion.video.smoothing import DEFAULT_SMOOTH_S
 
@@ -98,7 +99,7 @@ def _annotation_path(out_dir: Path, name: Path, used: set[Path]) -> Path:
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write copies of the images with boxes and labels drawn into this folder.")
 @click.option("--tta", is_flag=True, help="Average each face's probabilities with its mirror image's.")
-@click.option("--backend", type=click.Choice(["pytorch", "onnxruntime"]),
+@click.option("--backend", type=click.Choice(backend_names()),
               help="For a run folder holding both model files: which one to run.")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: every CPU available).")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import click
 
 from face_emotion.commands.common import fail as _fail
+from face_emotion.server.config import ConfigError, RunOptions, ServerConfig, check_deadlines
 
 
 def _check_names(detector: str | None, backend: str | None) -> None:
@@ -15,10 +17,10 @@ def _check_names(detector: str | None, backend: str | None) -> None:
 
     detectors = available_detectors()  # includes "none", the whole-image detector
     if detector is not None and detector not in detectors:
-        _fail(f"unknown face detector {detector!r} (--detector / FACE_EMOTION_DETECTOR); choose one of: "
+        _fail(f"unknown face detector {detector!r} ({ServerConfig.where('detector')}); choose one of: "
               f"{', '.join(detectors)}")
     if backend is not None and backend not in backend_names():
-        _fail(f"unknown backend {backend!r} (--backend / FACE_EMOTION_BACKEND); choose one of: "
+        _fail(f"unknown backend {backend!r} ({ServerConfig.where('backend')}); choose one of: "
               f"{', '.join(backend_names())}")
 
 
@@ -37,68 +39,66 @@ def _check_model(model: str | None) -> None:
         _fail(str(error))
 
 
+# Options default to None ("not given"): defaults, variables and checks live in ServerConfig and
+# RunOptions (server/config.py), which also write the defaults shown in the help texts.
+S, R = ServerConfig, RunOptions
+
+
 @click.command()
-@click.option("--model",
-              help="Run folder, model file or .onnx file (default: the bundled model). Env FACE_EMOTION_MODEL.")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="FACE_EMOTION_HOST",
-              help="Interface to listen on; 0.0.0.0 exposes the service to the network.")
-@click.option("--port", default=5000, show_default=True, envvar="FACE_EMOTION_PORT", type=click.IntRange(1, 65535))
-@click.option("--workers", type=click.IntRange(1, 64), envvar="FACE_EMOTION_WORKERS",
-              help="Worker processes, each with its own model [default: one per core].")
-@click.option("--threads", default=4, show_default=True, envvar="FACE_EMOTION_THREADS", type=click.IntRange(1, 64),
-              help="Connections each worker serves at once (predictions within a worker still run one at a time).")
-@click.option("--timeout", "timeout_s", default=60, show_default=True, envvar="FACE_EMOTION_TIMEOUT",
-              type=click.IntRange(5, 3600), help="Seconds before a stuck worker is restarted.")
-@click.option("--max-upload-mb", type=float, help="Largest request body [default: 10]. Env FACE_EMOTION_MAX_UPLOAD_MB.")
-@click.option("--max-pixels", type=int,
-              help="Largest decoded image, width*height [default: 40e6]. Env FACE_EMOTION_MAX_PIXELS.")
-@click.option("--max-batch", type=int, help="Most images per /predict/batch [default: 16]. Env FACE_EMOTION_MAX_BATCH.")
-@click.option("--cors-origins", help="Comma-separated origins allowed to call the API from a browser "
-                                     "(default: same origin only). Env FACE_EMOTION_CORS_ORIGINS.")
-@click.option("--detector", help="Face detector name (default: the Predictor's). Env FACE_EMOTION_DETECTOR.")
-@click.option("--backend", help="Inference backend name (default: from the model file). Env FACE_EMOTION_BACKEND.")
-@click.option("--tta/--no-tta", default=None, help="Test-time augmentation. Env FACE_EMOTION_TTA.")
-@click.option("--inference-threads", type=int,
-              help="Intra-op threads per worker [default: cores / workers]. Env FACE_EMOTION_INFERENCE_THREADS.")
-@click.option("--inference-timeout", type=float,
-              help="Seconds a request may wait for its prediction before a JSON 503 'timeout' [default: 30]; "
-                   "below --timeout. Env FACE_EMOTION_INFERENCE_TIMEOUT_S.")
-@click.option("--access-log", is_flag=True, help="Log every request (gunicorn's access log on stdout).")
+@click.option("--model", help=S.help("model", "Run folder, model file or .onnx file", "the bundled model"))
+@click.option("--host", help=R.help("host", "Interface to listen on; 0.0.0.0 exposes the service to the network"))
+@click.option("--port", type=int, help=R.help("port", "Port to listen on"))
+@click.option("--workers", type=int, help=R.help("workers", "Worker processes, each with its own model",
+                                                   "one per core; 1 with --dev"))
+@click.option("--threads", type=int, help=R.help(
+    "threads", "Connections each worker serves at once (predictions within a worker still run one at a time)"))
+@click.option("--timeout", "timeout_s", type=int, help=R.help("timeout_s", "Seconds before a stuck worker is restarted"))
+@click.option("--max-upload-mb", type=float, help=S.help("max_upload_mb", "Largest request body, MB"))
+@click.option("--max-pixels", type=int, help=S.help("max_pixels", "Largest decoded image, width*height"))
+@click.option("--max-batch", type=int, help=S.help("max_batch", "Most images per /predict/batch"))
+@click.option("--cors-origins", help=S.help("cors_origins", "Comma-separated origins allowed to call the API "
+                                                            "from a browser", "same origin only"))
+@click.option("--detector", help=S.help("detector", "Face detector name", "the package's default detector"))
+@click.option("--backend", help=S.help("backend", "Inference backend name", "from the model file"))
+@click.option("--tta/--no-tta", default=None, help=S.help("tta", "Test-time augmentation (mirrored crops too)"))
+@click.option("--inference-threads", type=int, help=S.help("inference_threads", "Intra-op threads per worker",
+                                                           "cores / workers"))
+@click.option("--inference-timeout", type=float, help=S.help(
+    "inference_timeout_s", "Seconds a request may wait for its prediction before a JSON 503 'timeout'; below --timeout"))
+@click.option("--access-log", is_flag=True, default=None, help=R.help("access_log", "Log every request "
+                                                                                    "(gunicorn's access log on stdout)"))
 @click.option("--dev", is_flag=True,
               help="Flask's development server instead of gunicorn (one process; for debugging).")
 def serve(model, host, port, workers, threads, timeout_s, max_upload_mb, max_pixels, max_batch, cors_origins,
           detector, backend, tta, inference_threads, inference_timeout, access_log, dev) -> None:
     """Serve the JSON API and the web page (gunicorn; --dev for Flask's own server)."""
-    from face_emotion.server.config import ConfigError, ServerConfig
-    from face_emotion.server.runner import RunOptions, default_workers, run_dev, run_gunicorn
+    from face_emotion.server.runner import default_workers, run_dev, run_gunicorn
 
-    workers = workers or (1 if dev else default_workers())
     try:
+        options = RunOptions.from_env(host=host, port=port, workers=workers, threads=threads, timeout_s=timeout_s,
+                                      access_log=access_log)
+        options = replace(options, workers=options.workers or (1 if dev else default_workers()))
         config = ServerConfig.from_env(
             model=model, max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch,
             cors_origins=cors_origins, detector=detector, backend=backend, tta=tta,
             inference_threads=inference_threads, inference_timeout_s=inference_timeout,
         )
+        if not dev:
+            check_deadlines(config, options)
     except ConfigError as error:
         _fail(str(error))
-    if not dev and config.inference_timeout_s >= timeout_s:
-        # gunicorn kills a worker silent for --timeout seconds: the JSON deadline must come first.
-        _fail(f"the inference timeout ({config.inference_timeout_s:g} s, --inference-timeout / "
-              f"FACE_EMOTION_INFERENCE_TIMEOUT_S) must be below the worker timeout ({timeout_s} s, --timeout)")
-    if not config.inference_threads and "FACE_EMOTION_INFERENCE_THREADS" not in os.environ:
+    if inference_threads is None and ServerConfig.env_name("inference_threads") not in os.environ:
         # Split the cores between the workers instead of letting each grab all of them.
-        cores = default_workers()
-        config = config.__class__.from_mapping({**config.to_dict(), "inference_threads": max(1, cores // workers)})
+        config = replace(config, inference_threads=max(1, default_workers() // options.workers))
     _check_names(config.detector, config.backend)
     _check_model(config.model)
 
-    options = RunOptions(host=host, port=port, workers=workers, threads=threads, timeout_s=timeout_s,
-                         access_log=access_log)
+    host, port = options.host, options.port
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     if dev:
         click.echo(f"face-emotion (Flask development server) on {where}", err=True)
         run_dev(config, options)
     else:
-        click.echo(f"face-emotion on {where} ({workers} worker(s) x {threads} threads, "
+        click.echo(f"face-emotion on {where} ({options.workers} worker(s) x {options.threads} threads, "
                    f"{config.inference_threads} inference thread(s) each)", err=True)
         run_gunicorn(config, options)

@@ -18,24 +18,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
-from face_emotion.server.config import ServerConfig
+from face_emotion.server.config import RunOptions, ServerConfig
+
+__all__ = ["RunOptions", "default_workers", "load_app", "run_dev", "run_gunicorn"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    host: str = "127.0.0.1"
-    port: int = 5000
-    workers: int = 1
-    threads: int = 4  # per worker; connections served at once = workers * threads
-    timeout_s: int = 60  # a worker silent for longer is killed and replaced
-    graceful_timeout_s: int = 20
-    keepalive_s: int = 5
-    access_log: bool = False
-    warm_up: bool = True
+# gunicorn settings no one has needed to change: seconds a stopping worker may finish its
+# requests, and seconds an idle keep-alive connection is held.
+GRACEFUL_TIMEOUT_S = 20
+KEEPALIVE_S = 5
 
 
 def default_workers() -> int:
@@ -89,12 +83,12 @@ def run_gunicorn(config: ServerConfig, options: RunOptions) -> None:
 
     settings = {
         "bind": f"[{options.host}]:{options.port}" if ":" in options.host else f"{options.host}:{options.port}",
-        "workers": options.workers,
+        "workers": options.workers or default_workers(),
         "worker_class": "gthread",
         "threads": options.threads,
         "timeout": options.timeout_s,
-        "graceful_timeout": options.graceful_timeout_s,
-        "keepalive": options.keepalive_s,
+        "graceful_timeout": GRACEFUL_TIMEOUT_S,
+        "keepalive": KEEPALIVE_S,
         "preload_app": False,
         "accesslog": "-" if options.access_log else None,
         "errorlog": "-",
@@ -118,7 +112,7 @@ def run_gunicorn(config: ServerConfig, options: RunOptions) -> None:
             from face_emotion.models.store import ModelLoadError
 
             try:
-                return load_app(config, warm_up=options.warm_up)
+                return load_app(config)
             except (ModelLoadError, ImportError, ValueError) as error:
                 # A missing model, detector library (DetectorUnavailableError is an ImportError) or
                 # an unknown name. AppImportError: gunicorn prints the message and stops cleanly
