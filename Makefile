@@ -1,11 +1,12 @@
 # The two commands a new user needs:  `make run`  and  `make test`.
+# While developing: `make test-fast` (no slow or browser tests; CI still runs `make test`, all of them).
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: setup run test clean
+.PHONY: setup run test test-fast clean
 
 $(BIN)/face-emotion: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,10 @@ run: setup
 test: setup
 	bash scripts/install_browser_deps.sh
 	$(BIN)/python -m pytest
+
+FAST_TESTS := -m "not slow and not browser"
+test-fast: setup
+	$(BIN)/python -m pytest $(FAST_TESTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -32,6 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+# The tests' model builder: tests/support.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.models import make_tiny_model  # noqa: E402
+
 RESNET50_FLOP = 8.2e9  # multiply-adds x 2, 224 x 224 input
 NOMINAL_FLOOR_MS = 57.0  # ENVIRONMENT.md: 145 GFLOP/s SGEMM measured on these machines
 CLASSES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
@@ -57,16 +61,9 @@ def _timed(fn) -> float:
 
 
 def build_model(work: Path) -> Path:
-    from face_emotion.models.backbones import IMAGENET_MEAN, IMAGENET_STD, create_network
-    from face_emotion.models.spec import ModelSpec, PreprocessSpec
-    from face_emotion.models.store import save_model
-
-    network = create_network("resnet50", len(CLASSES), weights=None).eval()
-    spec = ModelSpec(
-        architecture="resnet50", classes=CLASSES, name="benchmark-resnet50",
-        preprocess=PreprocessSpec(image_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
-    )
-    return save_model(network, spec, work / "run")
+    """A random-weight ResNet-50 at 224 px (speed does not depend on the weights)."""
+    return make_tiny_model(work / "run", CLASSES, 224, "resnet50", temperature=1.0, name="benchmark-resnet50") \
+        / "model.safetensors"
 
 
 def load_image_bytes(path: str | None) -> tuple[bytes, str]:

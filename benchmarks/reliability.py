@@ -31,22 +31,23 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import os
 import random
 import shutil
 import signal
-import socket
-import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+# The helpers the tests use too (encoders, a server launcher): tests/support.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.images import encode, photo, png_bomb  # noqa: E402
+from support.server import ServerProcess, free_port, serve_command  # noqa: E402
+from support.server import multipart as support_multipart  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Payloads
@@ -68,51 +69,7 @@ class Payload:
 
 
 def multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
-    """(field, filename, data) parts -> a multipart/form-data body and its Content-Type."""
-    chunks = []
-    for field_name, filename, data in parts:
-        disposition = f'Content-Disposition: form-data; name="{field_name}"'
-        if filename is not None:
-            disposition += f'; filename="{filename}"'
-        chunks.append(f"--{BOUNDARY}\r\n{disposition}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
-                      + data + b"\r\n")
-    chunks.append(f"--{BOUNDARY}--\r\n".encode())
-    return b"".join(chunks), f"multipart/form-data; boundary={BOUNDARY}"
-
-
-def _encode(image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png_bomb(side: int = 30_000) -> bytes:
-    """~110 kB of PNG that inflates to side x side one-bit pixels (112 MB of IDAT for 30000)."""
-    row = b"\x00" * (1 + (side + 7) // 8)
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row * 1000) for _ in range(side // 1000)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
-
-
-def photo(side: int = 256):
-    """A photo with one face (skimage's astronaut) when scikit-image is there, else a synthetic picture."""
-    from PIL import Image
-
-    try:
-        from skimage import data as skimage_data
-
-        image = Image.fromarray(skimage_data.astronaut())
-    except ImportError:
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        image = Image.fromarray(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8))
-    return image.resize((side, side))
+    return support_multipart(parts, BOUNDARY)
 
 
 def valid_payloads() -> list[Payload]:
@@ -123,28 +80,28 @@ def valid_payloads() -> list[Payload]:
     small = photo(96)
     exif = Image.Exif()
     exif[0x0112] = 6
-    rotated = _encode(face.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=85, exif=exif.tobytes())
+    rotated = encode(face.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=85, exif=exif.tobytes())
     frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     payloads = [
-        Payload("jpeg-256", "/predict", _encode(face, "JPEG", quality=88), "image/jpeg"),
-        Payload("png-96", "/predict", _encode(small, "PNG"), "image/png"),
+        Payload("jpeg-256", "/predict", encode(face, "JPEG", quality=88), "image/jpeg"),
+        Payload("png-96", "/predict", encode(small, "PNG"), "image/png"),
         Payload("exif-rotated", "/predict", rotated, "image/jpeg"),
-        Payload("grey-webp", "/predict", _encode(small.convert("L"), "WEBP"), "image/webp"),
-        Payload("gif-animated", "/predict", _encode(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+        Payload("grey-webp", "/predict", encode(small.convert("L"), "WEBP"), "image/webp"),
+        Payload("gif-animated", "/predict", encode(frames[0], "GIF", save_all=True, append_images=frames[1:]),
                 "image/gif"),
-        Payload("one-pixel", "/predict", _encode(Image.new("RGB", (1, 1)), "PNG"), "image/png"),
-        Payload("explain", "/predict?explain=1", _encode(small, "JPEG"), "image/jpeg"),
+        Payload("one-pixel", "/predict", encode(Image.new("RGB", (1, 1)), "PNG"), "image/png"),
+        Payload("explain", "/predict?explain=1", encode(small, "JPEG"), "image/jpeg"),
     ]
-    body, content_type = multipart([("image", "face.jpg", _encode(face, "JPEG", quality=85))])
+    body, content_type = multipart([("image", "face.jpg", encode(face, "JPEG", quality=85))])
     payloads.append(Payload("multipart", "/predict", body, content_type))
-    body, content_type = multipart([("images", f"{i}.jpg", _encode(small, "JPEG")) for i in range(3)])
+    body, content_type = multipart([("images", f"{i}.jpg", encode(small, "JPEG")) for i in range(3)])
     payloads.append(Payload("batch-3", "/predict/batch", body, content_type))
     return payloads
 
 
 def bad_payloads() -> list[Payload]:
     """Cheap bad uploads mixed into the soak: each must get its 4xx JSON answer, every time."""
-    truncated = _encode(photo(128), "JPEG")[:600]
+    truncated = encode(photo(128), "JPEG")[:600]
     return [
         Payload("not-an-image", "/predict", b"hello, not a photo" * 10, "image/jpeg", frozenset({400}), "invalid_image"),
         Payload("truncated-jpeg", "/predict", truncated, "image/jpeg", frozenset({400}), "invalid_image"),
@@ -163,21 +120,21 @@ def hostile_payloads(max_batch: int = 16) -> list[Payload]:
            b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script><text>&x;</text></svg>')
     body, content_type = multipart([("image", "drawing.jpg", svg)])
     payloads.append(Payload("svg-named-jpg", "/predict", body, content_type, frozenset({400}), "invalid_image"))
-    body, content_type = multipart([("file", "a.jpg", _encode(photo(64), "JPEG"))])
+    body, content_type = multipart([("file", "a.jpg", encode(photo(64), "JPEG"))])
     payloads.append(Payload("wrong-field", "/predict", body, content_type, frozenset({400}), "no_image"))
     payloads.append(Payload("png-bomb-30000", "/predict", png_bomb(), "image/png", frozenset({413}), "image_too_large"))
     payloads.append(Payload("random-30MB", "/predict", random.Random(30).randbytes(30 * 1024 * 1024),
                             "application/octet-stream", frozenset({413}), "payload_too_large"))
-    png = _encode(photo(64), "PNG")
+    png = encode(photo(64), "PNG")
     payloads.append(Payload("truncated-png", "/predict", png[: len(png) // 2], "image/png", frozenset({400}),
                             "invalid_image"))
-    cmyk = _encode(Image.new("CMYK", (40, 30), (0, 200, 200, 0)), "JPEG")
+    cmyk = encode(Image.new("CMYK", (40, 30), (0, 200, 200, 0)), "JPEG")
     payloads.append(Payload("cmyk-jpeg", "/predict", cmyk, "image/jpeg"))
     import numpy as np
 
-    deep = _encode(Image.fromarray(np.full((30, 40), 50_000, dtype=np.uint16)), "PNG")
+    deep = encode(Image.fromarray(np.full((30, 40), 50_000, dtype=np.uint16)), "PNG")
     payloads.append(Payload("grey16-png", "/predict", deep, "image/png"))
-    one = _encode(Image.new("RGB", (1, 1)), "PNG")
+    one = encode(Image.new("RGB", (1, 1)), "PNG")
     body, content_type = multipart([("images", f"{i}.png", one) for i in range(300)])
     payloads.append(Payload("batch-300", "/predict/batch", body, content_type, frozenset({413}), "too_many_images"))
     names = ["../../../../tmp/evil.jpg", "..\\..\\win.ini", "/etc/passwd", "<script>x</script>.jpg",
@@ -191,85 +148,32 @@ def hostile_payloads(max_batch: int = 16) -> list[Payload]:
 # The server
 # ---------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
+class Server(ServerProcess):
     """`face-emotion serve` in its own session, in an empty cwd with an empty TMPDIR."""
 
     def __init__(self, model: str | None, *, workers: int = 2, threads: int = 4, detector: str | None = None,
                  inference_threads: int = 1, extra: list[str] | None = None, root: Path | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
         self.root = Path(root or tempfile.mkdtemp(prefix="face-emotion-reliability-"))
         self.cwd, self.tmp = self.root / "cwd", self.root / "tmp"
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.root / "serve.log"
         self.workers_wanted = workers
-        self.command = [sys.executable, "-m", "face_emotion", "serve", "--port", str(self.port),
-                        "--workers", str(workers), "--threads", str(threads),
-                        "--inference-threads", str(inference_threads), *(extra or [])]
+        options = ["--workers", str(workers), "--threads", str(threads), "--inference-threads", str(inference_threads),
+                   *(extra or [])]
         if model:
-            self.command += ["--model", str(model)]
+            options += ["--model", str(model)]
         if detector:
-            self.command += ["--detector", detector]
-        self.process: subprocess.Popen | None = None
+            options += ["--detector", detector]
+        super().__init__(serve_command(port, *options), port, self.root / "serve.log", cwd=self.cwd, name="the server",
+                         env={"TMPDIR": str(self.tmp), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"})
 
-    def start(self, timeout_s: float = 120) -> Server:
-        env = {**os.environ, "TMPDIR": str(self.tmp), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "w") as log:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen(self.command, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server stopped while starting:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the server did not answer /health within {timeout_s} s:\n{self.log()}")
-            try:
-                status, _ = get(self.url + "/health", timeout=2)
-                if status == 200 and len(self.worker_pids()) == self.workers_wanted:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text()[-4000:]
-        except OSError:
-            return ""
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+    def start(self, timeout_s: float = 120, ready=None) -> Server:
+        # Up means every worker has booted, not just the first to answer /health.
+        return super().start(timeout_s, ready or (lambda: len(self.worker_pids()) == self.workers_wanted))
 
     def worker_pids(self) -> list[int]:
         return sorted(children(self.pid))
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)  # our own session: the master and its workers
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-
-    def __enter__(self) -> Server:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def files(self) -> list[str]:
         """What is in the server's working directory and temp dir."""

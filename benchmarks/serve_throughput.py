@@ -34,16 +34,18 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+# The helpers the tests use too (a server launcher, multipart bodies, tiny models): tests/support.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.models import make_tiny_model  # noqa: E402
+from support.server import ServerProcess, free_port, multipart, serve_command  # noqa: E402
 
 HERE = Path(__file__).resolve()
 DEFAULT_PHOTO_NOTE = "skimage.data.astronaut() (one face)"
@@ -102,49 +104,12 @@ def run_baseline_server(port: int) -> None:
 # Servers
 # ---------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    name: str
-    command: list[str]
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen | None = None
-    log_path: Path | None = None
-
-    def start(self, log_dir: Path) -> None:
-        self.log_path = log_dir / (re.sub(r"[^A-Za-z0-9.-]+", "_", self.name) + ".log")
-        log = open(self.log_path, "w")
-        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **self.env}, start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"{self.name} did not answer /health within {timeout_s} s")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)  # the server's own process group (gunicorn workers too)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+def make_server(name: str, command: Callable[[int], list[str]], log_dir: Path,
+                env: dict[str, str] | None = None) -> ServerProcess:
+    """A server (not started) on a free port; ``command(port)`` is its command line."""
+    port = free_port()
+    log_path = log_dir / (re.sub(r"[^A-Za-z0-9.-]+", "_", name) + ".log")
+    return ServerProcess(command(port), port, log_path, env=env, name=name)
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -162,7 +127,7 @@ def group_pids(pgid: int) -> list[int]:
     return sorted(pids)
 
 
-def memory_report(server: "Server") -> str:
+def memory_report(server: ServerProcess) -> str:
     """'master 52 MB; workers 180, 182 MB; torch in: none' for a server's process group."""
     parts = []
     for pid in group_pids(server.process.pid):
@@ -208,15 +173,6 @@ def cpu_seconds(pgid: int) -> float:
 # ---------------------------------------------------------------------------------------------
 # Load generator
 # ---------------------------------------------------------------------------------------------
-
-def multipart(image_bytes: bytes, filename: str = "photo.jpg") -> tuple[bytes, str]:
-    boundary = "----face-emotion-benchmark-boundary"
-    body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
-        f"Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + image_bytes + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
 
 @dataclass
 class LoadResult:
@@ -329,12 +285,8 @@ def photo_bytes(path: str | None, side: int) -> tuple[bytes, str, tuple[int, int
 
 def make_benchmark_model(out_dir: Path) -> tuple[Path, str]:
     """A random-weight ResNet-50 at the bundled model's input size (or 64 px grayscale)."""
-    import torch
-
-    from face_emotion.models.backbones import create_network, get_backbone
     from face_emotion.models.bundled import bundled_model_path
-    from face_emotion.models.spec import ModelSpec, PreprocessSpec
-    from face_emotion.models.store import ModelLoadError, read_spec, save_model
+    from face_emotion.models.store import ModelLoadError, read_spec
 
     try:
         bundled = read_spec(bundled_model_path())
@@ -344,13 +296,8 @@ def make_benchmark_model(out_dir: Path) -> tuple[Path, str]:
         size, colour = 64, "grayscale"
         classes = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
         where = "no bundled model: 64 px grayscale"
-    torch.manual_seed(0)
-    backbone = get_backbone("resnet50")
-    network = create_network("resnet50", len(classes), 0.3, weights=None).eval()
-    spec = ModelSpec(architecture="resnet50", classes=tuple(classes), name="benchmark-resnet50-random",
-                     preprocess=PreprocessSpec(image_size=size, color_mode=colour,
-                                               mean=backbone.mean, std=backbone.std))
-    save_model(network, spec, out_dir)
+    make_tiny_model(out_dir, classes, size, "resnet50", colour, temperature=1.0, name="benchmark-resnet50-random",
+                    dropout=0.3)
     return out_dir, f"random ResNet-50, {where}"
 
 
@@ -381,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     image, image_note, image_size = photo_bytes(args.image, args.image_side)
-    body, content_type = multipart(image)
+    body, content_type = multipart([("image", "photo.jpg", image)])
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     if args.model:
         model, model_note = args.model, args.model
@@ -389,28 +336,26 @@ def main(argv: list[str] | None = None) -> int:
         model_dir, model_note = make_benchmark_model(work / "model")
         model = str(model_dir / "model.safetensors")
 
-    servers = [Server("baseline (Flask dev server, ResNet-50 224 px, whole image)",
-                      [sys.executable, str(HERE), "--baseline-server", "--port", "{port}"], free_port())]
-    serve = [sys.executable, "-m", "face_emotion", "serve", "--port", "{port}", "--threads", str(args.threads)]
-    if args.workers:
-        serve += ["--workers", str(args.workers)]
-    servers.append(Server("face-emotion serve", serve + ["--model", model], free_port()))
+    servers = [make_server("baseline (Flask dev server, ResNet-50 224 px, whole image)",
+                           lambda port: [sys.executable, str(HERE), "--baseline-server", "--port", str(port)], work)]
+    serve = ["--threads", str(args.threads)] + (["--workers", str(args.workers)] if args.workers else [])
+    servers.append(make_server("face-emotion serve", lambda port: serve_command(port, *serve, "--model", model), work))
     if args.pytorch:
-        servers.append(Server("face-emotion serve --backend pytorch", serve + ["--model", model, "--backend", "pytorch"],
-                              free_port()))
+        servers.append(make_server("face-emotion serve --backend pytorch",
+                                   lambda port: serve_command(port, *serve, "--model", model, "--backend", "pytorch"),
+                                   work))
     if args.compare:
-        servers.append(Server(f"face-emotion serve from {args.compare}", serve + ["--model", model], free_port(),
-                              env={"PYTHONPATH": str(args.compare.resolve())}))
-    for server in servers:
-        server.command = [part.replace("{port}", str(server.port)) for part in server.command]
+        servers.append(make_server(f"face-emotion serve from {args.compare}",
+                                   lambda port: serve_command(port, *serve, "--model", model), work,
+                                   env={"PYTHONPATH": str(args.compare.resolve())}))
 
     results: list[LoadResult] = []
     memory: dict[str, str] = {}
     try:
         for server in servers:
-            server.start(work)
+            server.launch()
         for server in servers:
-            server.wait_ready()
+            server.wait_ready(timeout_s=180)
         # Rows of one client count run back to back, so a change in the machine's other load
         # between rows disturbs the ratios as little as possible.
         for count in clients:

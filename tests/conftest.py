@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny models and datasets built in tmp dirs, in seconds."""
+"""Shared fixtures: tiny models and datasets built in tmp dirs, in seconds (helpers: tests/support)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic import make_learnable_dataset  # noqa: E402
-
-TINY_CLASSES = ("anger", "happiness", "sadness")
-
-
-def make_tiny_model(out_dir: Path, classes=TINY_CLASSES, image_size: int = 32, arch: str = "resnet18",
-                    color_mode: str = "rgb", temperature: float = 1.5, seed: int = 0) -> Path:
-    """An untrained (random) but complete model folder: fast, and enough for plumbing tests."""
-    import torch
-
-    from face_emotion.models.backbones import create_network, get_backbone
-    from face_emotion.models.spec import ModelSpec, PreprocessSpec
-    from face_emotion.models.store import save_model
-
-    torch.manual_seed(seed)
-    backbone = get_backbone(arch)
-    network = create_network(arch, len(classes), 0.2, weights=None).eval()
-    spec = ModelSpec(
-        architecture=arch, classes=tuple(classes), temperature=temperature, name="tiny-test-model",
-        preprocess=PreprocessSpec(image_size=image_size, color_mode=color_mode, mean=backbone.mean, std=backbone.std),
-        dropout=0.2,
-    )
-    save_model(network, spec, out_dir)
-    return out_dir
+from support.models import make_tiny_model  # noqa: E402
+from support.synthetic import make_learnable_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

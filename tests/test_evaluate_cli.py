@@ -10,7 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import odd_images as odd
+from support import odd_images as odd
+from support.models import TINY_CLASSES
 from face_emotion.cli import main
 from face_emotion.data.scan import scan_dataset
 from face_emotion.imageio import load_image
@@ -18,7 +19,7 @@ from face_emotion.models.store import load_model
 from face_emotion.transforms import eval_transform
 
 METRICS_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "classes", "ece"}
-MODEL_CLASSES = ("anger", "happiness", "sadness")  # conftest.TINY_CLASSES
+MODEL_CLASSES = TINY_CLASSES
 
 
 

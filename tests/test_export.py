@@ -21,6 +21,7 @@ from face_emotion.inference.backends import (
 from face_emotion.inference.export import ExportCheckError, export_onnx
 from face_emotion.inference.predictor import Predictor
 from face_emotion.models.store import ModelLoadError, read_spec
+from support.fakes import FixedFaces
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -28,13 +29,10 @@ pytest.importorskip("onnxruntime")
 
 
 
-class TwoFaces:
-    name = "two-faces"
+def two_faces() -> FixedFaces:
+    from face_emotion.faces import Face
 
-    def detect(self, image):
-        from face_emotion.faces import Face
-
-        return [Face((30, 10, 36, 30), 0.9, None), Face((4, 6, 14, 12), 0.7, None)]
+    return FixedFaces([Face((30, 10, 36, 30), 0.9, None), Face((4, 6, 14, 12), 0.7, None)], "two-faces")
 
 
 def noise_images(count: int, seed: int = 0) -> list[Image.Image]:
@@ -74,8 +72,8 @@ def test_fp32_export_is_checked_and_self_describing(exported):
 
 def test_backend_parity_pytorch_vs_onnx(exported):
     run, _, _ = exported
-    torch_predictor = Predictor(PyTorchBackend(run / "model.safetensors"), TwoFaces())
-    onnx_predictor = Predictor.load(run / "model.onnx", detector=TwoFaces(), num_threads=1)
+    torch_predictor = Predictor(PyTorchBackend(run / "model.safetensors"), two_faces())
+    onnx_predictor = Predictor.load(run / "model.onnx", detector=two_faces(), num_threads=1)
     assert onnx_predictor.backend_name == "onnxruntime"
     assert onnx_predictor.spec == torch_predictor.spec
     for image in noise_images(3):
@@ -96,13 +94,13 @@ def test_int8_export_agrees_loosely_and_is_smaller(exported):
     assert result.int8_top1_agreement >= 0.5
     backend = OnnxRuntimeBackend(run / "model.int8.onnx", num_threads=1)
     assert "int8" in backend.quantization
-    faces = Predictor(backend, TwoFaces()).predict(noise_images(1)[0])
+    faces = Predictor(backend, two_faces()).predict(noise_images(1)[0])
     assert len(faces) == 2 and sum(faces[0].probabilities.values()) == pytest.approx(1.0)
 
 
 @pytest.mark.slow
 def test_int8_with_calibration_folder(tiny_model_dir, tmp_path):
-    from synthetic import make_learnable_dataset
+    from support.synthetic import make_learnable_dataset
 
     data = make_learnable_dataset(tmp_path / "faces", per_class=8)
     (data / "broken.jpg").write_bytes(b"not a jpeg")
@@ -147,12 +145,12 @@ def test_open_backend_choices(exported, tmp_path):
 
 def test_onnx_explain_needs_the_source_weights(exported, tmp_path):
     run, _, _ = exported
-    beside = Predictor.load(run / "model.onnx", detector=TwoFaces(), num_threads=1)
+    beside = Predictor.load(run / "model.onnx", detector=two_faces(), num_threads=1)
     faces = beside.predict(noise_images(1)[0], explain=True)
     assert all(f.heatmap_png for f in faces)
     alone = tmp_path / "alone.onnx"
     shutil.copy(run / "model.onnx", alone)
-    predictor = Predictor.load(alone, detector=TwoFaces(), num_threads=1)
+    predictor = Predictor.load(alone, detector=two_faces(), num_threads=1)
     assert predictor.predict(noise_images(1)[0])  # plain prediction still works
     with pytest.raises(ExplainUnavailableError, match=r"needs the PyTorch model.*\.safetensors"):
         predictor.predict(noise_images(1)[0], explain=True)

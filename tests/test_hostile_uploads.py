@@ -25,12 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import odd_images
 import pytest
 from PIL import Image
 
 from face_emotion.imageio import ImageDecodeError, decode_image
 from face_emotion.server import create_app
+from support import images, odd_images
+from support.images import encode, png_chunk, raw_png
 
 # Hypothesis keeps caches under ./.hypothesis (mined constants, even with the example database off):
 # send them to the temp dir so that a test run leaves nothing in the checkout.
@@ -187,34 +188,12 @@ def post_batch(client, files: list[tuple[bytes, str]], query=""):
         return client.post("/predict/batch" + query, data=body, content_type=multipart_type)
 
 
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def raw_png(width: int, height: int, bit_depth: int, colour_type: int, rows: bytes, extra=b"") -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + extra + png_chunk(b"IDAT", zlib.compress(rows))
-            + png_chunk(b"IEND", b""))
-
-
 @pytest.fixture(scope="module")
 def png_bomb() -> bytes:
     """A ~110 kB PNG whose IDAT inflates to 112 MB: 30000 x 30000 one-bit pixels, all zero."""
-    side = 30_000
-    row = b"\x00" * (1 + side // 8)  # filter byte + 3750 bytes of pixels
-    compressor = zlib.compressobj(9)
-    parts = [compressor.compress(row * 1000) for _ in range(side // 1000)]
-    idat = b"".join(parts) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    data = images.png_bomb(30_000)
     assert len(data) < 200_000
-    assert struct.unpack(">II", data[16:24]) == (side, side)
+    assert struct.unpack(">II", data[16:24]) == (30_000, 30_000)
     return data
 
 

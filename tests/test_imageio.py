@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import odd_images as odd
+from support import odd_images as odd
+from support.images import encode
 from face_emotion.imageio import (
     ImageDecodeError,
     ImageTooLargeError,
@@ -93,7 +94,7 @@ def test_transparent_pixels_are_composited_on_white(build, opaque_colour):
 def test_half_transparent_pixels_are_blended():
     array = np.zeros((8, 8, 4), dtype=np.uint8)
     array[..., 3] = 128  # black at half opacity over white -> mid grey
-    image = pixels(decode_image(odd._encode(Image.fromarray(array, mode="RGBA"), "PNG")))
+    image = pixels(decode_image(encode(Image.fromarray(array, mode="RGBA"), "PNG")))
     assert close(image[4, 4], (127, 127, 127), tolerance=2)
 
 

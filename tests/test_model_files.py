@@ -25,7 +25,7 @@ from face_emotion.models.store import (
     read_spec,
 )
 
-TINY_CLASSES = ("anger", "happiness", "sadness")
+from support.models import TINY_CLASSES
 
 
 class Canary:

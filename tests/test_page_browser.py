@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from support.server import ServerProcess, free_port, serve_command
 
 pytestmark = pytest.mark.browser
 
@@ -40,12 +37,6 @@ elif not CHROMIUM.is_file():
         reason=f"no Chromium at {CHROMIUM}: run scripts/install_browser_deps.sh (apt-get install chromium)")]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _default_detector_available() -> bool:
     try:
         from face_emotion.faces.centerface_detector import default_model_path
@@ -59,35 +50,13 @@ def _default_detector_available() -> bool:
 @pytest.fixture(scope="module")
 def server_url(tiny_model_dir, tmp_path_factory):
     """`face-emotion serve` (gunicorn, one worker) on a free loopback port, for the whole module."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "serve.log"
-    command = [sys.executable, "-m", "face_emotion", "serve", "--model", str(tiny_model_dir),
-               "--port", str(port), "--workers", "1", "--threads", "4", "--inference-threads", "1"]
+    port = free_port()
+    options = ["--model", str(tiny_model_dir), "--workers", "1", "--threads", "4", "--inference-threads", "1"]
     if not _default_detector_available():
-        command += ["--detector", "none"]  # the page still gets a box: the whole image
-    log = open(log_path, "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start:\n{log_path.read_text()}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        options += ["--detector", "none"]  # the page still gets a box: the whole image
+    server = ServerProcess(serve_command(port, *options), port, tmp_path_factory.mktemp("server") / "serve.log")
+    with server.start(timeout_s=90):  # stopped when the module's tests are done
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import odd_images as odd
+from support import odd_images as odd
 from face_emotion.classes import CANONICAL_CLASSES, canonical_class, parse_class_list
 from face_emotion.data.scan import (
     Sample,

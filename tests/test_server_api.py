@@ -16,48 +16,17 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from face_emotion.inference.results import Box, FacePrediction
-from face_emotion.models.spec import ModelSpec, PreprocessSpec
 from face_emotion.server import ConfigError, ServerConfig, create_app
+from support.fakes import CLASSES, FakePredictor
+from support.images import solid_image_bytes
 
 SERVER_DIR = Path(__file__).resolve().parent.parent / "src" / "face_emotion" / "server"
-CLASSES = ("anger", "happiness", "sadness")
-
-
 def png_bytes(size=(40, 30), colour=(200, 120, 90), fmt="PNG") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, format=fmt)
-    return buffer.getvalue()
+    return solid_image_bytes(size, colour, fmt)
 
 
 def one_pixel_png() -> bytes:
     return png_bytes((1, 1))
-
-
-class FakePredictor:
-    """The Predictor's interface, answering from the image size alone."""
-
-    def __init__(self, faces: int = 2, fail: Exception | None = None):
-        self.spec = ModelSpec(architecture="resnet18", classes=CLASSES, name="fake-model", version="9.9",
-                              preprocess=PreprocessSpec(image_size=32), metrics={"accuracy": 0.5})
-        self.backend_name = "fake"
-        self.detector_name = "fake-detector"
-        self.faces = faces
-        self.fail = fail
-        self.calls: list[dict] = []
-
-    def predict(self, image, *, explain=False, detect=True):
-        self.calls.append({"size": image.size, "mode": image.mode, "explain": explain, "detect": detect})
-        if self.fail is not None:
-            raise self.fail
-        width, height = image.size
-        if not detect:
-            boxes = [Box(0, 0, width, height)]
-        else:
-            boxes = [Box(1, 1, max(1, width // 2), max(1, height // 2)), Box(2, 2, 3, 3)][: self.faces]
-        heat = png_bytes((4, 4)) if explain else None
-        probs = {"anger": 0.1, "happiness": 0.7, "sadness": 0.2}
-        return [FacePrediction(box, 0.9, "happiness", 0.7, probs, heat) for box in boxes]
 
 
 @pytest.fixture

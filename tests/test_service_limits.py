@@ -17,44 +17,33 @@ from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
-from face_emotion.inference.results import Box, FacePrediction
-from face_emotion.models.spec import ModelSpec, PreprocessSpec
 from face_emotion.server import ConfigError, ServerConfig, create_app
-
-CLASSES = ("anger", "happiness", "sadness")
-
+from support.fakes import CLASSES, FakePredictor
+from support.images import solid_image_bytes
 
 def png_bytes(size=(24, 20)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, (120, 90, 60)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return solid_image_bytes(size, (120, 90, 60))
 
 
-class SlowPredictor:
-    """The Predictor's interface; each call takes ``delay_s``, or blocks until ``release`` is set."""
+class SlowPredictor(FakePredictor):
+    """The fake predictor (one whole-image face); each call takes ``delay_s``, or blocks until
+    ``release`` is set."""
 
     def __init__(self, delay_s: float | None = None, name: str = "slow-model", classes=CLASSES):
-        self.spec = ModelSpec(architecture="resnet18", classes=tuple(classes), name=name,
-                              preprocess=PreprocessSpec(image_size=32))
-        self.backend_name = "fake"
-        self.detector_name = "none"
+        super().__init__(faces=1, name=name, classes=classes, detector_name="none")
         self.delay_s = delay_s
         self.release = threading.Event()
         self.started = threading.Semaphore(0)
-        self.calls = 0
 
     def predict(self, image, *, explain=False, detect=True):
-        self.calls += 1
+        self.calls.append({"size": image.size, "explain": explain, "detect": detect})
         self.started.release()
         if self.delay_s is None:
             self.release.wait(30)  # "forever", until the test lets go
         else:
             time.sleep(self.delay_s)
-        width, height = image.size
-        probs = dict(zip(self.spec.classes, [0.2, 0.5, 0.3]))
-        return [FacePrediction(Box(0, 0, width, height), 1.0, "happiness", 0.5, probs, None)]
+        return self.answer(image, explain=explain, detect=False)
 
 
 @pytest.fixture
@@ -114,7 +103,7 @@ def test_requests_queued_behind_a_stuck_prediction_time_out_too(stuck):
     second = app.test_client().post("/predict", data=png_bytes(), content_type="image/png")
     assert time.monotonic() - start < 5
     assert_timeout(second, 0.4)
-    assert stuck.calls == 1  # the second never reached the model
+    assert len(stuck.calls) == 1  # the second never reached the model
     thread.join(10)
     assert_timeout(results[0], 0.4)
 
@@ -129,7 +118,7 @@ def test_a_batch_shares_one_deadline_and_is_answered_whole():
     elapsed = time.monotonic() - start
     assert_timeout(response, 0.5)
     assert elapsed < 1.5, elapsed
-    assert predictor.calls < 8
+    assert len(predictor.calls) < 8
 
 
 def test_predictions_within_the_deadline_are_untouched():
@@ -149,7 +138,7 @@ def test_inference_threads_do_not_pile_up_after_timeouts(stuck):
     before = threading.active_count()
     for _ in range(5):
         assert_timeout(client.post("/predict", data=png_bytes(), content_type="image/png"), 0.1)
-    assert stuck.calls == 1
+    assert len(stuck.calls) == 1
     assert threading.active_count() <= before + 1  # one inference thread (inference_concurrency 1)
 
 

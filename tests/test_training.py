@@ -20,9 +20,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import odd_images as odd
-from conftest import make_tiny_model
-from synthetic import make_learnable_dataset
+from support import odd_images as odd
+from support.models import make_tiny_model
+from support.synthetic import make_learnable_dataset
 from face_emotion.cli import main
 from face_emotion.data.scan import read_split_csv
 from face_emotion.evaluation.calibration import fit_temperature

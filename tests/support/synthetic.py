@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +30,3 @@ def make_learnable_dataset(root: Path, per_class: int = 40, seed: int = 0) -> Pa
         for i in range(per_class):
             pattern_image(kind, rng).save(root / folder / f"{i:03d}.png")
     return root
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()

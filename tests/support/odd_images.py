@@ -8,15 +8,16 @@ perturbs a few pixels so that files built for a dataset are never byte-identical
 
 from __future__ import annotations
 
-import io
 import shutil
 import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from support.images import encode
+from support.images import png_chunk
 
 RED = (220, 30, 30)
 BLUE = (30, 40, 200)
@@ -25,12 +26,6 @@ WHITE = (255, 255, 255)
 
 # (width, height) of the stored pixels of every builder below, before any EXIF rotation.
 SIZE = (48, 32)
-
-
-def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
 
 
 def _speckle(array: np.ndarray, seed: int) -> np.ndarray:
@@ -78,11 +73,11 @@ def exif_rotated_jpeg(seed: int = 0) -> bytes:
     """
     exif = Image.Exif()
     exif[0x0112] = 6
-    return _encode(corner_rgb(seed), "JPEG", quality=95, exif=exif.tobytes())
+    return encode(corner_rgb(seed), "JPEG", quality=95, exif=exif.tobytes())
 
 
 def plain_jpeg(seed: int = 0) -> bytes:
-    return _encode(corner_rgb(seed), "JPEG", quality=95)
+    return encode(corner_rgb(seed), "JPEG", quality=95)
 
 
 def grayscale_jpeg(seed: int = 0) -> bytes:
@@ -90,7 +85,7 @@ def grayscale_jpeg(seed: int = 0) -> bytes:
     width, height = SIZE
     array = np.full((height, width), 40, dtype=np.uint8)
     array[:, width // 2:] = 200
-    return _encode(Image.fromarray(_speckle(array, seed), mode="L"), "JPEG", quality=95)
+    return encode(Image.fromarray(_speckle(array, seed), mode="L"), "JPEG", quality=95)
 
 
 def palette_png_transparent(seed: int = 0) -> bytes:
@@ -103,7 +98,7 @@ def palette_png_transparent(seed: int = 0) -> bytes:
     image = Image.fromarray(array, mode="P")
     palette = [0, 0, 0, *RED, *GREEN] + [0] * (256 * 3 - 9)
     image.putpalette(palette)
-    return _encode(image, "PNG", transparency=0)
+    return encode(image, "PNG", transparency=0)
 
 
 def la_png(seed: int = 0) -> bytes:
@@ -113,7 +108,7 @@ def la_png(seed: int = 0) -> bytes:
     array[:, width // 2:, 1] = 255
     if seed:
         array[-1, seed % (width // 2) + width // 2, 0] = 255
-    return _encode(Image.fromarray(array, mode="LA"), "PNG")
+    return encode(Image.fromarray(array, mode="LA"), "PNG")
 
 
 def rgba_png(seed: int = 0) -> bytes:
@@ -123,7 +118,7 @@ def rgba_png(seed: int = 0) -> bytes:
     array[:, width // 2:] = (*GREEN, 255)
     if seed:
         array[-1, seed % (width // 2) + width // 2] = (255, 255, 255, 255)
-    return _encode(Image.fromarray(array, mode="RGBA"), "PNG")
+    return encode(Image.fromarray(array, mode="RGBA"), "PNG")
 
 
 def sixteen_bit_png(seed: int = 0, left: int = 64 * 257, right: int = 192 * 257) -> bytes:
@@ -135,7 +130,7 @@ def sixteen_bit_png(seed: int = 0, left: int = 64 * 257, right: int = 192 * 257)
         array[-1, seed % width] = 1000 + seed
     image = Image.fromarray(array)
     assert image.mode == "I;16", image.mode
-    return _encode(image, "PNG")
+    return encode(image, "PNG")
 
 
 def cmyk_tiff(seed: int = 0) -> bytes:
@@ -143,30 +138,30 @@ def cmyk_tiff(seed: int = 0) -> bytes:
     width, height = SIZE
     array = np.zeros((height, width, 4), dtype=np.uint8)
     array[:, : width // 2, 0] = 255
-    return _encode(Image.fromarray(_speckle(array, seed), mode="CMYK"), "TIFF")
+    return encode(Image.fromarray(_speckle(array, seed), mode="CMYK"), "TIFF")
 
 
 def animated_gif(seed: int = 0) -> bytes:
     """Two frames: red first, then blue. The first frame stands for the file."""
     first = halves_rgb(RED, RED, seed)
     second = halves_rgb(BLUE, BLUE, seed)
-    return _encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    return encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
 
 
 def webp_image(seed: int = 0) -> bytes:
-    return _encode(corner_rgb(seed), "WEBP", lossless=True)
+    return encode(corner_rgb(seed), "WEBP", lossless=True)
 
 
 def bmp_image(seed: int = 0) -> bytes:
-    return _encode(corner_rgb(seed), "BMP")
+    return encode(corner_rgb(seed), "BMP")
 
 
 def noise_png(seed: int = 0) -> bytes:
-    return _encode(noise_rgb(seed), "PNG")
+    return encode(noise_rgb(seed), "PNG")
 
 
 def truncated_jpeg(seed: int = 0) -> bytes:
-    whole = _encode(noise_rgb(seed, size=(64, 64)), "JPEG", quality=90)
+    whole = encode(noise_rgb(seed, size=(64, 64)), "JPEG", quality=90)
     return whole[: len(whole) // 2]
 
 
@@ -179,12 +174,8 @@ def png_header_only(width: int, height: int) -> bytes:
 
     Decoding it would fail as truncated; a size check done before decoding refuses it as too large.
     """
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IEND", b"")
 
 
 # Every readable kind: name -> (builder, file extension). test_imageio walks this table.
