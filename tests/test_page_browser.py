@@ -180,6 +180,61 @@ def test_page_fits_a_phone_screen(browser, server_url):
     context.close()
 
 
+# Six faces in an 800 x 600 photo, largest first, where plain "label above the box" fails: two
+# touching boxes at the top edge, one at the right edge, two at the bottom.
+SIX_FACES = [(300, 200, 200, 200), (0, 0, 120, 120), (130, 0, 120, 120), (690, 10, 110, 110),
+             (20, 460, 110, 110), (680, 470, 110, 120)]
+
+
+def _six_face_answer() -> dict:
+    probabilities = {"anger": 0.05, "happiness": 0.87, "sadness": 0.08}
+    faces = [{"box": {"x": x, "y": y, "width": w, "height": h}, "score": 0.9, "emotion": "happiness",
+              "confidence": 0.87, "probabilities": probabilities} for x, y, w, h in SIX_FACES]
+    return {"emotion": "happiness", "confidence": 0.87, "faces": faces, "image": {"width": 800, "height": 600},
+            "error": None, "model": "tiny-test-model", "elapsed_ms": 1.0}
+
+
+def _overlap(a: dict, b: dict, slack: float = 0.5) -> bool:
+    return (a["x"] + slack < b["x"] + b["width"] and b["x"] + slack < a["x"] + a["width"]
+            and a["y"] + slack < b["y"] + b["height"] and b["y"] + slack < a["y"] + a["height"])
+
+
+@pytest.mark.parametrize("viewport", [{"width": 390, "height": 844}, {"width": 844, "height": 390}])
+def test_six_faces_on_a_phone_keep_their_labels_inside_the_photo_and_apart(browser, server_url, tmp_path, viewport):
+    import json
+
+    context = browser.new_context(viewport=viewport, device_scale_factor=2, is_mobile=True)
+    page = context.new_page()
+    # The page's own code against a fixed answer: the layout, not the model, is under test.
+    page.route("**/predict*", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                          body=json.dumps(_six_face_answer())))
+    page.goto(server_url + "/")
+    photo = tmp_path / "group.png"
+    Image.new("RGB", (800, 600), (150, 140, 130)).save(photo)
+    page.set_input_files("#file-input", str(photo))
+    page.click("#predict-button")
+    expect(page.locator(".face-box")).to_have_count(6, timeout=30_000)
+    expect(page.locator("#status")).to_contain_text("6 faces")
+    shown = page.locator("#preview").bounding_box()
+    boxes = [page.locator(".face-box").nth(i).bounding_box() for i in range(6)]
+    labels = [page.locator(".face-label").nth(i).bounding_box() for i in range(6)]
+    for i, label in enumerate(labels):
+        assert shown["x"] - 0.5 <= label["x"] and label["x"] + label["width"] <= shown["x"] + shown["width"] + 0.5, \
+            (i, label, shown)
+        assert shown["y"] - 0.5 <= label["y"] and label["y"] + label["height"] <= shown["y"] + shown["height"] + 0.5, \
+            (i, label, shown)
+        for j, other in enumerate(labels[:i]):
+            assert not _overlap(label, other), f"label {i + 1} covers label {j + 1}"
+        for j, box in enumerate(boxes):
+            assert j == i or not _overlap(label, box), f"label {i + 1} covers face {j + 1}'s box"
+    texts = page.locator(".face-label").all_text_contents()
+    assert [t.split()[0] for t in texts] == [str(i) for i in range(1, 7)]  # each still names its face
+    assert texts[0] == "1 happiness 87%"  # the largest face gets room for the whole label
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+    _screenshot(page, f"phone-six-faces-{viewport['width']}.png")
+    context.close()
+
+
 def test_docs_page_renders(browser, server_url):
     context = browser.new_context()
     page = context.new_page()

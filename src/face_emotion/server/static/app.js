@@ -139,6 +139,7 @@
       els.faceList.appendChild(makeFaceItem(face, index));
     });
     els.faces.hidden = false;
+    layoutLabels();
     updateHeatmapVisibility();
     selectFace(0, false);
   }
@@ -157,13 +158,72 @@
     box.dataset.index = String(index);
     box.setAttribute("aria-hidden", "true");
     place(box, face.box, size);
-    if (face.box.y / size.height < 0.08) box.classList.add("label-inside");
     const label = document.createElement("span");
     label.className = "face-label";
-    label.textContent = (index + 1) + " " + face.emotion + " " + Math.round(face.confidence * 100) + "%";
+    label.dataset.full = (index + 1) + " " + face.emotion + " " + Math.round(face.confidence * 100) + "%";
+    label.dataset.short = String(index + 1);  // the face list below has the rest
+    label.textContent = label.dataset.full;
     box.appendChild(label);
     box.addEventListener("click", () => selectFace(index, false));
     return box;
+  }
+
+  // Labels are placed once the boxes are on the photo, in pixels, largest face first: above its
+  // box, else below, else inside its top or bottom edge, shifted to stay inside the photo, and
+  // never over another label or another face's box. Where the full label fits nowhere, only the
+  // face's number is shown. Run again whenever the photo changes size (phones, rotation).
+  function layoutLabels() {
+    const frame = els.overlay.getBoundingClientRect();
+    const width = frame.width, height = frame.height;
+    if (!width || !height) return;
+    // Boxes sit at fractions of a pixel (they are placed in %): measure them exactly.
+    const within = (el) => {
+      const r = el.getBoundingClientRect();
+      return { x: r.left - frame.left, y: r.top - frame.top, w: r.width, h: r.height };
+    };
+    const boxes = Array.from(els.overlay.querySelectorAll(".face-box"));
+    const rects = boxes.map(within);
+    const placed = [];
+    boxes.forEach((box, i) => {
+      const label = box.querySelector(".face-label");
+      label.style.bottom = "auto";
+      let spot = null, size = null;
+      for (const text of [label.dataset.full, label.dataset.short]) {
+        label.textContent = text;
+        size = within(label);
+        spot = freeSpot(rects, i, size.w, size.h, placed, width, height);
+        if (spot) break;
+      }
+      if (!spot) spot = clampInto(rects[i].x, rects[i].y, size.w, size.h, width, height);
+      placed.push(spot);
+      // The label's offsets are from the inside of its box's border.
+      label.style.left = (spot.x - rects[i].x - box.clientLeft) + "px";
+      label.style.top = (spot.y - rects[i].y - box.clientTop) + "px";
+    });
+  }
+
+  function clampInto(x, y, w, h, width, height) {
+    return { x: Math.max(0, Math.min(x, width - w)), y: Math.max(0, Math.min(y, height - h)), w: w, h: h };
+  }
+
+  function overlaps(a, b) {
+    return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+  }
+
+  function freeSpot(rects, i, w, h, placed, width, height) {
+    const r = rects[i];
+    const rows = [r.y - h, r.y + r.h, r.y, r.y + r.h - h];  // above, below, inside top, inside bottom
+    const columns = [r.x, r.x + r.w - w];  // left-aligned with the box, or right-aligned
+    for (const y of rows) {
+      for (const x of columns) {
+        const spot = clampInto(x, y, w, h, width, height);
+        if (spot.y !== y) continue;  // a row that leaves the photo vertically is not this row
+        const clear = placed.every((p) => !overlaps(spot, p)) &&
+          rects.every((other, j) => j === i || !overlaps(spot, other));
+        if (clear) return spot;
+      }
+    }
+    return null;
   }
 
   function makeFaceItem(face, index) {
@@ -461,6 +521,8 @@
 
   // ---------- wiring ----------
   els.results = $("results");
+  new ResizeObserver(layoutLabels).observe(els.overlay);
+  els.preview.addEventListener("load", layoutLabels);
   els.modePhoto.addEventListener("click", () => setMode("photo"));
   els.modeWebcam.addEventListener("click", () => setMode("webcam"));
   els.modeVideo.addEventListener("click", () => setMode("video"));
