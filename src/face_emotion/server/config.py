@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from face_emotion.imageio import DEFAULT_MAX_PIXELS
+
 ENV_PREFIX = "FACE_EMOTION_"
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -126,7 +128,7 @@ class ServerConfig(_Settings):
     detector: str | None = setting(None)  # face detector name; None: the Predictor's choice
     tta: bool = setting(False)  # test-time augmentation (slower, slightly better)
     max_upload_mb: float = setting(10.0)  # request body limit, megabytes
-    max_pixels: int = setting(40_000_000)  # decoded width * height limit (decompression-bomb guard)
+    max_pixels: int = setting(DEFAULT_MAX_PIXELS)  # decoded width * height limit (decompression-bomb guard)
     max_batch: int = setting(16)  # most images in one POST /predict/batch
     cors_origins: tuple[str, ...] = setting(())  # extra origins allowed to call the API; "*" for any
     # Intra-op threads of each worker's model; 0: leave the backend's default. `serve` splits the
