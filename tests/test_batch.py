@@ -263,7 +263,7 @@ def test_parts_are_written_every_part_images(photos, model_dir, tmp_path):
 
 
 def test_resume_refuses_another_model(photos, model_dir, tmp_path):
-    from conftest import make_tiny_model
+    from support.models import make_tiny_model
 
     other = make_tiny_model(tmp_path / "other", classes=("anger", "happiness", "surprise"))
     output = tmp_path / "out"

@@ -34,6 +34,9 @@ def test_shared_helpers_are_defined_once_in_tests_support():
             owners[name].append(path.relative_to(ROOT).as_posix())
     for name, paths in owners.items():
         assert len(paths) == 1 and paths[0].startswith("tests/support/"), (name, paths)
+    # conftest holds fixtures; helpers are imported from support, never from conftest.
+    importing_conftest = [p.name for p in (ROOT / "tests").rglob("*.py") if "from conftest import" in p.read_text()]
+    assert not importing_conftest
 
 
 def test_make_test_fast_leaves_out_slow_and_browser_tests_and_make_test_runs_all():
