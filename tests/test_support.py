@@ -35,7 +35,8 @@ def test_shared_helpers_are_defined_once_in_tests_support():
     for name, paths in owners.items():
         assert len(paths) == 1 and paths[0].startswith("tests/support/"), (name, paths)
     # conftest holds fixtures; helpers are imported from support, never from conftest.
-    importing_conftest = [p.name for p in (ROOT / "tests").rglob("*.py") if "from conftest import" in p.read_text()]
+    importing_conftest = [p.name for p in (ROOT / "tests").rglob("*.py")
+                          if p != Path(__file__).resolve() and "from conftest import" in p.read_text()]
     assert not importing_conftest
 
 
