@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+# The helpers the tests use too (a server launcher, free ports): tests/support.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.server import ServerProcess, free_port, serve_command  # noqa: E402
 
 HERE = Path(__file__).resolve()
 SRC = HERE.parents[1] / "src"
@@ -55,43 +54,13 @@ def write_clip(path: Path, width: int = 640, height: int = 480, frames: int = 90
             out.write(b"FRAME\n" + y.tobytes() + cb.tobytes() + cr.tobytes())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(src: Path, model: str | None, workers: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(src: Path, model: str | None, workers: int, log: Path) -> ServerProcess:
+    """`face-emotion serve` from the checkout ``src`` (its PYTHONPATH), once it answers /health."""
     port = free_port()
-    command = [sys.executable, "-m", "face_emotion", "serve", "--port", str(port)]
-    if model:
-        command += ["--model", model]
-    if workers:
-        command += ["--workers", str(workers)]
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    process = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server from {src} exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return process, url
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"the server from {src} did not start")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    options = (["--model", model] if model else []) + (["--workers", str(workers)] if workers else [])
+    server = ServerProcess(serve_command(port, *options), port, log, env={"PYTHONPATH": str(src)},
+                           name=f"the server from {src}")
+    return server.start(timeout_s=300)
 
 
 def measure_page(browser, url: str, warmup_s: float, duration_s: float) -> dict:
@@ -154,11 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args, headless=True)
         try:
             for name, src in sources:
-                process, url = start_server(src, args.model, args.workers, work / f"{name.replace(' ', '_')}.log")
-                try:
-                    rows.append((name, src, measure_page(browser, url, args.warmup, args.duration)))
-                finally:
-                    stop_server(process)
+                with start_server(src, args.model, args.workers, work / f"{name.replace(' ', '_')}.log") as server:
+                    rows.append((name, src, measure_page(browser, server.url, args.warmup, args.duration)))
         finally:
             browser.close()
 

@@ -64,7 +64,7 @@ def test_derived_onnx_is_cached_by_content(run_dir, tmp_path):
     assert [p.name for p in cache.iterdir() if p.suffix == ".onnx"] == [first.name]
 
     # Other weights (retrained model) never meet the stale graph.
-    from conftest import make_tiny_model
+    from support.models import make_tiny_model
 
     other = make_tiny_model(tmp_path / "other", seed=1)
     assert derive_onnx(other, cache_dir=cache) != first
