@@ -584,3 +584,11 @@ def test_photo_datasets_train_on_detected_faces_and_name_faceless_images(tmp_pat
     split_rows = list(csv.DictReader(open(tmp_path / "run" / "split.csv")))
     assert len(split_rows) == 10 and not any(r["path"].endswith("coffee.jpg") for r in split_rows)
     assert result.metrics["n"] == sum(r["split"] == "test" for r in split_rows)
+
+
+def test_train_help_shows_the_defaults_of_the_one_config():
+    from face_emotion.training.run import TrainConfig
+
+    text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
+    assert f"--epochs INTEGER [default: {TrainConfig.epochs}]" in text
+    assert f"[default: {TrainConfig.face_align}]" in text and "the --init model's, else resnet50" in text

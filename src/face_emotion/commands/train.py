@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import click
 
-from face_emotion.commands.common import fail as _fail, parse_devices
+from face_emotion.commands.common import fail as _fail, help_defaults_from, parse_devices
 
 
 @click.command()
 @click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @click.option("--classes", help="Comma-separated classes to use, in this order (aliases allowed).")
-@click.option("--arch", help="resnet50, resnet18 or efficientnet_lite0.")
+@click.option("--arch", help="resnet50, resnet18 or efficientnet_lite0 [default: the --init model's, else resnet50].")
 @click.option("--weights", help="imagenet, none, or a local weights file.")
 @click.option("--image-size", type=int, help="Model input size in pixels.")
-@click.option("--color-mode", type=click.Choice(["rgb", "grayscale"]))
+@click.option("--color-mode", type=click.Choice(["rgb", "grayscale"]), help="[default: the --init model's, else rgb]")
 @click.option("--dropout", type=float)
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
@@ -77,3 +77,14 @@ def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
         f"ECE {m['ece_before_temperature']:.4f} -> {m['ece']:.4f} (temperature {m['calibration']['temperature']:.3f})"
     )
     click.echo(f"model written to {result.model_path}")
+
+
+def _with_defaults(command: click.Command) -> click.Command:
+    # Importing training.run pulls in torch; `face-emotion train --help` is worth that, the
+    # other verbs never load this module.
+    from face_emotion.training.run import TrainConfig
+
+    return help_defaults_from(command, TrainConfig)
+
+
+train = _with_defaults(train)
