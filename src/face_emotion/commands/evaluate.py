@@ -25,6 +25,7 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> 
     """
     from face_emotion.evaluation.evaluate import evaluate_folder
     from face_emotion.faces import DetectorUnavailableError
+    from face_emotion.inference.results import plural
     from face_emotion.models.bundled import resolve_model_argument
     from face_emotion.models.store import ModelLoadError
 
@@ -44,7 +45,7 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> 
         sys.stdout.write("\n")
         return
     missed = metrics["no_face"]["images"]
-    click.echo(f"{_count(metrics['n_images'], 'image')}, classes {metrics['classes']}"
+    click.echo(f"{plural(metrics['n_images'], 'image')}, classes {metrics['classes']}"
                + (f"; no face found in {missed} (counted as wrong)" if missed else ""))
     click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ECE {metrics['ece']:.4f}")
     for name, row in metrics["per_class"].items():
@@ -57,6 +58,3 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> 
     for item in metrics["no_face"]["files"]:
         click.echo(f"no face: {item['path']} ({item['reason']})", err=True)
 
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
