@@ -113,3 +113,20 @@ def test_eval_transform_pickles_for_dataloader_workers():
     assert isinstance(transform, EvalTransform)
     crop = photo_crop(40, 40)
     np.testing.assert_array_equal(transform(crop), model_input(crop.resize((32, 32), Image.Resampling.BILINEAR), spec))
+
+
+def test_detail_level_makes_a_sharp_big_crop_look_like_a_small_one_in_eval_and_training():
+    from face_emotion.transforms import DetailLevel
+
+    spec = PreprocessSpec(image_size=80, color_mode="grayscale", mean=(0.5,) * 3, std=(0.5,) * 3, face_resolution=48)
+    sharp = photo_crop(400, 400, seed=7)
+    small = sharp.resize((48, 48), Image.Resampling.BILINEAR)
+    # A 400 px crop reaches the model with the detail of a 48 px one: the same input.
+    np.testing.assert_allclose(eval_transform(spec)(sharp), eval_transform(spec)(small), atol=1e-6)
+    plain = PreprocessSpec(image_size=80, color_mode="grayscale", mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert np.abs(eval_transform(plain)(sharp) - eval_transform(plain)(small)).max() > 0.1
+    # Crops already below the detail level are not touched; training starts with the same step.
+    tiny = photo_crop(40, 40, seed=8)
+    assert DetailLevel(spec)(tiny).size == (40, 40)
+    first = train_transform(spec).transforms[0]
+    assert isinstance(first, DetailLevel) and first(sharp).size == (48, 48)

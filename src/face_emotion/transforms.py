@@ -40,11 +40,21 @@ def model_input(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray((scaled - mean) / std, dtype=np.float32)
 
 
+def detail_level(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """The crop brought to ``spec.face_resolution`` pixels a side (antialiased), if the model
+    asks for it: the first step of both the eval and the training transform."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    side = spec.face_resolution
+    if side is None or (image.width <= side and image.height <= side):
+        return image  # already no finer than the detail level: enlarging adds nothing
+    return image.resize((int(side), int(side)), Image.Resampling.BILINEAR)
+
+
 def resize_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     """The crop -> S x S, bilinear with antialiasing (PIL's resize filters by the scale factor)."""
     size = int(spec.image_size)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = detail_level(image, spec)
     return image.resize((size, size), Image.Resampling.BILINEAR)
 
 
@@ -84,6 +94,16 @@ class _AsTensor:
         return f"{type(self).__name__}({self.step!r})"
 
 
+class DetailLevel:
+    """:func:`detail_level` as a transform step (picklable)."""
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return detail_level(image, self.spec)
+
+
 class ModelInput:
     """:func:`model_input` as a transform step: the tail that ends both eval and training."""
 
@@ -112,6 +132,7 @@ def train_transform(spec: PreprocessSpec, *, strength: str = "default"):
         return T.Compose([_AsTensor(EvalTransform(spec))])
     light = strength == "light"
     steps = [
+        DetailLevel(spec),
         T.RandomResizedCrop(
             (size, size), scale=(0.85 if light else 0.7, 1.0), ratio=(0.9, 1.1),
             interpolation=InterpolationMode.BILINEAR, antialias=True,

@@ -39,6 +39,8 @@ from face_emotion.commands.common import fail as _fail, help_defaults_from, pars
 @click.option("--face-margin", type=float, help="Margin around each face, a fraction of its size per side.")
 @click.option("--face-align", type=click.Choice(["landmarks", "eyes", "none"]),
               help="Crop geometry: fit the five-point face template, level the eyes, or the plain box.")
+@click.option("--face-resolution", type=int,
+              help="Bring each crop to this many pixels a side before the model size (detail level of small training crops).")
 @click.option("--init", help="Start from a face-emotion model: 'bundled', a run folder or a model file.")
 @click.option("--name", help="Model name written into the model file.")
 @click.option("--detect/--no-detect", default=None,

@@ -72,6 +72,7 @@ class TrainConfig:
     name: str = "face-emotion"
     face_margin: float = 0.0  # crop geometry (faces.crop): margin around the face, alignment mode
     face_align: str = "landmarks"
+    face_resolution: int | None = None  # detail level of crops (PreprocessSpec.face_resolution)
     init: str | None = None  # start from a face-emotion model: "bundled", a run folder or a model file
     detect: bool = True  # detect and crop faces first (uncropped photos); False: files are face crops
     detector: str | None = None  # face detector name; None: the default
@@ -287,7 +288,7 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     splits = _splits(config, scan, out)
     preprocess = PreprocessSpec(
         image_size=config.image_size, color_mode=config.color_mode, mean=backbone.mean, std=backbone.std,
-        face_margin=config.face_margin, face_align=config.face_align,
+        face_margin=config.face_margin, face_align=config.face_align, face_resolution=config.face_resolution,
     )
     loader = load_whole_image
     if config.detect:
