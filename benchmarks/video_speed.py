@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 def make_clip(path: Path, seconds: float, fps: int = 30) -> Path:
     from PIL import Image
 
-    from video_clips import astronaut_face, render, write_clip
+    from support.clips import astronaut_face, render, write_clip
 
     face = astronaut_face(110)
     other = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

