@@ -173,7 +173,3 @@ def create_network(arch: str, num_classes: int, dropout: float = 0.5, weights: s
     else:
         _load_features(model, load_weights_file(weights), backbone.head_name, str(weights))
     return model
-
-
-def head_parameters(model: nn.Module, arch: str) -> list[nn.Parameter]:
-    return list(getattr(model, get_backbone(arch).head_name).parameters())
