@@ -409,3 +409,13 @@ def test_ray_rows_equal_local_rows_and_predict_json(ray_session, photos, model_d
     assert_rows_match_predict(ray_rows, predict_records)
     assert read_metadata(pq.read_schema(next(output.glob("part-*.parquet"))))["classes"] == ["anger", "happiness",
                                                                                             "sadness"]
+
+
+def test_worker_threads_reach_the_face_detector(detector_ready):
+    """A Ray actor's share of CPUs must bound the detector's onnxruntime threads too."""
+    predictor = PredictorOptions(num_threads=1).load()
+    session = getattr(predictor.detector._run, "_session", None)
+    if session is None:
+        pytest.skip("CenterFace runs on OpenCV here, whose threads are process-wide")
+    assert session.get_session_options().intra_op_num_threads == 1
+    assert predictor.detector_name == "centerface"
