@@ -351,6 +351,10 @@ def test_pyarrow_filesystem_uris_in_and_out(photos, model_dir, predict_records):
     for i, path in enumerate(local):
         with filesystem.open_output_stream(f"bucket/photos/{'sub/' if i else ''}{Path(path).name}") as stream:
             stream.write(Path(path).read_bytes())
+    filesystem.create_dir("bucket/lists")
+    with filesystem.open_output_stream("bucket/lists/one.txt") as stream:
+        stream.write(f"../photos/{Path(local[0]).name}\n".encode())
+    assert expand_inputs(["mock:///bucket/lists/one.txt"]) == [f"mock:///bucket/photos/{Path(local[0]).name}"]
     summary = run_batch(["mock:///bucket/photos/"], "mock:///bucket/faces", engine=create_engine("local"),
                         options=PredictorOptions(model=str(model_dir), num_threads=1))
     assert summary.images == 3

@@ -8,6 +8,7 @@ finds it again from any working directory or cluster node with the same mount.
 from __future__ import annotations
 
 import os
+import posixpath
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Iterable
@@ -70,7 +71,8 @@ def _join(parent: str, entry: str) -> str:
     if is_uri(entry) or entry.startswith("file://") or os.path.isabs(os.path.expanduser(entry)):
         return _normalise(entry)
     if is_uri(parent):
-        return f"{parent.rstrip('/')}/{entry}"
+        scheme, rest = parent.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(f'{rest}/{entry}')}"
     return os.path.normpath(os.path.join(parent, entry))
 
 
