@@ -233,6 +233,17 @@ class Predictor:
         """Face crops -> (N, classes) logits, before temperature: what scoring and predict share."""
         return self.backend.run(np.ascontiguousarray(self.batch(crops)))
 
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """(N, classes) probabilities of a :meth:`batch`: softmax(logits / spec.temperature);
+        with TTA the mean over each crop and its mirror image, which ride in the same run."""
+        count = len(batch)
+        if self.tta:
+            # Mirroring the normalised tensor equals normalising the mirrored crop (resize and
+            # normalisation are symmetric), and saves a second transform pass.
+            batch = np.concatenate([batch, batch[..., ::-1]])
+        probs = softmax(self.backend.run(np.ascontiguousarray(batch)), self.spec.temperature)
+        return (probs[:count] + probs[count:]) / 2.0 if self.tta else probs
+
     def predict(self, image: Image.Image, *, explain: bool = False, detect: bool = True) -> list[FacePrediction]:
         """One FacePrediction per face, largest face first; [] when no face is found.
 
@@ -250,16 +261,7 @@ class Predictor:
             return []
         batch = self.batch([face.crop for face in faces])
         count = len(faces)
-        if self.tta:
-            # Mirroring the normalised tensor equals normalising the mirrored crop (resize and
-            # normalisation are symmetric), and saves a second transform pass.
-            batch_in = np.concatenate([batch, batch[..., ::-1]])
-        else:
-            batch_in = batch
-        logits = self.backend.run(np.ascontiguousarray(batch_in))
-        probs = softmax(logits, self.spec.temperature)
-        if self.tta:
-            probs = (probs[:count] + probs[count:]) / 2.0
+        probs = self.probabilities(batch)
         top = probs.argmax(axis=1)
         heatmaps: list[bytes | None] = [None] * count
         if explain:

@@ -252,12 +252,22 @@ def _with_head(network: torch.nn.Module, arch: str, num_classes: int, dropout: f
     return fresh
 
 
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's adverts and its GPU/TPU availability lines; keeps the rest (DDP members)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("Tip:" in message or "litlogger" in message.lower() or "available:" in message)
+
+
 def _quiet_third_party() -> None:
     """Keep training output to what the user needs: no adverts, no library deprecation noise."""
     import warnings
 
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdverts) for f in logger.filters):
+            logger.addFilter(_NoAdverts())
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")

@@ -208,7 +208,7 @@ class VideoAnalyser:
             if not batches:
                 return np.empty((0, len(self.predictor.classes)))
             start = time.perf_counter()
-            probs = _probabilities(self.predictor, np.concatenate(batches))
+            probs = self.predictor.probabilities(np.concatenate(batches))
             self.times.classify += time.perf_counter() - start
             return probs
 
@@ -238,22 +238,6 @@ class VideoAnalyser:
             image = ImageResult(faces=tuple(f for _, f in faces), width=width, height=height, path=path)
             result = FrameResult(decoded.index, decoded.time_s, image, tuple(t for t, _ in faces), pending.detected)
             yield AnalysedFrame(decoded, result)
-
-
-def _probabilities(predictor, batch: np.ndarray) -> np.ndarray:
-    """(N, classes) probabilities of a Predictor.batch, as Predictor.predict computes them:
-    softmax(logits / spec.temperature), with TTA the mean over each crop and its mirror image.
-
-    Here rather than a Predictor method only while the Predictor is being reworked; it belongs
-    there (one function for the job) once that lands.
-    """
-    from face_emotion.inference.predictor import softmax
-
-    count = len(batch)
-    if predictor.tta:
-        batch = np.concatenate([batch, batch[..., ::-1]])
-    probs = softmax(predictor.backend.run(np.ascontiguousarray(batch)), predictor.spec.temperature)
-    return (probs[:count] + probs[count:]) / 2.0 if predictor.tta else probs
 
 
 @dataclass
