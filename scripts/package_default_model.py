@@ -49,6 +49,8 @@ def original_fer_labels(samples: list[Sample]) -> list[Sample]:
     """FER+ samples (symlinks) relabelled by the FER2013 folder they point into."""
     out = []
     for s in samples:
+        if not s.source.startswith("fer2013"):
+            continue
         folder = Path(s.path).resolve().parent.name
         if folder in FER_FOLDER:
             out.append(Sample(s.path, FER_FOLDER[folder], "fer2013-original-labels", s.digest))
@@ -148,7 +150,9 @@ An {spec.architecture} fine-tuned to recognise {len(spec.classes)} facial expres
 Training, evaluation, `predict` and `serve` cut faces the same way, recorded in the model file:
 CenterFace finds the face (images under 160 px enlarged first), its five landmarks are fitted to a
 canonical face template (least-squares similarity: position, scale and roll), and the crop is the
-template square with margin {spec.preprocess.face_margin} (`face_align` = {spec.preprocess.face_align!r}).
+template square with margin {spec.preprocess.face_margin} (`face_align` = {spec.preprocess.face_align!r}), brought to
+{spec.preprocess.face_resolution} px (`face_resolution`: the detail level of the small training crops, so a sharp
+phone photo is not read by detail the model never saw) and then to the {spec.preprocess.image_size} px input.
 Dataset crops were re-detected and re-cut this way, so training crops have the geometry of a
 user's photo.
 
@@ -187,6 +191,11 @@ Confusion matrix, test split (rows: true class):
 {confusion(test)}
 
 Temperature {spec.temperature:.3f} (fitted on validation; 1 when scaling did not help there).
+
+## Explanations
+Grad-CAM is taken at the end of the stride-16 stage (`_blocks.10`, 5x5 cells at 80 px), not at
+the 2x2 head: maps differ from face to face and a smile lights the lower face
+(`tests/test_explanations.py` checks both on real faces).
 
 ## int8 ONNX
 {int8["quantization"]}, calibrated on {int8["calibration"]}: accuracy {100 * int8["accuracy_int8"]:.1f} % vs
