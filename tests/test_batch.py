@@ -423,3 +423,17 @@ def test_worker_threads_reach_the_face_detector(detector_ready):
         pytest.skip("CenterFace runs on OpenCV here, whose threads are process-wide")
     assert session.get_session_options().intra_op_num_threads == 1
     assert predictor.detector_name == "centerface"
+
+
+def test_a_local_ray_that_cannot_start_is_one_clear_line(photos, model_dir, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+
+    def slow_start(**kwargs):
+        raise Exception("The current node timed out during startup.")  # what Ray raises then
+
+    monkeypatch.setattr(ray, "init", slow_start)
+    result = invoke("batch", str(photos / "bad"), "--output", str(tmp_path / "o"), "--engine", "ray",
+                    "--model", str(model_dir))
+    assert result.exit_code == 1
+    assert "could not start a local Ray instance" in result.output and "--address auto" in result.output
+    assert "Traceback" not in result.output

@@ -15,13 +15,13 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from face_emotion.batch.engines import ENGINES, BatchEngine, BatchJob, PredictorOptions, create_engine
+from face_emotion.batch.engines import ENGINES, BatchEngine, BatchJob, EngineError, PredictorOptions, create_engine
 from face_emotion.batch.inputs import BatchInputError, expand_inputs
 from face_emotion.batch.output import METADATA_KEY, OutputError, ParquetOutput, read_metadata
 from face_emotion.batch.rows import output_schema
 
 __all__ = [
-    "ENGINES", "BatchEngine", "BatchInputError", "BatchSummary", "OutputError", "PredictorOptions",
+    "ENGINES", "BatchEngine", "BatchInputError", "EngineError", "BatchSummary", "OutputError", "PredictorOptions",
     "create_engine", "expand_inputs", "read_metadata", "run_batch",
 ]
 

@@ -74,6 +74,10 @@ class BatchEngine(Protocol):
         ...
 
 
+class EngineError(RuntimeError):
+    """An engine could not start (a Ray instance, a cluster connection); the message says what to do."""
+
+
 def _path_table(paths: Sequence[str]) -> pa.Table:
     return pa.table({"path": pa.array(list(paths), pa.string())})
 
@@ -167,6 +171,11 @@ def _start_local_ray(ray) -> None:
     os.environ.setdefault(key, "0")
     try:
         ray.init(include_dashboard=False)
+    except Exception as error:  # Ray raises a bare Exception when its processes start too slowly
+        raise EngineError(
+            f"could not start a local Ray instance ({error}); on a busy machine try again, or start "
+            "one with `ray start --head` and pass --address auto"
+        ) from error
     finally:  # Ray's processes have read it; the rest of this process is left as it was
         if previous is None:
             os.environ.pop(key, None)

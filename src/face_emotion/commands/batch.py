@@ -43,7 +43,9 @@ def batch(inputs, output, engine, workers, cpus_per_worker, address, resume, mod
     gets one row with empty face fields, an unreadable file one row with its `error_code` and
     `error`.
     """
-    from face_emotion.batch import BatchInputError, OutputError, PredictorOptions, create_engine, run_batch
+    from face_emotion.batch import (
+        BatchInputError, EngineError, OutputError, PredictorOptions, create_engine, run_batch,
+    )
     from face_emotion.faces import DetectorUnavailableError
     from face_emotion.inference.predictor import WHOLE_IMAGE
     from face_emotion.inference.results import plural
@@ -59,7 +61,7 @@ def batch(inputs, output, engine, workers, cpus_per_worker, address, resume, mod
     try:
         summary = run_batch(list(inputs), output, engine=create_engine(engine, **engine_options), options=options,
                             resume=resume, batch_size=batch_size)
-    except (BatchInputError, OutputError, ModelLoadError, DetectorUnavailableError, ValueError) as error:
+    except (BatchInputError, EngineError, OutputError, ModelLoadError, DetectorUnavailableError, ValueError) as error:
         _fail(str(error))
     done_before = f", {summary.skipped} done before (skipped)" if summary.skipped else ""
     if summary.images == 0:
