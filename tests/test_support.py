@@ -41,7 +41,7 @@ def test_shared_helpers_are_defined_once_in_tests_support():
 
 
 def test_make_test_fast_leaves_out_slow_and_browser_tests_and_make_test_runs_all():
-    dry = subprocess.run(["make", "-n", "test-fast"], cwd=ROOT, capture_output=True, text=True)
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "test-fast"], cwd=ROOT, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
     assert re.search(r'pytest -m "not slow and not browser"\s*$', dry.stdout.strip())
     full = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True).stdout
