@@ -237,7 +237,7 @@ def main() -> None:
     val, val_scored = score(predictor, splits["val"], detect=True)
     test, test_scored = score(predictor, splits["test"], detect=True)
     own_crops, _ = score(predictor, splits["val"], detect=False)
-    fer_original, _ = score(predictor, original_fer_labels(splits["val"]), detect=False)
+    fer_original, _ = score(predictor, original_fer_labels(splits["val"]), detect=True)
     photos = evaluate_folder(staged, args.photos, detect=True) if args.photos else None
 
     from face_emotion.data.face_crops import prepare_face_crops
