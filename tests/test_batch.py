@@ -432,6 +432,8 @@ def test_a_local_ray_that_cannot_start_is_one_clear_line(photos, model_dir, tmp_
         raise Exception("The current node timed out during startup.")  # what Ray raises then
 
     monkeypatch.setattr(ray, "init", slow_start)
+    # A Ray started by an earlier test in this process must not stand in for the failing start.
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     result = invoke("batch", str(photos / "bad"), "--output", str(tmp_path / "o"), "--engine", "ray",
                     "--model", str(model_dir))
     assert result.exit_code == 1
