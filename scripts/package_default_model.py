@@ -24,12 +24,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from face_emotion.data.scan import Sample, read_split_csv
 from face_emotion.evaluation.evaluate import evaluate_folder
-from face_emotion.evaluation.scoring import Scored, metrics_from_scores, score_samples
+from face_emotion.evaluation.scoring import Scored, collect_logits, metrics_from_scores, score_samples
 from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
 from face_emotion.models.bundled import BUNDLED_MODEL_DIR
 from face_emotion.models.store import load_model, save_model
@@ -57,7 +56,7 @@ def original_fer_labels(samples: list[Sample]) -> list[Sample]:
     return out
 
 
-def int8_check(fp16_dir: Path, spec, val_crops: list[Path], test: Scored, loader_predictor: Predictor) -> dict:
+def int8_check(fp16_dir: Path, spec, val_crops: list[Path], test: Scored) -> dict:
     """Export int8 calibrated on real validation crops; compare with fp32 on the test crops."""
     from face_emotion.data.face_crops import prepare_face_crops
     from face_emotion.inference.export import export_onnx
@@ -70,13 +69,11 @@ def int8_check(fp16_dir: Path, spec, val_crops: list[Path], test: Scored, loader
         fp32 = export_onnx(fp16_dir, Path(tmp) / "fp32.onnx")
         int8 = export_onnx(fp16_dir, Path(tmp) / "int8.onnx", int8=True, calibration_dir=calibration)
         _, loader, _ = prepare_face_crops(test.samples, spec.preprocess)
-        classes = list(spec.classes)
         rows = {}
         for name in ("fp32", "int8"):
             predictor = Predictor.load(Path(tmp) / f"{name}.onnx", detector=WHOLE_IMAGE)
-            logits = np.concatenate([predictor.logits([loader(s) for s in test.samples[i:i + 256]])
-                                     for i in range(0, len(test.samples), 256)])
-            rows[name] = logits
+            logits, _ = collect_logits(predictor, test.samples, list(spec.classes), loader=loader, batch_size=256)
+            rows[name] = logits.numpy()
         targets = test.targets.numpy()
         accuracy = {k: float((v.argmax(1) == targets).mean()) for k, v in rows.items()}
         return {
@@ -175,7 +172,7 @@ The same validation files on the datasets' own crops (no detection):
 
 FER2013 validation files scored against their original folder labels (noisy; FER+ agrees with
 them for 63 % of files):
-{summary_lines("validation, FER2013 original labels", fer_original)}
+{summary_lines("validation, FER2013 original labels", fer_original) if fer_original else "(no FER2013 files)"}
 
 {photos_line}
 
@@ -237,20 +234,21 @@ def main() -> None:
     val, val_scored = score(predictor, splits["val"], detect=True)
     test, test_scored = score(predictor, splits["test"], detect=True)
     own_crops, _ = score(predictor, splits["val"], detect=False)
-    fer_original, _ = score(predictor, original_fer_labels(splits["val"]), detect=True)
+    fer_files = original_fer_labels(splits["val"])
+    fer_original = score(predictor, fer_files, detect=True)[0] if fer_files else None
     photos = evaluate_folder(staged, args.photos, detect=True) if args.photos else None
 
     from face_emotion.data.face_crops import prepare_face_crops
 
     _, loader, _ = prepare_face_crops(val_scored.samples[: args.calibration_crops], spec.preprocess)
     int8 = int8_check(staged, spec, [Path(loader.crops[s.digest]) for s in val_scored.samples[: args.calibration_crops]],
-                      test_scored, predictor)
+                      test_scored)
 
     brief = lambda m: {k: m[k] for k in SUMMARY_KEYS} | {  # noqa: E731
         "per_source": {s: {k: v[k] for k in SUMMARY_KEYS} for s, v in m.get("per_source", {}).items()}}
     measured = {
         "val_detected": brief(val), "test_detected": brief(test) | {"per_class": test["per_class"]},
-        "val_own_crops": brief(own_crops), "val_fer2013_original_labels": brief(fer_original),
+        "val_own_crops": brief(own_crops), "val_fer2013_original_labels": brief(fer_original) if fer_original else None,
         "photos_detected": None if photos is None else {k: photos[k] for k in ("accuracy", "macro_f1", "n")}
         | {"no_face": photos["no_face"]["images"], "source": args.photos.name},
         "int8": int8,
@@ -273,7 +271,8 @@ def main() -> None:
     print(summary_lines("validation (detected)", val))
     print(summary_lines("test (detected)", test))
     print(summary_lines("validation (datasets' own crops)", own_crops))
-    print(summary_lines("validation FER2013 original labels", fer_original))
+    if fer_original:
+        print(summary_lines("validation FER2013 original labels", fer_original))
     if photos:
         print(f"- photos {args.photos.name}: accuracy {photos['accuracy']:.3f}, {photos['n']} images, "
               f"{photos['no_face']['images']} without a face")

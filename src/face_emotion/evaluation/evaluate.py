@@ -7,8 +7,7 @@ from pathlib import Path
 
 from face_emotion.data.scan import scan_dataset
 from face_emotion.evaluation.scoring import metrics_from_scores, score_samples
-
-TRAIN_DIGEST_CHARS = 12  # as training.run writes them
+from face_emotion.models.spec import TRAIN_DIGEST_CHARS
 
 
 def evaluate_folder(

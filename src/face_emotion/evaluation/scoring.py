@@ -136,7 +136,7 @@ def metrics_from_scores(
         metrics = classification_metrics(all_probs, all_targets, [*classes, NO_FACE])
         metrics["per_class"].pop(NO_FACE)
         metrics["classes"] = list(classes)
-        metrics["confusion_matrix"] = [row for row in metrics["confusion_matrix"][: len(classes)]]
+        metrics["confusion_matrix"] = metrics["confusion_matrix"][: len(classes)]
         metrics["confusion_columns"] = [*classes, NO_FACE]
         # Calibration speaks of the answers the model gave, i.e. of the faces it saw.
         metrics["ece"] = expected_calibration_error(probs, targets) if len(targets) else float("nan")

@@ -14,6 +14,9 @@ from typing import Any
 
 FORMAT_VERSION = 1
 ALIGN_MODES = ("none", "eyes", "landmarks")  # PreprocessSpec.face_align (faces.crop.crop_geometry)
+# A model file lists its training images by the first hex digits of their SHA-256, so `evaluate`
+# can warn when it is handed them (48 bits: no accidental match in any real dataset).
+TRAIN_DIGEST_CHARS = 12
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,10 @@ from face_emotion.evaluation.calibration import choose_temperature
 from face_emotion.evaluation.model_card import render_model_card
 from face_emotion.evaluation.plots import plot_confusion_matrix, plot_training_curves
 from face_emotion.models.backbones import create_network, get_backbone
-from face_emotion.models.spec import ModelSpec, PreprocessSpec
+from face_emotion.models.spec import TRAIN_DIGEST_CHARS, ModelSpec, PreprocessSpec
 from face_emotion.models.store import load_model, save_model
 
 log = logging.getLogger(__name__)
-
-# The model file lists its training images by the first hex digits of their SHA-256, so
-# `evaluate` can warn when it is handed them (48 bits: no accidental match in any real dataset).
-TRAIN_DIGEST_CHARS = 12
 
 
 @dataclass
