@@ -591,4 +591,4 @@ def test_train_help_shows_the_defaults_of_the_one_config():
 
     text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
     assert f"--epochs INTEGER [default: {TrainConfig.epochs}]" in text
-    assert f"[default: {TrainConfig.face_align}]" in text and "the --init model's, else resnet50" in text
+    assert "[default: the --init model's, else landmarks]" in text and "the --init model's, else resnet50" in text

@@ -13,7 +13,7 @@ from face_emotion.commands.common import fail as _fail, help_defaults_from, pars
 @click.option("--classes", help="Comma-separated classes to use, in this order (aliases allowed).")
 @click.option("--arch", help="resnet50, resnet18 or efficientnet_lite0 [default: the --init model's, else resnet50].")
 @click.option("--weights", help="imagenet, none, or a local weights file.")
-@click.option("--image-size", type=int, help="Model input size in pixels.")
+@click.option("--image-size", type=int, help="Model input size in pixels [default: the --init model's, else 224].")
 @click.option("--color-mode", type=click.Choice(["rgb", "grayscale"]), help="[default: the --init model's, else rgb]")
 @click.option("--dropout", type=float)
 @click.option("--epochs", type=int)
@@ -32,20 +32,36 @@ from face_emotion.commands.common import fail as _fail, help_defaults_from, pars
 @click.option("--devices", help="Number of devices (2 on CPU runs DDP/gloo).")
 @click.option("--accelerator", help="auto, cpu, gpu ...")
 @click.option("--num-nodes", type=int)
-@click.option("--precision", help="32-true, 16-mixed, bf16-mixed ...")
+@click.option("--precision", help="32-true, 16-mixed, bf16-mixed ... [default: bf16-mixed on a CUDA GPU, else 32-true]")
 @click.option("--workers", "num_workers", type=int, help="Data-loading processes.")
 @click.option("--resume", is_flag=True, help="Continue from RUN/checkpoints/last.ckpt with the same split.")
 @click.option("--max-minutes", "max_time_minutes", type=float, help="Stop training after this many minutes.")
-@click.option("--face-margin", type=float, help="Margin around each face, a fraction of its size per side.")
+@click.option("--face-margin", type=float, help="Margin around each face, a fraction of its size per side "
+                                                 "[default: the --init model's, else 0].")
 @click.option("--face-align", type=click.Choice(["landmarks", "eyes", "none"]),
-              help="Crop geometry: fit the five-point face template, level the eyes, or the plain box.")
+              help="Crop geometry: fit the five-point face template, level the eyes, or the plain box "
+                   "[default: the --init model's, else landmarks].")
 @click.option("--face-resolution", type=int,
-              help="Bring each crop to this many pixels a side before the model size (detail level of small training crops).")
+              help="Bring each crop to this many pixels a side before the model size (detail level of small "
+                   "training crops) [default: the --init model's, else none].")
 @click.option("--init", help="Start from a face-emotion model: 'bundled', a run folder or a model file.")
 @click.option("--name", help="Model name written into the model file.")
 @click.option("--detect/--no-detect", default=None,
               help="Detect and crop faces first (photos); --no-detect: the images are face crops already.")
 @click.option("--detector", help="Face detector name (default: the package default).")
+@click.option("--crops", type=click.Choice(["memory", "files"]),
+              help="memory: decode every crop once and augment batches on the training device (fast on a GPU); "
+                   "files: decode per sample.")
+@click.option("--framings", type=click.Choice(["both", "template", "given"]),
+              help="With detection: train on the detector's crop, the file as given (as --no-detect reads it), or both.")
+@click.option("--zoom-out", type=float, help="Augmentation may show up to this times the crop's side (--crops memory).")
+@click.option("--distill", type=click.Path(exists=True, dir_okay=False),
+              help="CSV of a bigger model's logits per file (sha256_prefix, then one column per class): distillation.")
+@click.option("--distill-alpha", type=float, help="Weight of the distillation term.")
+@click.option("--distill-temperature", type=float, help="Softening temperature of distillation.")
+@click.option("--soft-labels", type=click.Path(exists=True, dir_okay=False),
+              help="CSV of class distributions per file (sha256_prefix, then one column per class), e.g. annotator votes.")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="Learning-rate schedule.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
     """Train on DATA_DIRS (folder per class, or train/ val/ test/ folders) and write a run folder."""

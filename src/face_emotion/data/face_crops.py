@@ -1,38 +1,39 @@
-"""Uncropped photos -> cached face crops, for training and evaluation on photo datasets.
+"""Uncropped photos -> face crops, for training and evaluation on photo datasets.
 
-The same detector, the same largest-face rule and the same `faces.crop.crop_geometry` as the
-Predictor, so a model is trained on exactly the kind of crop it will see at inference. Dataset crops
-(FER2013, LFW, AffectNet) go through it too: detecting the face inside an already-cropped image
-and re-cutting it gives training crops the geometry of a user's photo, not the dataset's own. Detection runs once per file; crops are cached on disk by content
-hash and crop settings, so a second run (or a resumed one) skips the detector entirely.
+The same detector, the same largest-face rule and the same `faces.crop.crop_for_model` as the
+Predictor, so a model is trained on exactly the kind of crop it will see at inference. Detection
+runs once per file and is cached by content hash (data.crop_bank.detect_largest_faces), whatever
+the crop settings: a second run, a resumed one, or one with another margin skips the detector.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image
 
+from face_emotion.data.crop_bank import detect_largest_faces
 from face_emotion.data.scan import Sample, Skipped
-from face_emotion.imageio import ImageDecodeError, load_image
+from face_emotion.faces.base import Face
+from face_emotion.imageio import load_image
 from face_emotion.models.spec import PreprocessSpec
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("FACE_EMOTION_CACHE", Path.home() / ".cache" / "face-emotion")) / "face-crops"
 
 
 @dataclass
 class FaceCropLoader:
-    """Loads the cached crop of a sample (picklable, for DataLoader workers)."""
+    """Cuts the model's crop of a sample's cached face (picklable, for DataLoader workers)."""
 
-    crops: dict[str, str]  # sample digest -> crop file
+    faces: dict[str, Face]  # sample digest -> its largest face
+    preprocess: PreprocessSpec
+
+    @property
+    def crops(self) -> dict[str, Face]:
+        return self.faces
 
     def __call__(self, sample: Sample) -> Image.Image:
-        return load_image(self.crops[sample.digest], max_pixels=None)
+        from face_emotion.faces.crop import crop_for_model
+
+        return crop_for_model(load_image(sample.path, max_pixels=None), self.faces[sample.digest], self.preprocess)[0]
 
 
 def prepare_face_crops(
@@ -40,51 +41,14 @@ def prepare_face_crops(
     preprocess: PreprocessSpec,
     *,
     detector: str | None = None,
-    cache_dir: Path | None = None,
     progress: bool = False,
 ) -> tuple[list[Sample], FaceCropLoader, list[Skipped]]:
-    """Detect the largest face of every sample and cache its crop.
+    """Detect the largest face of every sample (cached).
 
     Returns the samples that have a face, a loader for their crops, and the ones without a face
     (reported, never silently kept whole: a whole group photo labelled "happy" is not a face).
     """
-    from face_emotion.faces import create_detector
-    from face_emotion.faces.crop import crop_for_model
-
-    face_detector = create_detector(detector)
-    # v2: small images enlarged before detection, the five-point template.
-    settings = f"v2|{face_detector.name}|{preprocess.face_margin:.3f}|{preprocess.face_align}"
-    tag = hashlib.sha256(settings.encode()).hexdigest()[:10]
-    cache = Path(cache_dir or default_cache_dir()) / tag
-    cache.mkdir(parents=True, exist_ok=True)
-    none_marker = ".noface"
-
-    kept, skipped, crops = [], [], {}
-    iterator = samples
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(samples, desc="detecting faces", unit="image")
-    for sample in iterator:
-        crop_path = cache / f"{sample.digest}.png"
-        if (cache / f"{sample.digest}{none_marker}").exists():
-            skipped.append(Skipped(str(sample.path), "no face found"))
-            continue
-        if not crop_path.exists():
-            try:
-                image = load_image(sample.path)
-            except ImageDecodeError as error:
-                skipped.append(Skipped(str(sample.path), str(error)))
-                continue
-            faces = face_detector.detect(image)
-            if not faces:
-                (cache / f"{sample.digest}{none_marker}").touch()
-                skipped.append(Skipped(str(sample.path), "no face found"))
-                continue
-            # One label per file: the largest face is the one the label is about.
-            tmp = crop_path.with_suffix(".tmp")
-            crop_for_model(image, faces[0], preprocess)[0].save(tmp, format="PNG")
-            tmp.replace(crop_path)  # atomic: an interrupted run never leaves half a crop
-        crops[sample.digest] = str(crop_path)
-        kept.append(sample)
-    return kept, FaceCropLoader(crops), skipped
+    faces, unreadable = detect_largest_faces(samples, detector, progress=progress)
+    kept = [s for s in samples if faces.get(s.digest) is not None]
+    skipped = unreadable + [Skipped(str(s.path), "no face found") for s in samples if s.digest in faces and faces[s.digest] is None]
+    return kept, FaceCropLoader({s.digest: faces[s.digest] for s in kept}, preprocess), skipped

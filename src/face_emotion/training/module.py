@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+
+class WarmupCosine:
+    """Learning-rate factor per step: linear warm-up, then cosine down to zero at ``total``."""
+
+    def __init__(self, total: int, warmup: int) -> None:
+        self.total, self.warmup = total, warmup
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min((step - self.warmup) / max(self.total - self.warmup, 1), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class EmotionClassifier(pl.LightningModule):
@@ -21,6 +36,9 @@ class EmotionClassifier(pl.LightningModule):
         class_weights: list[float] | None = None,
         plateau_patience: int = 2,
         plateau_factor: float = 0.3,
+        schedule: str = "plateau",
+        distill_alpha: float = 0.5,
+        distill_temperature: float = 2.0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["network"])
@@ -34,23 +52,54 @@ class EmotionClassifier(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images)
 
-    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            logits, targets, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
-        )
+    def _loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        logits = logits.float()
+        if batch.get("targets") is not None:
+            # A class distribution per image (soft labels, e.g. FER+ annotator votes).
+            loss = F.cross_entropy(logits, batch["targets"], weight=self.class_weights)
+        else:
+            loss = F.cross_entropy(
+                logits, batch["labels"], weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
+            )
+        teacher = batch.get("teacher")
+        if teacher is None:
+            return loss
+        # Knowledge distillation (Hinton et al. 2015): match the teacher's softened distribution;
+        # T^2 keeps the gradient scale independent of T. Images the teacher never saw (NaN rows)
+        # take the plain loss alone.
+        seen = ~torch.isnan(teacher).any(dim=1)
+        if not bool(seen.any()):
+            return loss
+        t = self.hparams.distill_temperature
+        kd = F.kl_div(
+            F.log_softmax(logits[seen] / t, dim=1), F.log_softmax(teacher[seen].float() / t, dim=1),
+            reduction="batchmean", log_target=True,
+        ) * (t * t)
+        alpha = self.hparams.distill_alpha * seen.float().mean()
+        return (1 - alpha) * loss + alpha * kd
+
+    @staticmethod
+    def _as_dict(batch) -> dict:
+        # File loaders give (images, labels); the crop bank gives a dict with soft targets too.
+        if isinstance(batch, dict):
+            return batch
+        images, labels = batch
+        return {"images": images, "labels": labels}
 
     def training_step(self, batch, batch_idx):
-        images, targets = batch
-        logits = self(images)
-        loss = self._loss(logits, targets)
+        batch = self._as_dict(batch)
+        targets = batch["labels"]
+        logits = self(batch["images"])
+        loss = self._loss(logits, batch)
         self.train_acc(logits, targets)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        images, targets = batch
-        logits = self(images)
+        batch = self._as_dict(batch)
+        targets = batch["labels"]
+        logits = self(batch["images"]).float()
         # Unweighted, unsmoothed loss: the plateau scheduler should see the true validation NLL.
         self.log("val_loss", F.cross_entropy(logits, targets), prog_bar=True, sync_dist=True)
         self.val_acc(logits, targets)
@@ -62,6 +111,12 @@ class EmotionClassifier(pl.LightningModule):
         # Only trainable parameters: head-first fine-tuning adds the backbone as a new group later.
         params = [p for p in self.parameters() if p.requires_grad]
         optimiser = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.schedule == "cosine":
+            # A fixed budget of epochs (fine-tuning, distillation): warm up for the first 5 % of
+            # the steps, then cosine to zero by the last one.
+            total = max(int(self.trainer.estimated_stepping_batches), 1)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, WarmupCosine(total, max(total // 20, 1)))
+            return {"optimizer": optimiser, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimiser, mode="min", factor=self.hparams.plateau_factor,
             patience=self.hparams.plateau_patience, min_lr=1e-7,

@@ -40,7 +40,7 @@ class TrainConfig:
     classes: list[str] | None = None
     arch: str | None = None  # None: the --init model's architecture, else resnet50
     weights: str = "imagenet"  # "imagenet", "none" or a path
-    image_size: int = 224
+    image_size: int | None = None  # None: the --init model's, else 224
     color_mode: str | None = None  # None: the --init model's colour mode, else "rgb"
     dropout: float = 0.5
     epochs: int = 30
@@ -58,7 +58,7 @@ class TrainConfig:
     devices: int | str = "auto"
     accelerator: str = "auto"
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str | None = None  # None: bf16-mixed on a CUDA GPU, else 32-true
     num_workers: int = 0
     resume: bool = False
     checkpoint_minutes: float = 10.0
@@ -66,26 +66,61 @@ class TrainConfig:
     limit_train_batches: float | int | None = None
     progress: bool = True
     name: str = "face-emotion"
-    face_margin: float = 0.0  # crop geometry (faces.crop): margin around the face, alignment mode
-    face_align: str = "landmarks"
-    face_resolution: int | None = None  # detail level of crops (PreprocessSpec.face_resolution)
+    # Crop geometry (faces.crop) and detail level (PreprocessSpec.face_resolution). None: the
+    # --init model's, else margin 0, landmarks, no detail step. A model started from another must
+    # see its crops cut the way it learnt them.
+    face_margin: float | None = None
+    face_align: str | None = None
+    face_resolution: int | None = None
+    # "memory": every crop decoded once into a bank held on the training device and augmented
+    # there a batch at a time (data.crop_bank, training.augment); "files": decoded per sample.
+    crops: str = "memory"
+    # Which framings to train on when detecting: "template" (the detector's crop, as predict and
+    # serve cut it), "given" (the file as it is, as --no-detect reads it) or "both". "both" is for
+    # datasets of face crops, which users also hand over as they are; a whole photo is no crop.
+    framings: str = "template"
+    zoom_out: float = 1.15  # augmentation may show up to this times the crop's side ("memory")
+    distill: str | None = None  # CSV of teacher logits by sha256 prefix (data.crop_bank.read_digest_table)
+    distill_alpha: float = 0.5
+    distill_temperature: float = 2.0
+    soft_labels: str | None = None  # CSV of per-file class distributions (e.g. annotator votes)
+    schedule: str = "plateau"  # "plateau" (reduce on validation loss) or "cosine" (fixed budget)
     init: str | None = None  # start from a face-emotion model: "bundled", a run folder or a model file
     detect: bool = True  # detect and crop faces first (uncropped photos); False: files are face crops
     detector: str | None = None  # face detector name; None: the default
     extra: dict = field(default_factory=dict)  # free-form notes written into the model description
 
     def __post_init__(self) -> None:
-        if self.arch is None or self.color_mode is None:
-            init_spec = None
-            if self.init:
-                from face_emotion.models.bundled import resolve_init_argument
-                from face_emotion.models.store import read_spec
+        init_spec = None
+        if self.init:
+            from face_emotion.models.bundled import resolve_init_argument
+            from face_emotion.models.store import read_spec
 
-                init_spec = read_spec(resolve_init_argument(self.init))
-            if self.arch is None:
-                self.arch = init_spec.architecture if init_spec else "resnet50"
-            if self.color_mode is None:
-                self.color_mode = init_spec.preprocess.color_mode if init_spec else "rgb"
+            init_spec = read_spec(resolve_init_argument(self.init))
+        # Everything that shapes a crop follows the model a run starts from unless given.
+        if self.arch is None:
+            self.arch = init_spec.architecture if init_spec else "resnet50"
+        if init_spec is not None:
+            pre = init_spec.preprocess
+            for name in ("image_size", "color_mode", "face_margin", "face_align", "face_resolution"):
+                if getattr(self, name) is None:
+                    setattr(self, name, getattr(pre, name))
+        defaults = {"image_size": 224, "color_mode": "rgb", "face_margin": 0.0, "face_align": "landmarks"}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.precision is None:
+            self.precision = "bf16-mixed" if _cuda_in_use(self.accelerator) else "32-true"
+        if self.crops not in ("memory", "files"):
+            raise ValueError(f"crops must be memory or files, not {self.crops!r}")
+        if self.framings not in ("template", "given", "both"):
+            raise ValueError(f"framings must be template, given or both, not {self.framings!r}")
+        if (self.distill or self.soft_labels) and self.crops != "memory":
+            raise ValueError("--distill and --soft-labels need --crops memory")
+
+
+def _cuda_in_use(accelerator: str) -> bool:
+    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
 @dataclass
@@ -283,6 +318,86 @@ def _report_data(splits: dict, classes: list[str], skipped: list) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _framings(config: TrainConfig) -> tuple[bool, bool]:
+    """(template views, given views) that training reads."""
+    if not config.detect:
+        return False, True
+    return config.framings in ("template", "both"), config.framings in ("given", "both")
+
+
+def _loss_weights(config: TrainConfig, splits: dict, classes: list[str]) -> list[float] | None:
+    return class_weights(splits["train"], classes).tolist() if config.balance == "loss" else None
+
+
+def _check_splits(splits: dict) -> None:
+    for split in ("train", "val"):
+        if not splits[split]:
+            raise ValueError(f"the {split} split is empty: the dataset is too small to split")
+
+
+def _file_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: list[str], preprocess: PreprocessSpec):
+    """Crops decoded per sample by DataLoader workers (one framing: the detector's, or the file)."""
+    loader = load_whole_image
+    if config.detect:
+        from face_emotion.data.face_crops import prepare_face_crops
+
+        # Detect once over every split; one loader serves them all (the DataModule takes one).
+        everything = [sample for split_samples in splits.values() for sample in split_samples]
+        _, loader, no_face = prepare_face_crops(everything, preprocess, detector=config.detector, progress=config.progress)
+        scan.skipped.extend(no_face)
+        splits = {name: [s for s in samples if s.digest in loader.crops] for name, samples in splits.items()}
+    _check_splits(splits)
+    _report_data(splits, classes, scan.skipped)
+    datamodule = FaceDataModule(
+        splits, classes, preprocess, batch_size=config.batch_size, num_workers=config.num_workers,
+        augment=config.augment, balanced_sampling=config.balance == "sampler", seed=config.seed, loader=loader,
+    )
+    framing = "template" if config.detect else "given"
+    return datamodule, {framing: (loader, None)}, splits
+
+
+def _bank_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: list[str], preprocess: PreprocessSpec):
+    """Every crop decoded once into a bank (both framings where asked), soft targets and teacher
+    logits looked up by content hash. Returns the DataModule, a loader per framing for the final
+    scoring (with the samples it can score), and the splits kept."""
+    from face_emotion.data.crop_bank import build_crop_bank, read_digest_table
+    from face_emotion.data.datamodule import CropBankDataModule
+    from face_emotion.data.face_crops import FaceCropLoader
+
+    template, given = _framings(config)
+    everything = [sample for split_samples in splits.values() for sample in split_samples]
+    bank, skipped = build_crop_bank(everything, preprocess, detect=template, given=given,
+                                    detector=config.detector, progress=config.progress)
+    scan.skipped.extend(skipped)
+    banked = {bank.samples[i].digest for i in set(bank.sample_index.tolist())}
+    splits = {name: [s for s in samples if s.digest in banked] for name, samples in splits.items()}
+    _check_splits(splits)
+    _report_data(splits, classes, scan.skipped)
+    soft = read_digest_table(config.soft_labels, classes) if config.soft_labels else None
+    teacher = read_digest_table(config.distill, classes) if config.distill else None
+    if teacher is not None:
+        from face_emotion.data.crop_bank import lookup
+
+        found = sum(lookup(teacher, s.digest) is not None for s in splits["train"])
+        print(f"distillation: teacher logits for {found} of {len(splits['train'])} training images", flush=True)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(config.precision), torch.float32)
+    datamodule = CropBankDataModule(
+        bank, splits, classes, preprocess, batch_size=config.batch_size, augment=config.augment,
+        zoom_out=config.zoom_out, balanced_sampling=config.balance == "sampler", soft_targets=soft,
+        teacher_logits=teacher, label_smoothing=config.label_smoothing, precision_dtype=dtype, seed=config.seed,
+    )
+    loaders = {}
+    if template:
+        from face_emotion.data.crop_bank import detect_largest_faces
+
+        faces, _ = detect_largest_faces(everything, config.detector)
+        found = {d: f for d, f in faces.items() if f is not None}
+        loaders["template"] = (FaceCropLoader(found, preprocess), set(found))
+    if given:
+        loaders["given"] = (load_whole_image, None)
+    return datamodule, loaders, splits
+
+
 def _train(config: TrainConfig, out: Path, started: float, backbone, scan: DatasetScan, classes: list[str], network):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -296,30 +411,16 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
         image_size=config.image_size, color_mode=config.color_mode, mean=backbone.mean, std=backbone.std,
         face_margin=config.face_margin, face_align=config.face_align, face_resolution=config.face_resolution,
     )
-    loader = load_whole_image
-    if config.detect:
-        from face_emotion.data.face_crops import prepare_face_crops
-
-        # Detect once over every split; one loader serves them all (the DataModule takes one).
-        everything = [sample for split_samples in splits.values() for sample in split_samples]
-        _, loader, no_face = prepare_face_crops(
-            everything, preprocess, detector=config.detector, progress=config.progress
-        )
-        scan.skipped.extend(no_face)
-        splits = {name: [s for s in samples if s.digest in loader.crops] for name, samples in splits.items()}
-    for split in ("train", "val"):
-        if not splits[split]:
-            raise ValueError(f"the {split} split is empty: the dataset is too small to split")
-    _report_data(splits, classes, scan.skipped)
-
-    weights_for_loss = class_weights(splits["train"], classes).tolist() if config.balance == "loss" else None
+    if _cuda_in_use(config.accelerator):
+        network = network.to(memory_format=torch.channels_last)  # faster convolutions under bf16
+    if config.crops == "memory":
+        datamodule, loaders, splits = _bank_data(config, scan, splits, classes, preprocess)
+    else:
+        datamodule, loaders, splits = _file_data(config, scan, splits, classes, preprocess)
     module = EmotionClassifier(
         network, len(classes), lr=config.lr, weight_decay=config.weight_decay,
-        label_smoothing=config.label_smoothing, class_weights=weights_for_loss,
-    )
-    datamodule = FaceDataModule(
-        splits, classes, preprocess, batch_size=config.batch_size, num_workers=config.num_workers,
-        augment=config.augment, balanced_sampling=config.balance == "sampler", seed=config.seed, loader=loader,
+        label_smoothing=config.label_smoothing, class_weights=_loss_weights(config, splits, classes),
+        schedule=config.schedule, distill_alpha=config.distill_alpha, distill_temperature=config.distill_temperature,
     )
 
     checkpoints = out / "checkpoints"
@@ -376,19 +477,44 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     draft = ModelSpec(architecture=config.arch, classes=tuple(classes), preprocess=preprocess)
     predictor = Predictor(PyTorchBackend.from_network(network, draft))
     batch = max(config.batch_size, 64)
-    val_logits, val_targets = collect_logits(predictor, splits["val"], classes, loader=loader, batch_size=batch)
-    calibration = choose_temperature(val_logits, val_targets)
+    index = {name: i for i, name in enumerate(classes)}
+
+    def score(samples: list, framing: str) -> Scored:
+        # Through the detector a file without a face is a wrong answer, never left out.
+        loader, has_face = loaders[framing]
+        found = samples if has_face is None else [s for s in samples if s.digest in has_face]
+        missed = [] if has_face is None else [s for s in samples if s.digest not in has_face]
+        logits, targets = collect_logits(predictor, found, classes, loader=loader, batch_size=batch)
+        return Scored(logits, targets, found, missed, [index[s.label] for s in missed],
+                      {str(s.path): "no face found" for s in missed})
+
+    framings = list(loaders)  # the primary framing first: the detector's crop when detecting
+    val_scored = {f: score(splits["val"], f) for f in framings}
+    # One temperature for every framing: a user's crops may come either way.
+    calibration = choose_temperature(torch.cat([v.logits for v in val_scored.values()]),
+                                     torch.cat([v.targets for v in val_scored.values()]))
     temperature = calibration["temperature"]
     if calibration.get("note"):
         print(f"temperature: {calibration['note']}", flush=True)
     test_samples = splits["test"] or splits["val"]
-    test_logits, test_targets = collect_logits(predictor, test_samples, classes, loader=loader, batch_size=batch)
-    metrics = metrics_from_scores(Scored(test_logits, test_targets, test_samples), classes, classes, temperature)
+    test_scored = {f: score(test_samples, f) for f in framings}
+    by_framing = {f: metrics_from_scores(test_scored[f], classes, classes, temperature) for f in framings}
+    metrics = by_framing[framings[0]]
     metrics["split"] = "test" if splits["test"] else "val"
+    metrics["framing"] = framings[0]
     calibration |= {"test_ece_before": metrics["ece_before_temperature"], "test_ece_after": metrics["ece"]}
     metrics["calibration"] = calibration
-    val_metrics = metrics_from_scores(Scored(val_logits, val_targets, splits["val"]), classes, classes, temperature)
+    val_metrics = metrics_from_scores(val_scored[framings[0]], classes, classes, temperature)
     per_source = metrics.get("per_source", {})
+    other_framings = {
+        f: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"],
+            "per_source": {s: {k: v[k] for k in ("accuracy", "macro_f1", "n")} for s, v in m.get("per_source", {}).items()}}
+        for f, m in by_framing.items() if f != framings[0]
+    }
+    if other_framings:
+        metrics["other_framings"] = other_framings
+        for f, m in other_framings.items():
+            print(f"{metrics['split']} ({f} framing): accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}", flush=True)
 
     data_summary = scan.summary() | {"split_sizes": {k: len(v) for k, v in splits.items()}}
     training = {k: v for k, v in asdict(config).items() if k not in ("data_dirs", "out_dir", "extra", "progress")}
@@ -402,6 +528,7 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
         metrics={"test": {k: metrics[k] for k in ("accuracy", "macro_f1", "per_class", "n")},
                  "val": {k: val_metrics[k] for k in ("accuracy", "macro_f1", "n")},
                  "test_per_source": {s: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for s, m in per_source.items()},
+                 "test_framing": metrics["framing"], "test_other_framings": other_framings,
                  "calibration": calibration},
         training=training | {"train_sha256_prefixes": "".join(s.digest[:TRAIN_DIGEST_CHARS] for s in splits["train"])},
     )
