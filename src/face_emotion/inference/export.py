@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 FP32_TOLERANCE = 1e-4  # max |p_onnx - p_torch| over all classes and check inputs
 MAX_CALIBRATION_IMAGES = 64
+# A model may ship its int8 form beside its weights, quantised on real face crops when it was
+# packaged (the bundled model does: its training crops cannot ship, so their ranges come this way).
+SHIPPED_INT8_FILE = "model.int8.onnx"
 CALIBRATION_BATCH = 8
 
 
@@ -222,6 +225,19 @@ def _quantize(fp32_path: Path, output: Path, calibration: np.ndarray, work: Path
         return f"dynamic int8 (weights only, per-channel; static quantisation failed: {error.__class__.__name__})"
 
 
+def shipped_int8(source: Path, source_sha256: str) -> Path | None:
+    """The int8 file shipped beside ``source``, if it was quantised from exactly these weights."""
+    candidate = source.parent / SHIPPED_INT8_FILE
+    if not candidate.is_file():
+        return None
+    try:
+        made_from = OnnxRuntimeBackend(candidate, num_threads=1).metadata.get(ONNX_SOURCE_SHA256_KEY)
+    except Exception as error:  # a damaged file must not stop an export that can quantise anew
+        log.warning("ignoring %s: %s", candidate, error)
+        return None
+    return candidate if made_from == source_sha256 else None
+
+
 def export_onnx(
     model_path: str | Path,
     output: str | Path,
@@ -316,7 +332,13 @@ def export_onnx(
         fp32_bytes = fp32_path.stat().st_size
 
         quantization, calibration, agreement, int8_diff, int8_count = "none", None, None, None, None
-        if int8:
+        shipped = shipped_int8(source, source_sha256) if int8 and not calibration_images else None
+        if shipped is not None:
+            final = work / "model.int8.onnx"
+            shutil.copy(shipped, final)
+            quantization = OnnxRuntimeBackend(final, num_threads=num_threads).metadata.get(ONNX_QUANTIZATION_KEY, "int8")
+            calibration = f"shipped with the model ({shipped.name}, quantised on real face crops when it was packaged)"
+        elif int8:
             if calibration_images:
                 calibration = f"{len(calibration_images)} images from {calibration_dir}"
             else:
@@ -328,6 +350,7 @@ def export_onnx(
             write_metadata(
                 final, _metadata(spec, source_sha256, quantization), f"{spec.name}: face emotion classifier (logits), {quantization}"
             )
+        if int8:
             int8_probs = onnx_probs(OnnxRuntimeBackend(final, num_threads=num_threads), image_inputs)
             fp32_images = fp32[len(random_inputs):]
             agreement = float((int8_probs.argmax(1) == fp32_images.argmax(1)).mean())
