@@ -49,8 +49,8 @@ def make_crops(root: Path, n: int, classes: list[str]) -> None:
         draw.ellipse((8, 4, 40, 46), fill=int(rng.integers(140, 220)))
         for x in (17, 31):
             draw.ellipse((x - 3, 18, x + 3, 22), fill=30)
-        bend = (classes.index(label) - len(classes) / 2) * 2
-        draw.arc((16, 28 - bend, 32, 36 + bend), 0, 180, fill=40, width=2)
+        open_mouth = 1 + 2 * classes.index(label)  # a mouth from a line to a wide oval, by class
+        draw.ellipse((16, 32 - open_mouth // 2, 32, 33 + open_mouth // 2), outline=40, width=2)
         noisy = np.clip(np.asarray(image, np.int16) + rng.integers(-12, 12, (48, 48)), 0, 255).astype(np.uint8)
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)

@@ -178,3 +178,25 @@ def test_export_cli(tiny_model_dir, tmp_path, monkeypatch):
     calibration_alone = runner.invoke(main, ["export", "--model", str(tiny_model_dir), "--output", str(out),
                                              "--calibration", str(tmp_path)])
     assert calibration_alone.exit_code == 1 and "--int8" in calibration_alone.output
+
+
+def test_an_int8_file_shipped_beside_the_weights_is_used_for_exactly_those_weights(tiny_model_dir, tmp_path):
+    from face_emotion.models.store import load_model, save_model
+    from support.synthetic import make_learnable_dataset
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_model_dir / "model.safetensors", run / "model.safetensors")
+    data = make_learnable_dataset(tmp_path / "faces", per_class=6)
+    made = export_onnx(run, run / "model.int8.onnx", int8=True, calibration_dir=data, num_threads=1)
+    assert "kept in fp32" in made.quantization  # first convolution and the logits layer
+    again = export_onnx(run, tmp_path / "copy.onnx", int8=True, num_threads=1)
+    assert "shipped" in again.calibration and not any("synthetic" in note for note in again.notes)
+    assert (tmp_path / "copy.onnx").read_bytes() == (run / "model.int8.onnx").read_bytes()
+    # Other weights never pair with it, even under the same file name.
+    other = tmp_path / "other"
+    network, spec = load_model(run)
+    save_model(network, spec.replace(name="changed"), other)
+    shutil.copy(run / "model.int8.onnx", other / "model.int8.onnx")
+    fresh = export_onnx(other, tmp_path / "fresh.onnx", int8=True, num_threads=1)
+    assert "synthetic" in fresh.calibration
