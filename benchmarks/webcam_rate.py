@@ -41,12 +41,40 @@ def start_server(src: Path, model: str | None, workers: int, log: Path) -> Serve
     return server.start(timeout_s=300)
 
 
-def measure_page(browser, url: str, warmup_s: float, duration_s: float, local: bool = False) -> dict:
+def descendants_cpu_s(root: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by the processes below ``root`` (default: this one),
+    Chromium's among them: on a shared machine, CPU time per frame says what the page costs where
+    frames/s says how much CPU it happened to get."""
+    root = os.getpid() if root is None else root
+    parents, times = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    below = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in below and pid not in below:
+                below.add(pid)
+                changed = True
+    return sum(times[pid] for pid in below if pid != root and pid in times)
+
+
+def measure_page(browser, url: str, warmup_s: float, duration_s: float, local: bool = False,
+                 threads: int = 0) -> dict:
     from playwright.sync_api import expect
 
     context = browser.new_context(viewport={"width": 1100, "height": 850})
     page = context.new_page()
-    page.goto(url + ("/?device=local" if local else "/"))
+    page.goto(url + (f"/?device=local{f'&threads={threads}' if threads else ''}" if local else "/"))
     page.evaluate("() => performance.setResourceTimingBufferSize(100000)")
     if local:
         expect(page.locator("#device-status")).to_contain_text("Running in this browser", timeout=300_000)
@@ -55,7 +83,9 @@ def measure_page(browser, url: str, warmup_s: float, duration_s: float, local: b
     expect(page.locator("#camera-rate")).to_contain_text("frames/s", timeout=120_000)
     page.wait_for_timeout(warmup_s * 1000)
     start = page.evaluate("() => { performance.clearMeasures(); return performance.now(); }")
+    cpu_start, load_start = descendants_cpu_s(), os.getloadavg()[0]
     page.wait_for_timeout(duration_s * 1000)
+    cpu_s, load_end = descendants_cpu_s() - cpu_start, os.getloadavg()[0]
     # Answers to POST /predict that ended inside the window (Resource Timing: works for any page code).
     report = page.evaluate("""([start, local]) => {
         const end = performance.now();
@@ -81,8 +111,10 @@ def measure_page(browser, url: str, warmup_s: float, duration_s: float, local: b
     stages = {name: statistics.median(values) for name, values in report["stages"].items() if values}
     if report["durations"]:
         stages["request (resource timing)"] = statistics.median(report["durations"])
+    # In server mode the server's CPU is not below this process (it runs in its own session).
     return {"rate": report["count"] / seconds, "frames": report["count"], "label": label, "page_rate": rate_text,
-            "stages": stages, "predict_requests": report["requests"]}
+            "stages": stages, "predict_requests": report["requests"],
+            "browser_cpu_ms_per_frame": 1000 * cpu_s / max(1, report["count"]), "load": (load_start, load_end)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--device", choices=["server", "local", "both"], default="server",
                         help="where the models run: the server (frames uploaded) or the browser (?device=local)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="ONNX Runtime Web threads in local mode (default: the page's choice)")
     args = parser.parse_args(argv)
     modes = ["server", "local"] if args.device == "both" else [args.device]
 
@@ -113,19 +147,21 @@ def main(argv: list[str] | None = None) -> int:
             for name, src in sources:
                 with start_server(src, args.model, args.workers, work / f"{name.replace(' ', '_')}.log") as server:
                     for mode in modes:
-                        row = measure_page(browser, server.url, args.warmup, args.duration, local=mode == "local")
+                        row = measure_page(browser, server.url, args.warmup, args.duration, local=mode == "local",
+                                           threads=args.threads)
                         rows.append((f"{name}, {mode}", src, row))
         finally:
             browser.close()
 
     print(f"\nFake camera: 640x480 clip, one face; {args.duration:g} s measured after {args.warmup:g} s; "
           f"CPUs: {os.cpu_count()}.\n")
-    print("| code, where the models run | frames/s analysed | frames | /predict calls | page says | last label | "
-          "median ms per stage |")
-    print("|---|---:|---:|---:|---|---|---|")
+    print("| code, where the models run | frames/s analysed | frames | /predict calls | browser CPU ms/frame | "
+          "load avg | page says | last label | median ms per stage |")
+    print("|---|---:|---:|---:|---:|---|---|---|---|")
     for name, src, row in rows:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in row["stages"].items()) or "(page emits no measures)"
         print(f"| {name} ({src}) | {row['rate']:.1f} | {row['frames']} | {row['predict_requests']} | "
+              f"{row['browser_cpu_ms_per_frame']:.0f} | {row['load'][0]:.1f}-{row['load'][1]:.1f} | "
               f"{row['page_rate']} | {row['label']} | {stages} |")
     return 0
 

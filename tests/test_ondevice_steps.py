@@ -65,22 +65,29 @@ def _detector_settings():
             "min_working_side": _MIN_WORKING_SIDE, "min_detection_side": MIN_DETECTION_SIDE}
 
 
-@pytest.mark.parametrize("photo_name", ["astronaut.png", "group-five.png", "face-crop-120.png", "group-huge.png"])
-@pytest.mark.parametrize("preprocess", [
-    {"image_size": 80, "color_mode": "grayscale", "mean": [0.5] * 3, "std": [0.5] * 3, "face_margin": 0.0,
-     "face_align": "landmarks", "face_resolution": 48},
-    {"image_size": 32, "color_mode": "rgb", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-     "face_margin": 0.25, "face_align": "eyes", "face_resolution": None},
-], ids=["bundled-like", "rgb-eyes"])
-def test_every_step_matches_python_bit_for_bit(photo_name, preprocess, tmp_path):
+BUNDLED_LIKE = {"image_size": 80, "color_mode": "grayscale", "mean": [0.5] * 3, "std": [0.5] * 3, "face_margin": 0.0,
+                "face_align": "landmarks", "face_resolution": 48}
+RGB_EYES = {"image_size": 32, "color_mode": "rgb", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+            "face_margin": 0.25, "face_align": "eyes", "face_resolution": None}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    return {p.name: p for p in face_photos(tmp_path_factory.mktemp("photos"))}
+
+
+@pytest.mark.parametrize(("photo_name", "preprocess"), [
+    ("astronaut.png", BUNDLED_LIKE), ("group-five.png", BUNDLED_LIKE), ("face-crop-120.png", BUNDLED_LIKE),
+    ("group-huge.png", BUNDLED_LIKE), ("astronaut-roll-12.png", RGB_EYES),
+], ids=["astronaut", "group", "small-crop", "huge-reducing-gap", "rgb-eyes"])
+def test_every_step_matches_python_bit_for_bit(photo_name, preprocess, photos, tmp_path):
     from face_emotion.faces.base import working_copy
     from face_emotion.faces.centerface_detector import CenterFaceDetector
     from face_emotion.faces.crop import FACE_TEMPLATE, crop_for_model
     from face_emotion.models.spec import PreprocessSpec
     from face_emotion.transforms import eval_transform
 
-    photo = next(p for p in face_photos(tmp_path / "photos") if p.name == photo_name)
-    image = Image.open(photo).convert("RGB")
+    image = Image.open(photos[photo_name]).convert("RGB")
     raw = tmp_path / "image.rgb"
     raw.write_bytes(np.asarray(image).tobytes())
     settings = _detector_settings()
