@@ -352,6 +352,7 @@
     els.video.srcObject = cam.stream;
     await els.video.play().catch(() => {});
     cam.running = true;
+    watchFrames();
     cam.tracker.reset();
     cam.session += 1;
     cam.inFlight = 0;
@@ -373,11 +374,25 @@
     else pump();
   }
 
-  function nextVideoFrame() {
-    return new Promise((resolve) => {
-      if (els.video.requestVideoFrameCallback) els.video.requestVideoFrameCallback(() => resolve());
-      else requestAnimationFrame(() => resolve());
-    });
+  // The newest frame the video element has shown (requestVideoFrameCallback counts them), so the
+  // local loop starts on a frame at once when one arrived while it was busy, instead of waiting
+  // for the next (up to a frame interval lost per analysed frame).
+  const frames = { shown: 0, waiting: [] };
+
+  function watchFrames() {
+    if (!els.video.requestVideoFrameCallback) return;
+    const tick = () => {
+      frames.shown += 1;
+      frames.waiting.splice(0).forEach((resolve) => resolve());
+      if (cam.running) els.video.requestVideoFrameCallback(tick);
+    };
+    els.video.requestVideoFrameCallback(tick);
+  }
+
+  function frameAfter(seen) {
+    if (!els.video.requestVideoFrameCallback) return new Promise((resolve) => requestAnimationFrame(resolve));
+    if (frames.shown > seen) return Promise.resolve();
+    return new Promise((resolve) => frames.waiting.push(resolve));
   }
 
   // On this device: one frame at a time, straight from the video element (no JPEG, no upload).
@@ -385,9 +400,11 @@
   // (working copy), "local:detector", "local:detector-decode", "local:crops" (cut + transform),
   // "local:classifier" and "local:draw", which benchmarks/webcam_rate.py reads.
   async function localLoop(session) {
+    let seen = frames.shown;
     while (cam.running && session === cam.session && useDevice()) {
-      await nextVideoFrame();
+      await frameAfter(seen);
       if (!cam.running || session !== cam.session) return;
+      seen = frames.shown;
       if (!els.video.videoWidth) continue;
       try {
         const t0 = performance.now();
@@ -423,6 +440,7 @@
   function stopCamera() {
     cam.running = false;
     cam.session += 1;
+    frames.waiting.splice(0).forEach((resolve) => resolve());  // a waiting local loop sees the stop
     clearTimeout(cam.timer);
     if (cam.stream) cam.stream.getTracks().forEach((t) => t.stop());
     cam.stream = null;

@@ -6,7 +6,7 @@
 
 (function () {
   const main = document.getElementById("main");
-  const manifestUrl = new URL((main && main.dataset.manifest) || "model-files/manifest.json", document.baseURI);
+  const urlOfManifest = new URL((main && main.dataset.manifest) || "model-files/manifest.json", document.baseURI);
 
   function localError(message) {
     const error = new Error(message);
@@ -40,15 +40,15 @@
   }
 
   async function loadOnce() {
-    const response = await fetch(manifestUrl);
+    const response = await fetch(urlOfManifest);
     if (!response.ok) {
       let message = "the server answered " + response.status;
       try { message = (await response.json()).error.message; } catch (e) { /* not JSON */ }
       throw localError("On this device is not available: " + message);
     }
     const manifest = await response.json();
-    const base = new URL(manifest.base || "model-files/", manifestUrl);
-    const runtime = new URL(manifest.runtime || "static/vendor/onnxruntime-web/", manifestUrl);
+    const base = new URL(manifest.base || "model-files/", urlOfManifest);
+    const runtime = new URL(manifest.runtime || "static/vendor/onnxruntime-web/", urlOfManifest);
     if (!window.ort) await loadScript(new URL("ort.wasm.min.js", runtime).href);
     const ort = window.ort;
     ort.env.wasm.wasmPaths = runtime.href;
