@@ -88,7 +88,6 @@ def detector_settings(detector) -> tuple[dict[str, Any], ModelFile | None]:
         RELIABLE_FACE_PX,
         CenterFaceDetector,
         default_model_path,
-        runnable_model,
     )
 
     if detector is None:
@@ -101,12 +100,15 @@ def detector_settings(detector) -> tuple[dict[str, Any], ModelFile | None]:
         "min_face": detector.min_face, "nms_iou": detector.nms_iou, "reliable_face_px": RELIABLE_FACE_PX,
         "min_working_side": _MIN_WORKING_SIDE, "min_detection_side": MIN_DETECTION_SIDE,
     }
-    return settings, ModelFile("centerface.onnx", _runnable_detector(str(path), path.stat().st_mtime_ns, runnable_model))
+    return settings, ModelFile("centerface.onnx", _runnable_detector(str(path), path.stat().st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=4)
-def _runnable_detector(path: str, mtime_ns: int, prepare) -> bytes:
-    return prepare(Path(path).read_bytes())
+def _runnable_detector(path: str, mtime_ns: int) -> bytes:
+    """The detector's graph as ONNX Runtime runs it (onnx import and rewrite: once per file)."""
+    from face_emotion.faces.centerface_detector import runnable_model
+
+    return runnable_model(Path(path).read_bytes())
 
 
 def site_files(predictor, *, tta: bool = False) -> SiteFiles:

@@ -154,7 +154,10 @@
     return { width: outW, height: outH, data: out };
   }
 
-  /* PIL's image.resize((w, h), BILINEAR[, reducing_gap]) of an RGB (channels 3) or L (1) image. */
+  /* PIL's image.resize((w, h), BILINEAR[, reducing_gap]) of an RGB (channels 3) or L (1) image,
+   * byte for byte where the aspect ratio is kept or square goes to square (all this pipeline
+   * does). Pillow 13 runs the vertical pass first for some other changes of aspect (wider but
+   * less tall, for one), which this does not copy: such a resize may differ by 1 in a few bytes. */
   function resize(image, outWidth, outHeight, reducingGap, channels) {
     channels = channels || 3;
     if (outWidth === image.width && outHeight === image.height) return image;
