@@ -14,7 +14,18 @@ $(BIN)/face-emotion: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-setup: $(BIN)/face-emotion
+# The page's in-browser runtime (onnxruntime-web, pinned in web/package-lock.json), copied into the
+# static folder so the browser loads it from the page's own origin.
+ORT_VENDOR := src/face_emotion/server/static/vendor/onnxruntime-web
+ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+
+$(ORT_VENDOR)/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(ORT_VENDOR)
+	cd web/node_modules/onnxruntime-web && cp $(addprefix dist/,$(ORT_FILES)) package.json $(CURDIR)/$(ORT_VENDOR)/  # package.json: version, MIT licence
+	touch $@
+
+setup: $(BIN)/face-emotion $(ORT_VENDOR)/.installed
 
 run: setup
 	$(BIN)/face-emotion serve --host $(HOST) --port $(PORT)
@@ -28,4 +39,4 @@ test-fast: setup
 	$(BIN)/python -m pytest $(FAST_TESTS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache web/node_modules $(ORT_VENDOR)

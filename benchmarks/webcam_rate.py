@@ -1,6 +1,7 @@
 """Frames analysed per second by the page's webcam mode, in a real headless Chromium, one face in view.
 
     python benchmarks/webcam_rate.py [--compare OTHER_SRC] [--model M] [--duration 10] [--workers N]
+                                     [--device server|local|both]
 
 Chromium's fake camera plays a generated clip (skimage's astronaut, her face moving across the
 frame, 640x480 at 30 frames/s) to the page served by `face-emotion serve` (gunicorn, default
@@ -20,38 +21,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 # The helpers the tests use too (a server launcher, free ports): tests/support.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.clips import fake_camera_clip  # noqa: E402
 from support.server import ServerProcess, free_port, serve_command  # noqa: E402
 
 HERE = Path(__file__).resolve()
 SRC = HERE.parents[1] / "src"
 CHROMIUM = Path(os.environ.get("FACE_EMOTION_CHROMIUM", "/usr/bin/chromium"))
-
-
-def write_clip(path: Path, width: int = 640, height: int = 480, frames: int = 90) -> None:
-    """A YUV4MPEG2 clip (what Chromium's fake camera plays): the astronaut's head moving left and right."""
-    from PIL import Image
-    from skimage import data
-
-    astronaut = Image.fromarray(data.astronaut())
-    head = astronaut.crop((130, 0, 330, 240)).resize((160, 192))
-    rng = np.random.default_rng(0)
-    background = Image.fromarray(rng.uniform(60, 200, (6, 8, 3)).astype(np.uint8)).resize((width, height),
-                                                                                         Image.Resampling.BICUBIC)
-    with open(path, "wb") as out:
-        out.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
-        for i in range(frames):
-            frame = background.copy()
-            x = int((width - head.width) * (0.5 + 0.4 * np.sin(2 * np.pi * i / frames)))
-            frame.paste(head, (x, (height - head.height) // 2))
-            ycbcr = np.asarray(frame.convert("YCbCr"))
-            y = ycbcr[..., 0]
-            cb = ycbcr[..., 1].reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)).round().astype(np.uint8)
-            cr = ycbcr[..., 2].reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)).round().astype(np.uint8)
-            out.write(b"FRAME\n" + y.tobytes() + cb.tobytes() + cr.tobytes())
 
 
 def start_server(src: Path, model: str | None, workers: int, log: Path) -> ServerProcess:
@@ -63,31 +41,68 @@ def start_server(src: Path, model: str | None, workers: int, log: Path) -> Serve
     return server.start(timeout_s=300)
 
 
-def measure_page(browser, url: str, warmup_s: float, duration_s: float) -> dict:
+def descendants_cpu_s(root: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by the processes below ``root`` (default: this one),
+    Chromium's among them: on a shared machine, CPU time per frame says what the page costs where
+    frames/s says how much CPU it happened to get."""
+    root = os.getpid() if root is None else root
+    parents, times = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    below = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in below and pid not in below:
+                below.add(pid)
+                changed = True
+    return sum(times[pid] for pid in below if pid != root and pid in times)
+
+
+def measure_page(browser, url: str, warmup_s: float, duration_s: float, local: bool = False,
+                 threads: int = 0) -> dict:
     from playwright.sync_api import expect
 
     context = browser.new_context(viewport={"width": 1100, "height": 850})
     page = context.new_page()
-    page.goto(url + "/")
+    page.goto(url + (f"/?device=local{f'&threads={threads}' if threads else ''}" if local else "/"))
     page.evaluate("() => performance.setResourceTimingBufferSize(100000)")
+    if local:
+        expect(page.locator("#device-status")).to_contain_text("Running in this browser", timeout=300_000)
     page.click("#mode-webcam")
     page.click("#camera-start")
     expect(page.locator("#camera-rate")).to_contain_text("frames/s", timeout=120_000)
     page.wait_for_timeout(warmup_s * 1000)
     start = page.evaluate("() => { performance.clearMeasures(); return performance.now(); }")
+    cpu_start, load_start = descendants_cpu_s(), os.getloadavg()[0]
     page.wait_for_timeout(duration_s * 1000)
+    cpu_s, load_end = descendants_cpu_s() - cpu_start, os.getloadavg()[0]
     # Answers to POST /predict that ended inside the window (Resource Timing: works for any page code).
-    report = page.evaluate("""(start) => {
+    report = page.evaluate("""([start, local]) => {
         const end = performance.now();
         const predict = performance.getEntriesByType('resource')
-            .filter(e => e.name.endsWith('/predict') && e.responseEnd >= start && e.responseEnd <= end);
+            .filter(e => e.name.includes('/predict') && e.responseEnd >= start && e.responseEnd <= end);
+        const prefix = local ? 'local:' : 'webcam:';
         const stages = {};
+        let frames = 0;
         for (const m of performance.getEntriesByType('measure')) {
-            if (!m.name.startsWith('webcam:')) continue;
-            (stages[m.name.slice(7)] = stages[m.name.slice(7)] || []).push(m.duration);
+            if (!m.name.startsWith(prefix)) continue;
+            const name = m.name.slice(prefix.length);
+            if (name === 'frame' && m.startTime + m.duration >= start && m.startTime + m.duration <= end) frames++;
+            (stages[name] = stages[name] || []).push(m.duration);
         }
-        return {end: end, count: predict.length, durations: predict.map(e => e.duration), stages: stages};
-    }""", start)
+        return {end: end, count: local ? frames : predict.length, requests: predict.length,
+                durations: predict.map(e => e.duration), stages: stages};
+    }""", [start, local])
     label = page.inner_text("#camera-label")
     rate_text = page.inner_text("#camera-rate")
     page.click("#camera-stop")
@@ -96,8 +111,10 @@ def measure_page(browser, url: str, warmup_s: float, duration_s: float) -> dict:
     stages = {name: statistics.median(values) for name, values in report["stages"].items() if values}
     if report["durations"]:
         stages["request (resource timing)"] = statistics.median(report["durations"])
+    # In server mode the server's CPU is not below this process (it runs in its own session).
     return {"rate": report["count"] / seconds, "frames": report["count"], "label": label, "page_rate": rate_text,
-            "stages": stages}
+            "stages": stages, "predict_requests": report["requests"],
+            "browser_cpu_ms_per_frame": 1000 * cpu_s / max(1, report["count"]), "load": (load_start, load_end)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,13 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: serve's own)")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--device", choices=["server", "local", "both"], default="server",
+                        help="where the models run: the server (frames uploaded) or the browser (?device=local)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="ONNX Runtime Web threads in local mode (default: the page's choice)")
     args = parser.parse_args(argv)
+    modes = ["server", "local"] if args.device == "both" else [args.device]
 
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="webcam-bench-"))
     clip = work / "face.y4m"
-    write_clip(clip)
+    fake_camera_clip(clip)
     sources = ([("compared", args.compare.resolve())] if args.compare else []) + [("this checkout", SRC)]
     chromium_args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -124,18 +146,23 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name, src in sources:
                 with start_server(src, args.model, args.workers, work / f"{name.replace(' ', '_')}.log") as server:
-                    rows.append((name, src, measure_page(browser, server.url, args.warmup, args.duration)))
+                    for mode in modes:
+                        row = measure_page(browser, server.url, args.warmup, args.duration, local=mode == "local",
+                                           threads=args.threads)
+                        rows.append((f"{name}, {mode}", src, row))
         finally:
             browser.close()
 
     print(f"\nFake camera: 640x480 clip, one face; {args.duration:g} s measured after {args.warmup:g} s; "
           f"CPUs: {os.cpu_count()}.\n")
-    print("| server code | frames/s analysed | frames | page says | last label | median ms per stage |")
-    print("|---|---:|---:|---|---|---|")
+    print("| code, where the models run | frames/s analysed | frames | /predict calls | browser CPU ms/frame | "
+          "load avg | page says | last label | median ms per stage |")
+    print("|---|---:|---:|---:|---:|---|---|---|---|")
     for name, src, row in rows:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in row["stages"].items()) or "(page emits no measures)"
-        print(f"| {name} ({src}) | {row['rate']:.1f} | {row['frames']} | {row['page_rate']} | {row['label']} | "
-              f"{stages} |")
+        print(f"| {name} ({src}) | {row['rate']:.1f} | {row['frames']} | {row['predict_requests']} | "
+              f"{row['browser_cpu_ms_per_frame']:.0f} | {row['load'][0]:.1f}-{row['load'][1]:.1f} | "
+              f"{row['page_rate']} | {row['label']} | {stages} |")
     return 0
 
 

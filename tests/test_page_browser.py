@@ -55,7 +55,8 @@ def server_url(tiny_model_dir, tmp_path_factory):
     if not _default_detector_available():
         options += ["--detector", "none"]  # the page still gets a box: the whole image
     server = ServerProcess(serve_command(port, *options), port, tmp_path_factory.mktemp("server") / "serve.log")
-    with server.start(timeout_s=90):  # stopped when the module's tests are done
+    # 300 s: the first start derives the ONNX form (an export in a child process), slow on a busy machine.
+    with server.start(timeout_s=300):  # stopped when the module's tests are done
         yield server.url
 
 

