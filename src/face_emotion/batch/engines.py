@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import pyarrow as pa
 
+from face_emotion.errors import FaceEmotionError, UnknownNameError
+
 from face_emotion.batch.rows import analyse_read, read_paths
 
 if TYPE_CHECKING:
@@ -32,36 +34,23 @@ class PredictorOptions:
     num_threads: int | None = None
 
     def load(self) -> "Predictor":
+        """The Predictor every engine's workers use; ``num_threads`` also bounds the detector's pool."""
         from face_emotion.inference.predictor import Predictor
 
-        return Predictor.load(self.model, detector=self._detector(), backend=self.backend, tta=self.tta,
+        return Predictor.load(self.model, detector=self.detector, backend=self.backend, tta=self.tta,
                               num_threads=self.num_threads)
 
-    def _detector(self):
-        """The detector name, or with ``num_threads`` a detector built to use that many threads.
 
-        Two processes side by side, each detecting with onnxruntime's default (a thread per
-        core), were 1.75x slower than with one thread each: a Ray actor must keep to its share.
-        """
-        from face_emotion.inference.predictor import WHOLE_IMAGE
-
-        if not self.num_threads or self.detector == WHOLE_IMAGE:
-            return self.detector
-        from face_emotion.faces import create_detector
-
-        try:
-            return create_detector(self.detector, num_threads=self.num_threads)
-        except TypeError as error:  # a detector with no thread setting of its own
-            if "num_threads" not in str(error):
-                raise
-            return self.detector
+# Images per call of the analysing stage: large enough that a call's overhead (an Arrow table, a
+# Ray task) is small beside its work, small enough that progress moves on a small job.
+DEFAULT_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
 class BatchJob:
     options: PredictorOptions
     schema: pa.Schema  # output rows, without metadata
-    batch_size: int = 16  # images per call of the analysing stage
+    batch_size: int = DEFAULT_BATCH_SIZE  # images per call of the analysing stage
 
 
 class BatchEngine(Protocol):
@@ -74,8 +63,10 @@ class BatchEngine(Protocol):
         ...
 
 
-class EngineError(RuntimeError):
+class EngineError(FaceEmotionError, RuntimeError):
     """An engine could not start (a Ray instance, a cluster connection); the message says what to do."""
+
+    code = "engine_unavailable"
 
 
 def _path_table(paths: Sequence[str]) -> pa.Table:
@@ -188,5 +179,5 @@ def create_engine(name: str, **options) -> BatchEngine:
     try:
         engine = ENGINES[name]
     except KeyError:
-        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}") from None
+        raise UnknownNameError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}") from None
     return engine(**options)

@@ -10,19 +10,19 @@ hash and crop settings, so a second run (or a resumed one) skips the detector en
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from face_emotion.cache import cache_path
 from face_emotion.data.scan import Sample, Skipped
 from face_emotion.imageio import ImageDecodeError, load_image
 from face_emotion.models.spec import PreprocessSpec
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("FACE_EMOTION_CACHE", Path.home() / ".cache" / "face-emotion")) / "face-crops"
+    return cache_path("face-crops")
 
 
 @dataclass
