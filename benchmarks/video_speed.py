@@ -8,7 +8,8 @@ analysis must keep up with playback on two cores (real-time factor >= 1.0).
 
 Each configuration is run on the same clip in one process, round-robin (``--repeat`` times),
 so a burst of background load on a shared machine hits them alike; the best run of each is
-reported. Configurations: the defaults (detect every 0.2 s, follow faces by optical flow in
+reported, with the CPU seconds it used per second of clip (on a machine shared with other jobs,
+below 2 means two free cores would keep up). Configurations: the defaults (detect every 0.2 s, follow faces by optical flow in
 between, classify every frame, batched across frames), and detection on every frame (what the
 pipeline would cost without following). Per stage: seconds, frames/s (analysed frames over that
 stage's time) and the real-time factor that stage alone would allow. Decoding runs ahead on its
@@ -55,11 +56,12 @@ def run_once(predictor, clip: Path, options):
     from face_emotion.video import VideoAnalyser, VideoSource
 
     analyser = VideoAnalyser(predictor, options)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with VideoSource(clip) as video:
         duration = video.info.duration_s or (video.info.frames / video.info.fps)
         for _ in analyser.run(video):
             pass
+    analyser.times.extra["cpu_s"] = time.process_time() - cpu
     return time.perf_counter() - start, duration, analyser.times
 
 
@@ -75,12 +77,12 @@ def run_cli_once(predictor, clip: Path):
     with VideoSource(clip) as video:
         duration = video.info.duration_s or (video.info.frames / video.info.fps)
     outputs = VideoOutputs(as_json=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ok, _ = run_clip(predictor, clip, Path(clip.name), VideoOptions(), outputs, set(), lambda line: None)
     wall = time.perf_counter() - start
     if not ok:
         raise SystemExit(f"the CLI could not read {clip}")
-    return wall, duration, outputs.summaries[-1]["frames_analysed"]
+    return wall, duration, (outputs.summaries[-1]["frames_analysed"], time.process_time() - cpu)
 
 
 def main() -> None:
@@ -128,13 +130,15 @@ def main() -> None:
                 if name not in best or wall < best[name][0]:
                     best[name] = (wall, duration, times)
         for name, (wall, duration, times) in best.items():
-            if isinstance(times, int):  # the CLI's path: one figure
-                print(f"\n{name}: {times} frames in {wall:.2f} s = {times / wall:.1f} frames/s, "
-                      f"real-time factor {duration / wall:.2f}x")
+            if isinstance(times, tuple):  # the CLI's path: one figure
+                frames, cpu = times
+                print(f"\n{name}: {frames} frames in {wall:.2f} s = {frames / wall:.1f} frames/s, "
+                      f"real-time factor {duration / wall:.2f}x; {cpu / duration:.2f} CPU s per clip s")
                 continue
             frames = times.frames_analysed
             print(f"\n{name}: {frames} frames in {wall:.2f} s = {frames / wall:.1f} frames/s, "
-                  f"real-time factor {duration / wall:.2f}x ({times.detections} detections)")
+                  f"real-time factor {duration / wall:.2f}x ({times.detections} detections); "
+                  f"{times.extra['cpu_s'] / duration:.2f} CPU s per clip s")
             print(f"  {'stage':<10}{'seconds':>9}{'frames/s':>10}{'x real time':>13}")
             for stage, seconds in times.stages().items():
                 rate = frames / seconds if seconds > 0 else float("inf")

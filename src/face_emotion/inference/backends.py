@@ -157,6 +157,10 @@ class OnnxRuntimeBackend:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads sleep instead of spinning (as OMP_WAIT_POLICY=PASSIVE does for torch):
+        # the face detector's session, this one on the video analyser's classifier thread, and other
+        # processes share few cores, and spinning threads took the cores the others were waiting for.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf types
