@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
@@ -228,33 +229,38 @@ class OnnxRuntimeBackend:
 
 
 def _export_for_cache(source: str, partial: str) -> None:
-    """The export the cache runs (a module-level function: a spawned child process calls it)."""
+    """The export the cache runs (also in a child process, see _export_elsewhere)."""
     from face_emotion.inference.export import export_onnx
 
     export_onnx(source, partial)
 
 
+def _package_root_path() -> str:
+    """PYTHONPATH for a child process that must import this very face_emotion package."""
+    root = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+
+
 def _export_elsewhere(source: Path, partial: Path) -> None:
-    """export_onnx in this process when torch is already here, else in a spawned child.
+    """export_onnx in this process when torch is already here, else in a child process.
 
     Importing torch leaves several hundred MB in a process: a server worker (or the gunicorn master
-    before it forks) must not pay that for a file it needs once. A spawned child, not a forked one:
-    OpenMP and ONNX Runtime thread pools are not fork-safe.
+    before it forks) must not pay that for a file it needs once. A plain child process, not a
+    multiprocessing one: that would leave its resource-tracker process behind as a child of the
+    gunicorn master for good (and forked pools are not safe with OpenMP and ONNX Runtime threads).
     """
     if "torch" in sys.modules:
         _export_for_cache(str(source), str(partial))
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures import TimeoutError as FutureTimeout
-
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        try:
-            pool.submit(_export_for_cache, str(source), str(partial)).result(timeout=DERIVE_TIMEOUT_S)
-        except FutureTimeout:
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.kill()
-            raise ModelLoadError(f"exporting {source} to ONNX took over {DERIVE_TIMEOUT_S} s") from None
+    call = "import sys; from face_emotion.inference.backends import _export_for_cache as e; e(sys.argv[1], sys.argv[2])"
+    try:
+        done = subprocess.run([sys.executable, "-c", call, str(source), str(partial)], capture_output=True, text=True,
+                              timeout=DERIVE_TIMEOUT_S, env={**os.environ, "PYTHONPATH": _package_root_path()})
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(f"exporting {source} to ONNX took over {DERIVE_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise ModelLoadError(f"could not derive the ONNX form of {source}: {tail[0]}")
 
 
 def derive_onnx(source: str | Path, *, cache_dir: str | Path | None = None) -> Path:
