@@ -90,7 +90,7 @@ def predict():
     parameters:
       - name: explain
         in: query
-        description: 1 to add a Grad-CAM heatmap (base64 PNG over the face box) to every face.
+        description: 1 to add a heatmap (base64 PNG over the face box; occlusion sensitivity) to every face.
         schema: {type: integer, enum: [0, 1], default: 0}
       - name: detect
         in: query

@@ -51,8 +51,8 @@ class Service:
 
     def __post_init__(self) -> None:
         # Predictions in one worker are serialised: the model already uses every intra-op thread it
-        # was given, so running two at once only makes both slower, and Grad-CAM hooks are not
-        # meant to be shared between threads. Other threads keep reading uploads meanwhile.
+        # was given, so running two at once only makes both slower. Other threads keep reading
+        # uploads meanwhile.
         self._slots = threading.BoundedSemaphore(self.config.inference_concurrency)
         # Predictions run on these threads so that the request thread can stop waiting at the
         # deadline and answer in JSON; gunicorn's own timeout would kill the worker without a word.
