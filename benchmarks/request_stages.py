@@ -51,10 +51,10 @@ def setups(model: Path, threads: int):
     from face_emotion.inference.backends import open_backend
     from face_emotion.inference.predictor import Predictor
 
-    before = Predictor(open_backend(model, prefer="pytorch", num_threads=threads),
+    before = Predictor(open_backend(model, "pytorch", num_threads=threads),
                        create_detector("centerface", min_face=26))  # 26 / 26: never shrunk, as before
     before.transform = torchvision_eval(before.spec.preprocess)
-    after = Predictor(open_backend(model, num_threads=threads, derive=True),
+    after = Predictor(open_backend(model, num_threads=threads),
                       create_detector("centerface", num_threads=threads))
     return {"before": before, "after": after}
 

@@ -127,18 +127,24 @@ def group_pids(pgid: int) -> list[int]:
     return sorted(pids)
 
 
+def process_memory(pid: int) -> tuple[float, bool] | None:
+    """(resident MB, whether libtorch is mapped) of a process; None when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return None
+    rss_kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return rss_kb / 1024, "libtorch" in maps
+
+
 def memory_report(server: ServerProcess) -> str:
     """'master 52 MB; workers 180, 182 MB; torch in: none' for a server's process group."""
     parts = []
     for pid in group_pids(server.process.pid):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            maps = Path(f"/proc/{pid}/maps").read_text()
-        except OSError:
-            continue
-        rss_kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        role = "master" if pid == server.process.pid else "worker"
-        parts.append((role, rss_kb / 1024, "libtorch" in maps))
+        memory = process_memory(pid)
+        if memory is not None:
+            parts.append(("master" if pid == server.process.pid else "worker", *memory))
     masters = [f"{mb:.0f}" for role, mb, _ in parts if role == "master"]
     workers = [f"{mb:.0f}" for role, mb, _ in parts if role == "worker"]
     torch_in = [role for role, _, torch in parts if torch]

@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
 
-    from face_emotion.data.crop_bank import cache_root
+    from face_emotion.cache import cache_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     classes = ["anger", "happiness", "neutral", "sadness", "surprise"]
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["FACE_EMOTION_CACHE"] = str(Path(tmp) / "cache")  # a cold bank, not this machine's cache
-        assert cache_root() == Path(tmp) / "cache"
+        assert cache_path("crop-banks").parent == Path(tmp) / "cache"
         root = Path(tmp) / "crops"
         make_crops(root, args.images, classes)
         rows = [time_path(p.strip(), root, args) for p in args.paths.split(",") if p.strip()]

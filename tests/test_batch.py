@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +392,25 @@ def test_ray_without_address_starts_and_ends_its_own_ray_and_resumes(photos, mod
     table = read_rows(output)
     assert table.num_rows == len(set(table.column("path").to_pylist())) + 1  # only two-faces.png has 2 rows
     assert_rows_match_predict(table, predict_records)
+
+
+@pytest.mark.slow
+def test_ray_on_a_small_job_prints_only_the_summary(model_dir, tmp_path):
+    # Ray's own logging (a token notice, Ray Data's plans and progress lines, a core_worker.cc
+    # "error") was about 15 lines on a 12-image job, most of it written by C++ to the descriptor,
+    # which only a real process shows.
+    pytest.importorskip("ray")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):
+        _save(Image.fromarray(np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8)), folder / f"{i}.png")
+    done = subprocess.run([sys.executable, "-m", "face_emotion", "batch", str(folder), "--output", str(tmp_path / "o"),
+                           "--engine", "ray", "--workers", "1", "--no-detect", "--model", str(model_dir)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
+    assert done.stderr.startswith("12 images, 12 faces, 0 errors")
 
 
 @pytest.fixture(scope="module")

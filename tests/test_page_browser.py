@@ -127,9 +127,12 @@ def test_heatmap_toggle_asks_for_and_shows_heatmaps(page, photo):
     page.set_input_files("#file-input", str(photo))
     page.click("#predict-button")
     expect(page.locator(".face-box").first).to_be_visible(timeout=30_000)
+    expect(page.locator(".heatmap-legend")).to_be_hidden()  # no legend without heatmaps
     page.check("#heatmap-toggle")
     expect(page.locator("canvas.heatmap").first).to_be_attached(timeout=30_000)
     expect(page.locator("#stage")).to_have_class("stage show-heatmap")
+    expect(page.locator(".heatmap-legend")).to_be_visible()  # the colour scale explains the map
+    expect(page.locator(".heatmap-legend")).to_contain_text("more important")
     _screenshot(page, "photo-heatmap.png")
 
 

@@ -50,7 +50,9 @@ def test_json_lines_one_valid_object_per_image(photos, tiny_model_dir):
     good = [r for r in records if r["error"] is None]
     assert len(good) == 3
     for record in good:
-        assert set(record) == {"path", "emotion", "confidence", "faces", "image", "error"}
+        # The web API's fields (README): "model" and "elapsed_ms" too.
+        assert set(record) == {"path", "emotion", "confidence", "faces", "image", "error", "model", "elapsed_ms"}
+        assert record["model"] == "tiny-test-model" and record["elapsed_ms"] > 0
         assert record["image"] == {"width": 50, "height": 40}
         (face,) = record["faces"]
         assert set(face) == {"box", "score", "emotion", "confidence", "probabilities"}
@@ -170,8 +172,54 @@ def test_cli_json_and_the_web_api_give_one_shape_for_one_image(photos, tiny_mode
     client = create_app({"TESTING": True, "model": str(tiny_model_dir), "inference_threads": 1}).test_client()
     from_api = client.post("/predict?detect=0", data=image.read_bytes(), content_type="image/jpeg").get_json()
     assert from_cli.pop("path") == str(image)
+    assert set(from_api) == set(from_cli)
+    assert from_cli.pop("elapsed_ms") > 0 and from_api.pop("elapsed_ms") > 0
     assert {k: from_api[k] for k in from_cli} == from_cli
-    assert set(from_api) - set(from_cli) == {"model", "elapsed_ms"}
     batch = client.post("/predict/batch?detect=0", data={"images": [(image.open("rb"), "c.jpg")]}).get_json()
     (item,) = batch["results"]
-    assert {k: item[k] for k in from_cli} == from_cli
+    assert {k: item[k] for k in from_cli if k != "model"} == {k: v for k, v in from_cli.items() if k != "model"}
+
+
+def test_csv_face_column_reads_as_integers_in_pandas(photos, tiny_model_dir, tmp_path):
+    # An image's own row (error, no face) used to leave `face` blank: pandas then read the whole
+    # column as float (1.0, NaN). It is 0 there, so the column stays integer.
+    pandas = pytest.importorskip("pandas")
+    out = tmp_path / "out.csv"
+    assert run(str(photos), "--model", str(tiny_model_dir), "--no-detect", "--csv", str(out)).exit_code == 0
+    table = pandas.read_csv(out)
+    assert str(table["face"].dtype) == "int64"
+    assert sorted(table["face"]) == [0, 1, 1, 1]
+    assert table.loc[table["face"] == 0, "status"].tolist() == ["error"]
+
+
+def test_annotation_labels_stay_whole_at_the_image_edge(tmp_path, tiny_model_dir):
+    # A face in the bottom-right corner: its label is moved inside the image instead of being cut
+    # off. On a white photo the label's text is the only black: it must be as wide as the text.
+    from PIL import ImageDraw, ImageFont
+
+    from face_emotion.inference.results import Box, FacePrediction, ImageResult
+
+    image = Image.new("RGB", (120, 80), (255, 255, 255))
+    face = FacePrediction(Box(100, 60, 20, 20), 0.9, "happiness", 0.97, {"happiness": 0.97, "sadness": 0.03})
+    drawn = np.asarray(ImageResult.of(image, [face]).annotate(image))
+    text = np.all(drawn < 200, axis=2)  # the text and its anti-aliased edge; not the yellow patch
+    columns, rows = np.flatnonzero(text.any(axis=0)), np.flatnonzero(text.any(axis=1))
+    font = ImageFont.load_default(size=12)  # what the drawing picks for a 120 px image
+    left, top, right, bottom = ImageDraw.Draw(image.copy()).textbbox((0, 0), "1 happiness 0.97", font=font)
+    assert columns.max() - columns.min() + 1 >= (right - left) - 4
+    assert rows.max() - rows.min() + 1 >= (bottom - top) - 3
+    assert columns.max() < image.width - 1 and rows.max() < image.height - 1
+
+
+def test_an_unreadable_clip_in_csv_is_an_error_row(tmp_path, tiny_model_dir):
+    # predict_video called error_rows without importing it: NameError for --csv on a bad clip.
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(tmp_path / "still.png")
+    out = tmp_path / "rows.csv"
+    result = run(str(tmp_path / "broken.mp4"), str(tmp_path / "still.png"), "--model", str(tiny_model_dir),
+                 "--no-detect", "--csv", str(out))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open(newline="")))
+    (broken,) = [r for r in rows if r["path"].endswith("broken.mp4")]
+    assert broken["status"] == "error" and broken["error"]
+    assert [r["status"] for r in rows if r["path"].endswith("still.png")] == ["ok"]

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from face_emotion.inference.backends import PyTorchBackend
-from face_emotion.inference.predictor import GradCam, Predictor
+from face_emotion.inference.explain import occlusion_maps
+from face_emotion.inference.predictor import Predictor
 from face_emotion.models.store import ModelLoadError, load_model
 from face_emotion.transforms import eval_transform
 
@@ -59,9 +60,6 @@ class CountingBackend:
     def run(self, batch):
         self.batches.append(batch.copy())
         return self.inner.run(batch)
-
-    def explain_network(self):
-        return self.inner.explain_network()
 
 
 def reference_probs(model_dir, crops: list[Image.Image]) -> np.ndarray:
@@ -114,7 +112,7 @@ def test_temperature_is_applied(whole_image_predictor):
 
 
 def test_metadata(whole_image_predictor):
-    assert whole_image_predictor.backend_name == "pytorch"
+    assert whole_image_predictor.backend_name == "onnxruntime"  # the default of every verb
     assert whole_image_predictor.detector_name == "none"
     assert whole_image_predictor.spec.classes == ("anger", "happiness", "sadness")
 
@@ -181,33 +179,36 @@ def test_explain_gives_box_sized_png_per_face(tiny_model_dir):
         assert heatmap.format == "PNG" and heatmap.mode == "L"
         assert heatmap.size == (face.box.width, face.box.height)
     assert "heatmap_png" in faces[0].to_dict() and "heatmap_png" not in faces[0].to_dict(include_heatmap=False)
-    # Explanations must not leave gradients (or hooks) behind on the shared network.
-    network = predictor.backend.explain_network()
-    assert all(p.grad is None for p in network.parameters())
-    assert not predictor._grad_cam.layer._forward_hooks
-    # And must not change the prediction.
+    # Explaining must not change the prediction.
     plain = predictor.predict(noise_image())
     assert [f.probabilities for f in plain] == [f.probabilities for f in faces]
 
 
-def test_grad_cam_points_at_the_evidence():
-    # A network whose class-0 logit is the mean brightness of the red channel: Grad-CAM for
-    # class 0 must light up where the red patch is, and nowhere else.
-    network = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 2, 1, bias=False), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(2, 2, bias=False),
-    ).eval()
-    with torch.no_grad():
-        network[0].weight.copy_(torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]).view(2, 3, 1, 1))
-        network[4].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
-    image = torch.zeros(1, 3, 8, 8)
-    image[0, 0, 1:3, 5:7] = 1.0  # red patch, top right
-    image[0, 2, 6:8, 0:2] = 1.0  # blue patch, bottom left
-    cam = GradCam(network, "1")(image, [0])[0]
-    assert cam.shape == (8, 8) and cam.max() == pytest.approx(1.0)
-    assert cam[1:3, 5:7].min() == pytest.approx(1.0)
-    assert cam[6:8, 0:2].max() == pytest.approx(0.0)
-    assert GradCam(network, "1")(image, [1])[0][6:8, 0:2].min() == pytest.approx(1.0)
+def test_occlusion_points_at_the_evidence():
+    # A "model" whose class-0 probability is the brightness of one 4x4 patch: hiding that patch,
+    # and only that patch, lowers it, so the map must be hottest there and cold far from it.
+    size = 16
+
+    def probabilities(batch):
+        evidence = batch[:, 0, 10:14, 2:6].mean(axis=(1, 2))
+        p0 = 1 / (1 + np.exp(-4 * (evidence - 0.5)))
+        return np.stack([p0, 1 - p0], axis=1)
+
+    batch = np.zeros((1, 3, size, size), np.float32)
+    batch[0, 0, 10:14, 2:6] = 1.0
+    cam = occlusion_maps(probabilities, batch, np.array([0]))[0]
+    assert cam.shape == (size, size) and cam.max() == pytest.approx(1.0)
+    assert cam[10:14, 2:6].mean() > 0.8
+    assert cam[0:4, 10:16].max() == pytest.approx(0.0)
+
+
+def test_occlusion_runs_on_the_backend_alone(tiny_model_dir):
+    # The heatmap is forward passes of the same backend: no network, no gradients, any runtime.
+    backend = CountingBackend(Predictor.load(tiny_model_dir, detector="none").backend)
+    assert backend.name == "onnxruntime"
+    faces = Predictor(backend, TwoFaces()).predict(noise_image(), explain=True)
+    assert all(face.heatmap_png for face in faces)
+    assert len(backend.batches) > 2  # the prediction, then the occluded variants
 
 
 def test_concurrent_predictions_match_sequential(tiny_model_dir):

@@ -184,12 +184,16 @@ def test_a_crash_inside_the_model_is_a_json_500_without_details(caplog):
     assert "secret internal detail" in caplog.text  # but the operator can find it
 
 
-def test_explain_unavailable_for_the_model_is_400_not_500():
-    from face_emotion.inference.backends import ExplainUnavailableError
+def test_an_expected_error_inside_the_pipeline_keeps_its_code_and_status():
+    # A FaceEmotionError's code is mapped to a status in one place (server.errors.STATUS_BY_CODE).
+    from face_emotion.errors import FaceEmotionError
 
-    app = create_app({"TESTING": True}, predictor=FakePredictor(fail=ExplainUnavailableError("ONNX only")))
+    app = create_app({"TESTING": True}, predictor=FakePredictor(fail=FaceEmotionError("no way", code="bad_parameter")))
     response = app.test_client().post("/predict?explain=1", data=png_bytes(), content_type="image/png")
-    assert "ONNX only" in assert_error(response, 400, "explain_unavailable")
+    assert "no way" in assert_error(response, 400, "bad_parameter")
+    app = create_app({"TESTING": True}, predictor=FakePredictor(fail=FaceEmotionError("gone", code="model_unavailable")))
+    response = app.test_client().post("/predict", data=png_bytes(), content_type="image/png")
+    assert "gone" in assert_error(response, 503, "model_unavailable")
 
 
 # ---- POST /predict/batch -----------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Serving through ONNX Runtime: the ONNX form derived from the safetensors file (cached by hash),
-the same answers as PyTorch on real faces, no torch in a serving process, Grad-CAM still there."""
+"""ONNX Runtime for every verb: the ONNX form derived from the safetensors file (cached by hash),
+the same answers as PyTorch on real faces, no torch in a serving process, heatmaps included."""
 
 from __future__ import annotations
 
@@ -88,19 +88,32 @@ def test_an_unwritable_cache_is_a_clear_model_error(run_dir, tmp_path):
         derive_onnx(run_dir, cache_dir=blocker / "cache")
 
 
-def test_open_backend_derives_for_onnxruntime_and_for_serving(run_dir):
-    assert isinstance(open_backend(run_dir, num_threads=1), PyTorchBackend)  # unchanged default
-    for backend in (open_backend(run_dir, prefer="onnxruntime", num_threads=1),
-                    open_backend(run_dir / "model.safetensors", num_threads=1, derive=True)):
+def test_open_backend_runs_onnxruntime_unless_told_otherwise(run_dir):
+    for backend in (open_backend(run_dir, num_threads=1), open_backend(run_dir / "model.safetensors", num_threads=1),
+                    open_backend(run_dir, "onnxruntime", num_threads=1)):
         assert isinstance(backend, OnnxRuntimeBackend)
-        assert backend.source_weights() == run_dir / "model.safetensors"
+        assert backend.path == derive_onnx(run_dir)
+    assert isinstance(open_backend(run_dir, "pytorch", num_threads=1), PyTorchBackend)
+
+
+def test_a_stale_model_onnx_in_a_run_folder_is_not_run(run_dir, tmp_path):
+    from support.models import make_tiny_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(run_dir / "model.safetensors", run / "model.safetensors")
+    shutil.copy(derive_onnx(run_dir), run / "model.onnx")
+    assert open_backend(run, num_threads=1).path == run / "model.onnx"  # exported from these weights
+    retrained = make_tiny_model(tmp_path / "retrained", seed=1)
+    shutil.copy(retrained / "model.safetensors", run / "model.safetensors")
+    assert open_backend(run, num_threads=1).path == derive_onnx(run)  # the old graph is not trusted
 
 
 @pytest.mark.slow
 def test_onnx_and_pytorch_agree_on_real_faces_with_the_bundled_model(bundled):
     faces = real_faces()
-    torch_predictor = Predictor(open_backend(bundled, num_threads=1), None)
-    onnx_predictor = Predictor(open_backend(bundled, num_threads=1, derive=True), None)
+    torch_predictor = Predictor(open_backend(bundled, "pytorch", num_threads=1), None)
+    onnx_predictor = Predictor(open_backend(bundled, num_threads=1), None)
     assert onnx_predictor.backend_name == "onnxruntime"
     classes = torch_predictor.classes
     torch_probs = np.array([[p.probabilities[c] for c in classes] for f in faces
@@ -114,8 +127,8 @@ def test_onnx_and_pytorch_agree_on_real_faces_with_the_bundled_model(bundled):
     assert len(set(torch_probs.argmax(1))) > 1
 
 
-def test_grad_cam_works_on_the_derived_onnx_model(run_dir):
-    predictor = Predictor(open_backend(run_dir, num_threads=1, derive=True), None)
+def test_heatmaps_work_on_the_derived_onnx_model(run_dir):
+    predictor = Predictor(open_backend(run_dir, num_threads=1), None)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
     (face,) = predictor.predict(image, explain=True, detect=False)
     assert face.heatmap_png is not None and face.heatmap_png.startswith(b"\x89PNG")
@@ -140,7 +153,7 @@ print(json.dumps({"status": plain.status_code, "backend": app.extensions["face_e
 
 
 @pytest.mark.slow
-def test_a_serving_process_never_imports_torch_until_an_explanation(run_dir, tmp_path):
+def test_a_serving_process_never_imports_torch_even_for_an_explanation(run_dir, tmp_path):
     # The session's cache (conftest): the ONNX form is usually derived already by the tests above.
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", SERVING_PROCESS, str(run_dir)], capture_output=True, text=True,
@@ -150,7 +163,7 @@ def test_a_serving_process_never_imports_torch_until_an_explanation(run_dir, tmp
     assert report["status"] == 200 and report["backend"] == "onnxruntime"
     assert report["torch_before_explain"] is False
     assert report["explain_status"] == 200 and report["heatmap"] is True
-    assert report["torch_after_explain"] is True  # lazily, for Grad-CAM only
+    assert report["torch_after_explain"] is False  # occlusion maps run on ONNX Runtime
 
 
 def test_the_server_falls_back_to_pytorch_when_no_onnx_form_can_be_made(run_dir, tmp_path, monkeypatch, caplog):
@@ -162,7 +175,7 @@ def test_the_server_falls_back_to_pytorch_when_no_onnx_form_can_be_made(run_dir,
     monkeypatch.setenv("FACE_EMOTION_CACHE", str(blocker))
     predictor = load_predictor(ServerConfig(model=str(run_dir), detector="none", inference_threads=1))
     assert predictor.backend_name == "pytorch"
-    assert "serving" in caplog.text and "FACE_EMOTION_CACHE" in caplog.text
+    assert "with PyTorch" in caplog.text and "FACE_EMOTION_CACHE" in caplog.text
 
 
 @pytest.mark.slow

@@ -592,3 +592,23 @@ def test_train_help_shows_the_defaults_of_the_one_config():
     text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
     assert f"--epochs INTEGER [default: {TrainConfig.epochs}]" in text
     assert "[default: the --init model's, else landmarks]" in text and "the --init model's, else resnet50" in text
+
+
+def test_model_card_names_an_init_model_and_keeps_machine_data_out_of_its_text():
+    # An --init bundled run used to read "Initial weights: imagenet" (the unused --weights default)
+    # and print the 1,000-character training-image digest string in its Training line.
+    from face_emotion.evaluation.model_card import render_model_card
+    from face_emotion.models.spec import ModelSpec, PreprocessSpec
+
+    digests = "0123456789abcdef" * 64
+    spec = ModelSpec(architecture="efficientnet_lite0", classes=("anger", "happiness"), name="card-test",
+                     preprocess=PreprocessSpec(image_size=80),
+                     training={"init": "bundled", "weights": "imagenet", "epochs": 3, "train_sha256_prefixes": digests})
+    card = render_model_card(spec)
+    assert "- Initial weights: the bundled face-emotion model (--init bundled)" in card
+    assert "imagenet" not in card.split("## Training")[0]
+    assert digests not in card and "train_sha256_prefixes=(1,024 characters" in card
+    assert max(len(line) for line in card.splitlines()) < 400
+    fresh = render_model_card(ModelSpec(architecture="resnet18", classes=("a", "b"), name="x",
+                                        preprocess=PreprocessSpec(image_size=64), training={"weights": "imagenet"}))
+    assert "- Initial weights: imagenet" in fresh

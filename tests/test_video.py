@@ -141,8 +141,7 @@ def test_a_moving_face_keeps_one_id_and_its_box_follows_it(clips, predictor):
     assert len(frames) == 50
     assert sum(f.detected for f in frames) < 25  # the detector ran on only some frames ...
     ids = {face.track_id for f in frames for face in f.faces}
-    assert ids == {None, 1}  # ... one person, one id (None only before the tracker numbers it)
-    assert [f.frame for f in frames if any(face.track_id is None for face in f.faces)] == [0]
+    assert ids == {1}  # ... one person, one id, from the face's first frame on (it used to be None there)
     for f in frames:
         assert len(f.faces) == 1
         box = f.faces[0].prediction.box
@@ -288,7 +287,7 @@ def test_predict_csv_mixes_images_and_clips(clips, tiny_model_dir, tmp_path):
     assert rows[0]["path"] == str(image) and rows[0]["frame"] == "" and rows[0]["status"] == "ok"
     clip_rows = [r for r in rows if r["path"] == str(clips["moving"])]
     assert [int(r["frame"]) for r in clip_rows] == list(range(0, 50, 5))
-    assert {r["track_id"] for r in clip_rows} == {"", "1"}
+    assert {r["track_id"] for r in clip_rows} == {"1"}  # numbered from the first frame
     assert float(clip_rows[2]["time_s"]) == pytest.approx(0.4)
 
 

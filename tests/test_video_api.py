@@ -56,6 +56,8 @@ def test_a_clip_gives_tracks_and_a_timeline(predictor, clip_bytes):
     assert body["summary"]["video"]["width"] == 480
     face = frames[5]["faces"][0]
     assert set(face) == {"track_id", "box", "score", "emotion", "confidence", "probabilities"}
+    # Every face is numbered from its first frame on: no null track_id, not even on frame 0.
+    assert frames[0]["faces"] and all(f["track_id"] in (1, 2) for frame in frames for f in frame["faces"])
     # The same bytes as an image upload are over the image limit: that limit is unchanged.
     image_response = client.post("/predict", data=clip_bytes["crossing"], content_type="image/jpeg")
     assert image_response.status_code == 413

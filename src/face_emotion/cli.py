@@ -38,6 +38,16 @@ class LazyGroup(click.Group):
         module = importlib.import_module(f"face_emotion.commands.{name}")
         return getattr(module, name)
 
+    def invoke(self, ctx):
+        # The one place an expected error ends a command: its message on one line, exit status 1,
+        # no traceback (`train --init missing.safetensors`, a model that will not load, ...).
+        from face_emotion.errors import FaceEmotionError
+
+        try:
+            return super().invoke(ctx)
+        except FaceEmotionError as error:
+            raise click.ClickException(error.message) from None
+
     def format_commands(self, ctx, formatter):
         with formatter.section("Commands"):
             formatter.write_dl(list(COMMANDS.items()))

@@ -7,12 +7,15 @@ Every entry point (training data, evaluate, predict, the web service) decodes th
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from face_emotion.errors import FaceEmotionError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -24,7 +27,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DECODER_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(FaceEmotionError, ValueError):
     """The bytes are not an image we can read (corrupt, truncated, not an image at all)."""
 
     code = "invalid_image"
@@ -88,7 +91,15 @@ def _open(fp, max_pixels: int | None) -> Image.Image:
     except ImageTooLargeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageTooLargeError(f"image is too large to decode safely: {error}") from None
+        # Pillow's own guard fires in open(), before our check: quote the limit the user set, not
+        # Pillow's built-in one, which they never chose and cannot find in our settings.
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        pixels = int(found.group(1)) if found else None
+        if max_pixels is not None and (pixels is None or pixels > max_pixels):
+            size = f"{pixels:,} pixels" if pixels else "over the limit"
+            raise ImageTooLargeError(f"image is {size}; the limit is {max_pixels:,} pixels") from None
+        pixels = f"{pixels:,} pixels" if pixels else "too many pixels"
+        raise ImageTooLargeError(f"image is too large to decode safely: {pixels}") from None
     except UnidentifiedImageError:
         raise ImageDecodeError("not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as error:

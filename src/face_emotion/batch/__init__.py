@@ -15,13 +15,15 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from face_emotion.batch.engines import ENGINES, BatchEngine, BatchJob, EngineError, PredictorOptions, create_engine
+from face_emotion.batch.engines import (
+    DEFAULT_BATCH_SIZE, ENGINES, BatchEngine, BatchJob, EngineError, PredictorOptions, create_engine,
+)
 from face_emotion.batch.inputs import BatchInputError, expand_inputs
 from face_emotion.batch.output import METADATA_KEY, OutputError, ParquetOutput, read_metadata
 from face_emotion.batch.rows import output_schema
 
 __all__ = [
-    "ENGINES", "BatchEngine", "BatchInputError", "EngineError", "BatchSummary", "OutputError", "PredictorOptions",
+    "DEFAULT_BATCH_SIZE", "ENGINES", "BatchEngine", "BatchInputError", "EngineError", "BatchSummary", "OutputError", "PredictorOptions",
     "create_engine", "expand_inputs", "read_metadata", "run_batch",
 ]
 
@@ -59,7 +61,7 @@ def run_batch(
     engine: BatchEngine,
     options: PredictorOptions = PredictorOptions(),
     resume: bool = False,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     part_images: int = 1000,
     part_seconds: float = 60.0,
     progress: bool | None = None,

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import pyarrow as pa
+
+from face_emotion.errors import FaceEmotionError, UnknownNameError
 
 from face_emotion.batch.rows import analyse_read, read_paths
 
@@ -32,36 +35,23 @@ class PredictorOptions:
     num_threads: int | None = None
 
     def load(self) -> "Predictor":
+        """The Predictor every engine's workers use; ``num_threads`` also bounds the detector's pool."""
         from face_emotion.inference.predictor import Predictor
 
-        return Predictor.load(self.model, detector=self._detector(), backend=self.backend, tta=self.tta,
+        return Predictor.load(self.model, detector=self.detector, backend=self.backend, tta=self.tta,
                               num_threads=self.num_threads)
 
-    def _detector(self):
-        """The detector name, or with ``num_threads`` a detector built to use that many threads.
 
-        Two processes side by side, each detecting with onnxruntime's default (a thread per
-        core), were 1.75x slower than with one thread each: a Ray actor must keep to its share.
-        """
-        from face_emotion.inference.predictor import WHOLE_IMAGE
-
-        if not self.num_threads or self.detector == WHOLE_IMAGE:
-            return self.detector
-        from face_emotion.faces import create_detector
-
-        try:
-            return create_detector(self.detector, num_threads=self.num_threads)
-        except TypeError as error:  # a detector with no thread setting of its own
-            if "num_threads" not in str(error):
-                raise
-            return self.detector
+# Images per call of the analysing stage: large enough that a call's overhead (an Arrow table, a
+# Ray task) is small beside its work, small enough that progress moves on a small job.
+DEFAULT_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
 class BatchJob:
     options: PredictorOptions
     schema: pa.Schema  # output rows, without metadata
-    batch_size: int = 16  # images per call of the analysing stage
+    batch_size: int = DEFAULT_BATCH_SIZE  # images per call of the analysing stage
 
 
 class BatchEngine(Protocol):
@@ -74,8 +64,10 @@ class BatchEngine(Protocol):
         ...
 
 
-class EngineError(RuntimeError):
+class EngineError(FaceEmotionError, RuntimeError):
     """An engine could not start (a Ray instance, a cluster connection); the message says what to do."""
+
+    code = "engine_unavailable"
 
 
 def _path_table(paths: Sequence[str]) -> pa.Table:
@@ -111,7 +103,7 @@ class RayEngine:
     (or uses the one this process has already started); "auto" or "HOST:PORT" joins a cluster."""
 
     name = "ray"
-    shows_progress = True
+    shows_progress = False  # Ray Data's own bars and progress logs are off (see _quiet_ray_data)
     actor_class = _PredictActor  # what each actor runs; a subclass may add to it (benchmarks time it)
 
     def __init__(self, *, workers: int | None = None, address: str | None = None, cpus_per_worker: float = 1.0) -> None:
@@ -135,6 +127,7 @@ class RayEngine:
                 ray.shutdown()
 
     def _run(self, ray, paths, job):
+        _quiet_ray_data()
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
         # The worker's math libraries get the CPUs Ray grants the actor, unless told otherwise.
         options = job.options
@@ -159,26 +152,60 @@ class RayEngine:
         yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
-def _start_local_ray(ray) -> None:
-    """A Ray instance for this command alone, its workers at the command's own priority.
+# Environment for the Ray processes a local instance starts (a value the user set wins):
+# - RAY_worker_niceness 0: Ray lowers its workers' priority by 15 (nice) by default, to keep a
+#   cluster's drivers responsive. On a machine shared with other work that starved the actors:
+#   one actor took 777 s for what the local engine did in 45 s.
+# - RAY_BACKEND_LOG_LEVEL fatal: Ray's C++ core printed a core_worker.cc "error" line about the
+#   actors' constructor arguments on every run, a normal condition for Ray Data's actor pools.
+_LOCAL_RAY_ENV = {"RAY_worker_niceness": "0", "RAY_BACKEND_LOG_LEVEL": "fatal"}
 
-    Ray lowers its workers' priority by 15 (nice) by default, to keep a cluster's drivers
-    responsive. On a machine shared with other work that starved the actors: one actor took
-    777 s for what the local engine did in 45 s. A value the user set in RAY_worker_niceness wins.
-    """
-    key = "RAY_worker_niceness"
-    previous = os.environ.get(key)
-    os.environ.setdefault(key, "0")
+
+def _quiet_ray_data() -> None:
+    """A batch job prints its own one-line summary (and a bar on a terminal); Ray Data's progress
+    logs, execution plans and bars (about 15 lines for a 12-image job) are for Ray's own tools."""
+    import logging
+
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # also its notice that bars are off
+
+
+def _start_local_ray(ray) -> None:
+    """A Ray instance for this command alone, its workers at the command's own priority, and quiet:
+    Ray's own INFO and WARNING lines (a token notice, where its logs are) are not the user's business
+    on a local run; errors still show."""
+    import logging
+
+    previous = {key: os.environ.get(key) for key in _LOCAL_RAY_ENV}
+    for key, value in _LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    # Ray's C++ side writes to file descriptor 2 while it starts (the log level it read, a token
+    # notice): kept aside, and shown only if the start fails.
+    captured = tempfile.TemporaryFile(mode="w+b")
+    saved = os.dup(2)
     try:
-        ray.init(include_dashboard=False)
+        os.dup2(captured.fileno(), 2)
+        try:
+            ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        finally:
+            os.dup2(saved, 2)
     except Exception as error:  # Ray raises a bare Exception when its processes start too slowly
+        captured.seek(0)
+        said = captured.read().decode(errors="replace").strip().splitlines()[-3:]
         raise EngineError(
-            f"could not start a local Ray instance ({error}); on a busy machine try again, or start "
-            "one with `ray start --head` and pass --address auto"
+            f"could not start a local Ray instance ({error}{'; ' + ' / '.join(said) if said else ''}); on a busy "
+            "machine try again, or start one with `ray start --head` and pass --address auto"
         ) from error
-    finally:  # Ray's processes have read it; the rest of this process is left as it was
-        if previous is None:
-            os.environ.pop(key, None)
+    finally:  # Ray's processes have read them; the rest of this process is left as it was
+        os.close(saved)
+        captured.close()
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
 
 
 ENGINES: dict[str, type] = {"local": LocalEngine, "ray": RayEngine}
@@ -188,5 +215,5 @@ def create_engine(name: str, **options) -> BatchEngine:
     try:
         engine = ENGINES[name]
     except KeyError:
-        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}") from None
+        raise UnknownNameError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}") from None
     return engine(**options)

@@ -13,14 +13,17 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from face_emotion.errors import FaceEmotionError
 from face_emotion.imageio import IMAGE_EXTENSIONS
 
 # A file with one of these suffixes lists paths to read rather than being an image itself.
 LIST_SUFFIXES = frozenset({".txt", ".csv", ".parquet"})
 
 
-class BatchInputError(ValueError):
+class BatchInputError(FaceEmotionError, ValueError):
     """An input argument that names nothing usable; the message says which and why."""
+
+    code = "bad_input"
 
 
 def is_uri(path: str) -> bool:

@@ -18,14 +18,17 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from face_emotion.batch.inputs import filesystem_for, is_uri
+from face_emotion.errors import FaceEmotionError
 
 METADATA_KEY = b"face_emotion"
 # Fields of the metadata that must agree for --resume to add rows to an existing output.
 RESUME_MUST_MATCH = ("model", "model_version", "classes", "detector")
 
 
-class OutputError(ValueError):
+class OutputError(FaceEmotionError, ValueError):
     """The output cannot be written or resumed as asked; the message says what to do."""
+
+    code = "bad_output"
 
 
 def read_metadata(schema: pa.Schema) -> dict:

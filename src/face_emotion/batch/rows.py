@@ -13,6 +13,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from face_emotion.batch.inputs import BatchInputError, read_bytes
+from face_emotion.inference.pipeline import analyse
 from face_emotion.inference.results import ImageResult
 
 FACE_COLUMNS = ("face", "x", "y", "width", "height", "score", "emotion", "confidence")
@@ -53,22 +54,11 @@ def read_file(path: str) -> tuple[bytes | None, str | None]:
         return None, f"cannot read file: {error.strerror or error}"
 
 
-def analyse(predictor, path: str, data: bytes | None, read_error: str | None = None) -> ImageResult:
-    """One file's bytes -> its ImageResult; never raises for a bad file."""
-    from face_emotion.imageio import ImageDecodeError, decode_image
-
+def analyse_item(predictor, path: str, data: bytes | None, read_error: str | None = None) -> ImageResult:
+    """One file's bytes (or why they could not be read) -> its ImageResult, through the one pipeline."""
     if read_error is not None or data is None:
         return ImageResult.failed("unreadable_file", read_error or "cannot read file", path=path)
-    try:
-        image = decode_image(data)
-    except ImageDecodeError as error:
-        return ImageResult.failed(error.code, str(error), path=path)
-    try:
-        faces = predictor.predict(image)
-    except Exception as error:  # one image must not end the run; the message says what went wrong
-        return ImageResult.failed("prediction_failed", f"prediction failed: {error.__class__.__name__}: {error}",
-                                  path=path)
-    return ImageResult.of(image, faces, path=path)
+    return analyse(predictor, data, path=path)
 
 
 def results_table(results: Sequence[ImageResult], schema: pa.Schema) -> pa.Table:
@@ -110,5 +100,5 @@ def analyse_read(predictor, batch: pa.Table, schema: pa.Schema) -> pa.Table:
     paths = batch.column("path").to_pylist()
     errors = batch.column("read_error").to_pylist()
     data = batch.column("data")
-    return results_table([analyse(predictor, path, data[i].as_py(), errors[i]) for i, path in enumerate(paths)],
+    return results_table([analyse_item(predictor, path, data[i].as_py(), errors[i]) for i, path in enumerate(paths)],
                          schema)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import click
 
+from face_emotion.batch.engines import DEFAULT_BATCH_SIZE, ENGINES
 from face_emotion.commands.common import fail as _fail
+from face_emotion.inference.backends import backend_names
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--output", "-o", required=True,
               help="Parquet dataset folder to write (local or a URI such as s3://bucket/faces/).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(list(ENGINES)), default="local", show_default=True,
               help="local: this process; ray: Ray Data with an actor pool.")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Ray actors, one Predictor each (default: as many as the cluster's CPUs hold).")
@@ -26,12 +28,12 @@ from face_emotion.commands.common import fail as _fail
 @click.option("--model", "model_path", help="Run folder, .safetensors or .onnx file (default: the bundled model).")
 @click.option("--detector", help="Face detector name (default: the package's default detector).")
 @click.option("--no-detect", is_flag=True, help="Images are face crops already: each whole image is one face.")
-@click.option("--backend", type=click.Choice(["pytorch", "onnxruntime"]),
-              help="For a run folder holding both model files: which one to run.")
+@click.option("--backend", type=click.Choice(backend_names()),
+              help="Inference backend (default: onnxruntime; pytorch runs the .safetensors file eagerly).")
 @click.option("--tta", is_flag=True, help="Average each face's probabilities with its mirror image's.")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Inference threads per worker (default: all CPUs locally, --cpus-per-worker on Ray).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Images per batch handed to a worker.")
 def batch(inputs, output, engine, workers, cpus_per_worker, address, resume, model_path, detector, no_detect,
           backend, tta, threads, batch_size) -> None:
@@ -43,13 +45,9 @@ def batch(inputs, output, engine, workers, cpus_per_worker, address, resume, mod
     gets one row with empty face fields, an unreadable file one row with its `error_code` and
     `error`.
     """
-    from face_emotion.batch import (
-        BatchInputError, EngineError, OutputError, PredictorOptions, create_engine, run_batch,
-    )
-    from face_emotion.faces import DetectorUnavailableError
+    from face_emotion.batch import PredictorOptions, create_engine, run_batch
     from face_emotion.inference.predictor import WHOLE_IMAGE
     from face_emotion.inference.results import plural
-    from face_emotion.models.store import ModelLoadError
 
     if no_detect and detector not in (None, WHOLE_IMAGE):
         _fail("--no-detect and --detector are alternatives: choose one")
@@ -58,11 +56,8 @@ def batch(inputs, output, engine, workers, cpus_per_worker, address, resume, mod
     engine_options = {"workers": workers, "address": address, "cpus_per_worker": cpus_per_worker} if engine == "ray" else {}
     options = PredictorOptions(model=model_path, detector=WHOLE_IMAGE if no_detect else detector, backend=backend,
                                tta=tta, num_threads=threads)
-    try:
-        summary = run_batch(list(inputs), output, engine=create_engine(engine, **engine_options), options=options,
-                            resume=resume, batch_size=batch_size)
-    except (BatchInputError, EngineError, OutputError, ModelLoadError, DetectorUnavailableError, ValueError) as error:
-        _fail(str(error))
+    summary = run_batch(list(inputs), output, engine=create_engine(engine, **engine_options), options=options,
+                        resume=resume, batch_size=batch_size)
     done_before = f", {summary.skipped} done before (skipped)" if summary.skipped else ""
     if summary.images == 0:
         click.echo(f"nothing to do: all {plural(summary.skipped, 'image')} are in {output} already", err=True)

@@ -24,17 +24,12 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> 
     an image without a face counts as a wrong answer and is listed.
     """
     from face_emotion.evaluation.evaluate import evaluate_folder
-    from face_emotion.faces import DetectorUnavailableError
     from face_emotion.inference.results import plural
-    from face_emotion.models.bundled import resolve_model_argument
-    from face_emotion.models.store import ModelLoadError
 
     try:
-        metrics = evaluate_folder(
-            resolve_model_argument(model_path), data_dir, detect=not no_detect, detector=detector,
-            batch_size=batch_size, progress=not as_json,
-        )
-    except (ModelLoadError, ValueError, FileNotFoundError, DetectorUnavailableError) as error:
+        metrics = evaluate_folder(model_path, data_dir, detect=not no_detect, detector=detector,
+                                  batch_size=batch_size, progress=not as_json)
+    except (ValueError, FileNotFoundError) as error:  # no class in common; a vanished folder
         _fail(str(error))
     seen = metrics["model_training_images"]
     if seen:

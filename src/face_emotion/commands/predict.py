@@ -55,26 +55,6 @@ def collect_inputs(paths: tuple[Path, ...]) -> list[_Input]:
     return found
 
 
-def _analyse(predictor, item: _Input, *, detect: bool):
-    """(ImageResult, the decoded image or None): one image's result, or the error that stopped it."""
-    from face_emotion.imageio import ImageDecodeError, load_image
-    from face_emotion.inference.results import ImageResult
-
-    path = str(item.path)
-    try:
-        image = load_image(item.path)
-    except ImageDecodeError as error:
-        return ImageResult.failed(error.code, str(error), path=path), None
-    except OSError as error:  # unreadable file: permissions, vanished, a special file
-        return ImageResult.failed("unreadable_file", f"cannot read file: {error.strerror or error}", path=path), None
-    try:
-        faces = predictor.predict(image, detect=detect)
-    except Exception as error:  # one image must not end the run; the message says what went wrong
-        return ImageResult.failed("prediction_failed", f"prediction failed: {error.__class__.__name__}: {error}",
-                                  path=path), None
-    return ImageResult.of(image, faces, path=path), image
-
-
 def _annotation_path(out_dir: Path, name: Path, used: set[Path]) -> Path:
     suffix = ".jpg" if name.suffix.lower() in _JPEG_SUFFIXES else ".png"
     base = out_dir / name.with_suffix(suffix)
@@ -100,7 +80,7 @@ def _annotation_path(out_dir: Path, name: Path, used: set[Path]) -> Path:
               help="Write copies of the images with boxes and labels drawn into this folder.")
 @click.option("--tta", is_flag=True, help="Average each face's probabilities with its mirror image's.")
 @click.option("--backend", type=click.Choice(backend_names()),
-              help="For a run folder holding both model files: which one to run.")
+              help="Inference backend (default: onnxruntime; pytorch runs the .safetensors file eagerly).")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: every CPU available).")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Videos: write per-track summaries (JSON: {\"clips\": [...]}) to this file.")
@@ -127,12 +107,13 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
     Faces are listed largest first. A file that cannot be read is reported and the rest go on;
     the exit status is 1 only when every image failed.
     """
-    from face_emotion.faces import DetectorUnavailableError
+    import time
+
+    from face_emotion.commands.predict_video import VideoOutputs, run_clip
     from face_emotion.imageio import IMAGE_EXTENSIONS
+    from face_emotion.inference.pipeline import analyse_keeping_image
     from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
     from face_emotion.inference.results import csv_header, plural
-    from face_emotion.models.store import ModelLoadError
-    from face_emotion.commands.predict_video import VideoOutputs, run_clip
     from face_emotion.video import VIDEO_EXTENSIONS, VideoOptions, is_video_path
     from face_emotion.video import csv_header as video_csv_header
 
@@ -146,12 +127,9 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
               f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
     clips = sum(1 for item in inputs if is_video_path(item.path))
     video_options = VideoOptions(sample_fps=sample_fps, detect_interval_s=detect_interval_s, smooth_s=smooth_s)
-    try:
-        predictor = Predictor.load(
-            model_path, detector=WHOLE_IMAGE if no_detect else detector, backend=backend, tta=tta, num_threads=threads
-        )
-    except (ModelLoadError, DetectorUnavailableError, ValueError) as error:
-        _fail(str(error))
+    predictor = Predictor.load(
+        model_path, detector=WHOLE_IMAGE if no_detect else detector, backend=backend, tta=tta, num_threads=threads
+    )
 
     csv_file = csv_writer = None
     try:
@@ -182,7 +160,9 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
                 succeeded += ok
                 faces_total += faces
                 continue
-            result, image = _analyse(predictor, item, detect=not no_detect)
+            start = time.perf_counter()
+            result, image = analyse_keeping_image(predictor, item.path, detect=not no_detect)
+            elapsed_ms = round((time.perf_counter() - start) * 1000.0, 1)
             if result.ok:
                 succeeded += 1
                 faces_total += len(result.faces)
@@ -190,7 +170,9 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
                 rows = result.csv_rows(predictor.classes)
                 csv_writer.writerows([[row[0], "", "", "", *row[1:]] for row in rows] if clips else rows)
             else:
-                lines = [json.dumps(result.to_dict(include_heatmap=False))] if as_json else result.text_lines()
+                # The fields the web API answers with: the same JSON for the same image.
+                lines = ([json.dumps({**result.to_dict(include_heatmap=False), "model": predictor.spec.name,
+                                      "elapsed_ms": elapsed_ms})] if as_json else result.text_lines())
                 for line in lines:
                     bar.write(line, file=sys.stdout)
             if annotate_dir is not None and result.ok:

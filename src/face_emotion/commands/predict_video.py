@@ -111,6 +111,7 @@ def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, 
 def _report_error(path, code, message, outputs, write, classes) -> None:
     """A clip's error in the shape images use (ImageResult.failed), with frame and time_s null."""
     from face_emotion.inference.results import ImageResult
+    from face_emotion.video.results import error_rows
 
     failed = ImageResult.failed(code, message, path=str(path))
     outputs.summaries.append({"path": str(path), "error": failed.error.to_dict()})

@@ -8,35 +8,31 @@ from dataclasses import replace
 import click
 
 from face_emotion.commands.common import fail as _fail
-from face_emotion.server.config import ConfigError, RunOptions, ServerConfig, check_deadlines
+from face_emotion.server.config import RunOptions, ServerConfig, check_deadlines
 
 
-def _check_names(detector: str | None, backend: str | None) -> None:
+def _check_names(detector: str | None) -> None:
     from face_emotion.faces import available_detectors
-    from face_emotion.inference.backends import backend_names
 
     detectors = available_detectors()  # includes "none", the whole-image detector
     if detector is not None and detector not in detectors:
         _fail(f"unknown face detector {detector!r} ({ServerConfig.where('detector')}); choose one of: "
               f"{', '.join(detectors)}")
-    if backend is not None and backend not in backend_names():
-        _fail(f"unknown backend {backend!r} ({ServerConfig.where('backend')}); choose one of: "
-              f"{', '.join(backend_names())}")
 
 
-def _check_model(model: str | None) -> None:
-    """Fail before any worker starts when the model is missing or unreadable."""
-    from face_emotion.inference.backends import BACKENDS, check_model_suffix
-    from face_emotion.models.bundled import resolve_model_argument
-    from face_emotion.models.store import ModelLoadError, read_spec, resolve_model_path
+def _check_model(model: str | None, backend: str | None) -> None:
+    """Fail before any worker starts when the model is missing or unreadable, or the backend unknown
+    (the resolver every verb uses; reading a header starts no thread pool before the fork)."""
+    from face_emotion.errors import UnknownNameError
+    from face_emotion.inference.backends import resolve_model
+    from face_emotion.models.store import read_spec
 
     try:
-        path = resolve_model_path(resolve_model_argument(model), tuple(BACKENDS))
-        check_model_suffix(path)  # a .pt/.ckpt pickle is refused here, not in each worker
-        if path.suffix == ".safetensors":
-            read_spec(path)  # the header only: cheap, and it starts no thread pool before the fork
-    except ModelLoadError as error:
-        _fail(str(error))
+        path, _ = resolve_model(model, backend)
+    except UnknownNameError as error:
+        _fail(f"{error} ({ServerConfig.where('backend')})")
+    if path.suffix == ".safetensors":
+        read_spec(path)
 
 
 # Options default to None ("not given"): defaults, variables and checks live in ServerConfig and
@@ -59,7 +55,7 @@ S, R = ServerConfig, RunOptions
 @click.option("--cors-origins", help=S.help("cors_origins", "Comma-separated origins allowed to call the API "
                                                             "from a browser", "same origin only"))
 @click.option("--detector", help=S.help("detector", "Face detector name", "the package's default detector"))
-@click.option("--backend", help=S.help("backend", "Inference backend name", "from the model file"))
+@click.option("--backend", help=S.help("backend", "Inference backend name", "onnxruntime"))
 @click.option("--tta/--no-tta", default=None, help=S.help("tta", "Test-time augmentation (mirrored crops too)"))
 @click.option("--inference-threads", type=int, help=S.help("inference_threads", "Intra-op threads per worker",
                                                            "cores / workers"))
@@ -74,24 +70,21 @@ def serve(model, host, port, workers, threads, timeout_s, max_upload_mb, max_pix
     """Serve the JSON API and the web page (gunicorn; --dev for Flask's own server)."""
     from face_emotion.server.runner import default_workers, run_dev, run_gunicorn
 
-    try:
-        options = RunOptions.from_env(host=host, port=port, workers=workers, threads=threads, timeout_s=timeout_s,
-                                      access_log=access_log)
-        options = replace(options, workers=options.workers or (1 if dev else default_workers()))
-        config = ServerConfig.from_env(
-            model=model, max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch,
-            cors_origins=cors_origins, detector=detector, backend=backend, tta=tta,
-            inference_threads=inference_threads, inference_timeout_s=inference_timeout,
-        )
-        if not dev:
-            check_deadlines(config, options)
-    except ConfigError as error:
-        _fail(str(error))
+    options = RunOptions.from_env(host=host, port=port, workers=workers, threads=threads, timeout_s=timeout_s,
+                                  access_log=access_log)
+    options = replace(options, workers=options.workers or (1 if dev else default_workers()))
+    config = ServerConfig.from_env(
+        model=model, max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch,
+        cors_origins=cors_origins, detector=detector, backend=backend, tta=tta,
+        inference_threads=inference_threads, inference_timeout_s=inference_timeout,
+    )
+    if not dev:
+        check_deadlines(config, options)
     if inference_threads is None and ServerConfig.env_name("inference_threads") not in os.environ:
         # Split the cores between the workers instead of letting each grab all of them.
         config = replace(config, inference_threads=max(1, default_workers() // options.workers))
-    _check_names(config.detector, config.backend)
-    _check_model(config.model)
+    _check_names(config.detector)
+    _check_model(config.model, config.backend)
 
     host, port = options.host, options.port
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

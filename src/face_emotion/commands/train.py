@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from face_emotion.commands.common import fail as _fail, help_defaults_from, parse_devices
+from face_emotion.models.spec import ALIGN_MODES
 
 
 @click.command()
@@ -38,7 +39,7 @@ from face_emotion.commands.common import fail as _fail, help_defaults_from, pars
 @click.option("--max-minutes", "max_time_minutes", type=float, help="Stop training after this many minutes.")
 @click.option("--face-margin", type=float, help="Margin around each face, a fraction of its size per side "
                                                  "[default: the --init model's, else 0].")
-@click.option("--face-align", type=click.Choice(["landmarks", "eyes", "none"]),
+@click.option("--face-align", type=click.Choice(list(ALIGN_MODES)),
               help="Crop geometry: fit the five-point face template, level the eyes, or the plain box "
                    "[default: the --init model's, else landmarks].")
 @click.option("--face-resolution", type=int,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +27,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from face_emotion.cache import cache_path
 from face_emotion.data.scan import Sample, Skipped
 from face_emotion.faces.base import Face
 from face_emotion.imageio import ImageDecodeError, load_image
@@ -37,11 +37,6 @@ TEMPLATE, GIVEN = 0, 1  # view kinds
 # Extra context stored around each view, per side, as a fraction of the view's side: zoom-out
 # augmentation up to 1 + 2 * context of the crop can then show real surroundings.
 DEFAULT_CONTEXT = 0.25
-
-
-def cache_root() -> Path:
-    """The one home of the on-disk cache (FACE_EMOTION_CACHE, else ~/.cache/face-emotion)."""
-    return Path(os.environ.get("FACE_EMOTION_CACHE", Path.home() / ".cache" / "face-emotion"))
 
 
 @dataclass
@@ -78,7 +73,7 @@ def detect_largest_faces(
     from face_emotion.faces import create_detector
 
     face_detector = create_detector(detector)
-    path = cache_root() / "faces" / f"{face_detector.name}-v2.jsonl"  # v2: small images enlarged first
+    path = cache_path("faces") / f"{face_detector.name}-v2.jsonl"  # v2: small images enlarged first
     path.parent.mkdir(parents=True, exist_ok=True)
     known: dict[str, Face | None] = {}
     errors: dict[str, str] = {}  # digest -> why the file could not be read
@@ -170,7 +165,7 @@ def build_crop_bank(
     settings = json.dumps([preprocess.face_margin, preprocess.face_align, preprocess.face_resolution,
                            preprocess.image_size, preprocess.color_mode, context, detector, detect, given, "v1"])
     key = hashlib.sha256((settings + "".join(s.digest for s in samples)).encode()).hexdigest()[:16]
-    cached = cache_root() / "crop-banks" / f"{key}.npz"
+    cached = cache_path("crop-banks") / f"{key}.npz"
     faces: dict[str, Face | None] = {}
     skipped: list[Skipped] = []
     if detect:

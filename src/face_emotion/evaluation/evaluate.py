@@ -11,7 +11,7 @@ from face_emotion.models.spec import TRAIN_DIGEST_CHARS
 
 
 def evaluate_folder(
-    model_path: str | Path,
+    model_path: str | Path | None,
     data_dir: str | Path,
     *,
     detect: bool = False,
@@ -19,7 +19,7 @@ def evaluate_folder(
     batch_size: int = 64,
     progress: bool = False,
 ) -> dict:
-    """Metrics of the model at ``model_path`` (.safetensors, .onnx, int8 .onnx or a run folder)
+    """Metrics of the model at ``model_path`` (.safetensors, .onnx, int8 .onnx, a run folder; None: the bundled one)
     on ``data_dir`` (its test/ split if it has one).
 
     Only classes the model and the data share (after alias mapping) are scored, and the model's

@@ -9,6 +9,30 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * float(value):.1f} %"
 
 
+# Training settings longer than this (the packed training-image digests) are machine data: the
+# card names them and says where they are instead of printing them.
+_LONGEST_SHOWN = 120
+
+
+def _initial_weights(training: dict) -> str:
+    """What the network started from: a face-emotion model given to --init wins over --weights,
+    which the backbone only used when there was no --init."""
+    init = training.get("init")
+    if init:
+        return "the bundled face-emotion model (--init bundled)" if str(init) == "bundled" else f"the face-emotion model {init} (--init)"
+    return str(training.get("weights", "n/a"))
+
+
+def _training_settings(training: dict) -> str:
+    shown = []
+    for key, value in sorted(training.items()):
+        text = str(value)
+        if len(text) > _LONGEST_SHOWN:
+            text = f"({len(text):,} characters, kept in the model file's description)"
+        shown.append(f"{key}={text}")
+    return ", ".join(shown)
+
+
 def render_model_card(spec: ModelSpec, extra_limits: list[str] | None = None) -> str:
     metrics = spec.metrics.get("test", {})
     calibration = spec.metrics.get("calibration", {})
@@ -36,7 +60,7 @@ def render_model_card(spec: ModelSpec, extra_limits: list[str] | None = None) ->
 - Classes: {", ".join(spec.classes)}
 - Input: {spec.preprocess.image_size} x {spec.preprocess.image_size} px, {spec.preprocess.color_mode},
   mean {list(spec.preprocess.mean)}, std {list(spec.preprocess.std)}, face margin {spec.preprocess.face_margin}
-- Initial weights: {training.get("weights", "n/a")}
+- Initial weights: {_initial_weights(training)}
 - Temperature (fitted on validation): {spec.temperature:.3f}
 
 ## Data
@@ -58,7 +82,7 @@ Per data source:
 {per_source}
 
 ## Training
-{", ".join(f"{k}={v}" for k, v in sorted(training.items()))}
+{_training_settings(training)}
 
 ## Intended use
 Research, teaching and prototypes that estimate the displayed facial expression in photos or video,

@@ -17,11 +17,15 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from face_emotion.errors import FaceEmotionError
+
 Point = tuple[float, float]
 
 
-class DetectorUnavailableError(ImportError):
+class DetectorUnavailableError(FaceEmotionError, ImportError):
     """A detector's library or model file is missing; the message says what to install."""
+
+    code = "detector_unavailable"
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,8 @@ class _OnnxRuntimeRunner:
         # the largest photo seen for good (384 vs 260 MB resident after a 12-megapixel photo), and
         # without it small frames were no slower.
         options.enable_cpu_mem_arena = False
+        # Sleeping, not spinning, idle threads: the classifier's session runs beside this one.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if num_threads:
             # A server worker owns a share of the cores; ONNX Runtime's default pool (every core)
             # in every worker oversubscribes them.

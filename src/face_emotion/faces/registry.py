@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, TypeVar
 
+from face_emotion.errors import UnknownNameError
 from face_emotion.faces.base import FaceDetector
 
 # CenterFace found every face in every benchmark variant with no false positive, gives eyes for
@@ -36,9 +38,13 @@ def available_detectors() -> list[str]:
     return sorted(_DETECTORS)
 
 
-def create_detector(name: str | None = None, **kwargs: Any) -> FaceDetector:
-    """Build a detector by name (None: the default); keyword arguments go to its constructor.
+def create_detector(name: str | None = None, *, num_threads: int | None = None, **kwargs: Any) -> FaceDetector:
+    """The one detector factory of every verb: build a detector by name (None: the default).
 
+    ``num_threads``: the CPU share of this process, given to detectors that run their own thread
+    pool (CenterFace's ONNX Runtime session; its default of a thread per core in every server
+    worker or Ray actor oversubscribed the cores: 1.75x slower with two processes side by side)
+    and ignored by the others. Other keyword arguments go to the detector's constructor.
     Raises ValueError for an unknown name and DetectorUnavailableError (an ImportError) when the
     detector's library or model file is not installed.
     """
@@ -46,7 +52,9 @@ def create_detector(name: str | None = None, **kwargs: Any) -> FaceDetector:
     try:
         cls = _DETECTORS[name]
     except KeyError:
-        raise ValueError(
+        raise UnknownNameError(
             f"unknown face detector {name!r}; choose one of: {', '.join(available_detectors())}"
         ) from None
+    if num_threads and "num_threads" in inspect.signature(cls).parameters:
+        kwargs["num_threads"] = int(num_threads)
     return cls(**kwargs)

@@ -18,12 +18,13 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from face_emotion.cache import cache_path
+from face_emotion.errors import UnknownNameError
 from face_emotion.models.spec import ModelSpec
 from face_emotion.models.store import (
     SPEC_METADATA_KEY,
@@ -54,10 +55,6 @@ DERIVED_ONNX_VERSION = 1
 DERIVE_TIMEOUT_S = 900
 
 
-class ExplainUnavailableError(RuntimeError):
-    """Grad-CAM needs the PyTorch network, and it cannot be had for this model."""
-
-
 @runtime_checkable
 class InferenceBackend(Protocol):
     """A loaded model that maps a preprocessed batch to logits.
@@ -75,14 +72,6 @@ class InferenceBackend(Protocol):
     def classes(self) -> tuple[str, ...]: ...
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
-
-    def explain_network(self) -> "nn.Module":
-        """The fp32 PyTorch network behind this model (for Grad-CAM), or ExplainUnavailableError.
-
-        For an exported file that is the network it was exported from (for an int8 file, its fp32
-        original), so a heatmap explains the fp32 model's view of the face.
-        """
-        ...
 
 
 def available_cpus() -> int:
@@ -150,22 +139,16 @@ class PyTorchBackend:
             logits = self.network(torch.from_numpy(batch))
         return logits.float().numpy()
 
-    def explain_network(self) -> "nn.Module":
-        return self.network
-
 
 class OnnxRuntimeBackend:
     """An ``.onnx`` model written by inference.export, run by ONNX Runtime on the CPU."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, num_threads: int | None = None, source: Path | None = None) -> None:
-        """``source``: the .safetensors this file was derived from, wherever it lies (see derive_onnx);
-        otherwise Grad-CAM looks beside the file for it."""
+    def __init__(self, path: str | Path, *, num_threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
-        self._source = Path(source) if source is not None else None
         if not self.path.is_file():
             raise no_model_error(self.path)
         options = ort.SessionOptions()
@@ -175,6 +158,10 @@ class OnnxRuntimeBackend:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle pool threads sleep instead of spinning (as OMP_WAIT_POLICY=PASSIVE does for torch):
+        # the face detector's session, this one on the video analyser's classifier thread, and other
+        # processes share few cores, and spinning threads took the cores the others were waiting for.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf types
@@ -194,8 +181,6 @@ class OnnxRuntimeBackend:
             raise ModelLoadError(f"{self.path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
         self._input_name = inputs[0].name
         self._check_shapes(inputs[0].shape, outputs[0].shape)
-        self._source_network: nn.Module | None = None
-        self._source_lock = threading.Lock()
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -242,39 +227,12 @@ class OnnxRuntimeBackend:
                                f"{len(self.spec.classes)} classes: the graph does not match its description")
         return logits
 
-    def source_weights(self) -> Path | None:
-        """The .safetensors this file was exported from, if it lies beside it unchanged."""
-        expected = self.metadata.get(ONNX_SOURCE_SHA256_KEY)
-        if not expected:
-            return None
-        candidates = [self.path.with_suffix(".safetensors"), self.path.parent / WEIGHTS_FILE]
-        if self._source is not None:
-            candidates.insert(0, self._source)
-        for candidate in dict.fromkeys(candidates):
-            if candidate.is_file() and file_sha256(candidate) == expected:
-                return candidate
-        return None
 
-    def explain_network(self) -> "nn.Module":
-        with self._source_lock:
-            if self._source_network is None:
-                source = self.source_weights()
-                if source is None:
-                    raise ExplainUnavailableError(
-                        f"explain (Grad-CAM) needs the PyTorch model: {self.path} is ONNX and the .safetensors "
-                        f"it was exported from is not beside it (looked for "
-                        f"{self.path.with_suffix('.safetensors').name} and {WEIGHTS_FILE} with a matching "
-                        f"checksum). Pass --model RUN_DIR or the .safetensors file instead."
-                    )
-                from face_emotion.models.store import load_model
+def _export_for_cache(source: str, partial: str) -> None:
+    """The export the cache runs (also in a child process, see _export_elsewhere)."""
+    from face_emotion.inference.export import export_onnx
 
-                self._source_network, _ = load_model(source)
-            return self._source_network
-
-
-def onnx_cache_dir() -> Path:
-    """Where derived ONNX files are kept: $FACE_EMOTION_CACHE/onnx, else ~/.cache/face-emotion/onnx."""
-    return Path(os.environ.get("FACE_EMOTION_CACHE") or Path.home() / ".cache" / "face-emotion") / "onnx"
+    export_onnx(source, partial)
 
 
 def _package_root_path() -> str:
@@ -283,19 +241,40 @@ def _package_root_path() -> str:
     return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
 
 
+def _export_elsewhere(source: Path, partial: Path) -> None:
+    """export_onnx in this process when torch is already here, else in a child process.
+
+    Importing torch leaves several hundred MB in a process: a server worker (or the gunicorn master
+    before it forks) must not pay that for a file it needs once. A plain child process, not a
+    multiprocessing one: that would leave its resource-tracker process behind as a child of the
+    gunicorn master for good (and forked pools are not safe with OpenMP and ONNX Runtime threads).
+    """
+    if "torch" in sys.modules:
+        _export_for_cache(str(source), str(partial))
+        return
+    call = "import sys; from face_emotion.inference.backends import _export_for_cache as e; e(sys.argv[1], sys.argv[2])"
+    try:
+        done = subprocess.run([sys.executable, "-c", call, str(source), str(partial)], capture_output=True, text=True,
+                              timeout=DERIVE_TIMEOUT_S, env={**os.environ, "PYTHONPATH": _package_root_path()})
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(f"exporting {source} to ONNX took over {DERIVE_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise ModelLoadError(f"could not derive the ONNX form of {source}: {tail[0]}")
+
+
 def derive_onnx(source: str | Path, *, cache_dir: str | Path | None = None) -> Path:
     """The ONNX form of a ``.safetensors`` model, exported once and cached under its content hash.
 
     The safetensors file stays the one description of the model: the ONNX file is derived from it
-    by ``face-emotion export`` (which refuses to write a graph whose probabilities differ from
+    by inference.export.export_onnx (which refuses to write a graph whose probabilities differ from
     PyTorch's by more than inference.export.FP32_TOLERANCE) and named by the weights' sha256, so a
-    retrained model never meets a stale graph. The export runs in a child process: importing torch
-    would leave several hundred MB in this one (a server worker, or the gunicorn master before it
-    forks). Concurrent callers (workers starting together) wait on a file lock and export once.
+    retrained model never meets a stale graph. Concurrent callers (server workers starting
+    together) wait on a file lock and export once.
     """
     source = resolve_model_path(source)
     digest = file_sha256(source)
-    cache = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else cache_path("onnx")
     target = cache / f"{digest[:32]}-v{DERIVED_ONNX_VERSION}.onnx"
     if target.is_file():
         return target
@@ -310,19 +289,17 @@ def derive_onnx(source: str | Path, *, cache_dir: str | Path | None = None) -> P
         if target.is_file():  # another process exported it while this one waited
             return target
         partial = cache / f".{target.stem}.{os.getpid()}.onnx"
-        command = [sys.executable, "-m", "face_emotion", "export", "--model", str(source), "--output", str(partial),
-                   "--json"]
         log.info("deriving the ONNX form of %s (once; cached as %s)", source, target)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=DERIVE_TIMEOUT_S,
-                                  env={**os.environ, "PYTHONPATH": _package_root_path()})
-        except subprocess.TimeoutExpired:
+            _export_elsewhere(source, partial)
+        except ModelLoadError:
             partial.unlink(missing_ok=True)
-            raise ModelLoadError(f"exporting {source} to ONNX took over {DERIVE_TIMEOUT_S} s") from None
-        if done.returncode != 0 or not partial.is_file():
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever the exporter met, the model cannot be derived
             partial.unlink(missing_ok=True)
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise ModelLoadError(f"could not derive the ONNX form of {source}: {' / '.join(tail) or 'no output'}")
+            raise ModelLoadError(f"could not derive the ONNX form of {source}: {type(error).__name__}: {error}") from None
+        if not partial.is_file():
+            raise ModelLoadError(f"could not derive the ONNX form of {source}: the export wrote no file")
         os.replace(partial, target)
     return target
 
@@ -333,34 +310,29 @@ def open_derived_onnx(source: str | Path, *, num_threads: int | None = None,
     source = resolve_model_path(source)
     target = derive_onnx(source, cache_dir=cache_dir)
     try:
-        backend = OnnxRuntimeBackend(target, num_threads=num_threads, source=source)
+        backend = OnnxRuntimeBackend(target, num_threads=num_threads)
     except ModelLoadError:
         # A damaged cache file (disk full, truncated copy) is replaced rather than trusted.
         log.warning("the cached ONNX form %s is unreadable; deriving it again", target)
         target.unlink(missing_ok=True)
-        backend = OnnxRuntimeBackend(derive_onnx(source, cache_dir=cache_dir), num_threads=num_threads, source=source)
+        backend = OnnxRuntimeBackend(derive_onnx(source, cache_dir=cache_dir), num_threads=num_threads)
     if backend.metadata.get(ONNX_SOURCE_SHA256_KEY) != file_sha256(source):
         raise ModelLoadError(f"{backend.path} was not exported from {source} (checksum differs); delete it")
     return backend
 
 
-# model-file suffix -> backend class. open_backend picks by suffix; `prefer` picks by name among
-# the files a run folder holds.
+# model-file suffix -> backend class: what opens a file of that format.
 BACKENDS: dict[str, Callable[..., InferenceBackend]] = {
     ".safetensors": PyTorchBackend,
     ".onnx": OnnxRuntimeBackend,
 }
+# Every verb runs ONNX Runtime unless told otherwise: the same answers as PyTorch (export checks
+# that), faster, and without torch's ~1 GB in the process. PyTorch is for gradients (training).
+DEFAULT_BACKEND = OnnxRuntimeBackend.name
 
 
 def backend_names() -> list[str]:
     return [factory.name for factory in BACKENDS.values()]
-
-
-def _suffix_for(name: str) -> str:
-    for suffix, factory in BACKENDS.items():
-        if factory.name == name:
-            return suffix
-    raise ValueError(f"unknown backend {name!r}; choose one of {backend_names()}")
 
 
 def check_model_suffix(path: Path) -> None:
@@ -372,25 +344,62 @@ def check_model_suffix(path: Path) -> None:
     raise ModelLoadError(f"{path}: unknown model format {suffix!r}; expected one of {sorted(BACKENDS)}")
 
 
-def open_backend(path: str | Path, prefer: str | None = None, *, num_threads: int | None = None,
-                 derive: bool = False) -> InferenceBackend:
-    """Open the model at ``path`` (a .safetensors / .onnx file, or a run folder).
+def _current_onnx(onnx: Path, weights: Path) -> bool:
+    """Whether ``onnx`` was exported from ``weights`` as they are now (a run folder may hold a stale one)."""
+    try:
+        import onnx as onnx_lib  # reads the metadata without building a session
 
-    A folder is searched for ``model.safetensors`` then ``model.onnx``; ``prefer`` ("pytorch" or
-    "onnxruntime") picks the other when both are there. ``prefer="onnxruntime"`` runs a
-    .safetensors model (a file, or a folder without model.onnx) through its derived ONNX form
-    (derive_onnx); a .onnx file cannot be run by PyTorch. ``derive``: the file chosen as without
-    it, but a .safetensors one is run by ONNX Runtime through its derived form (what a server
-    wants: the same weights and answers, without torch in the process).
+        props = {p.key: p.value for p in onnx_lib.load(str(onnx), load_external_data=False).metadata_props}
+    except Exception:  # noqa: BLE001 - unreadable: OnnxRuntimeBackend will say why if it is chosen
+        return True
+    expected = props.get(ONNX_SOURCE_SHA256_KEY)
+    return expected is None or expected == file_sha256(weights)
+
+
+def resolve_model(model: str | Path | None = None, backend: str | None = None) -> tuple[Path, str]:
+    """The one model resolver: (the model file to open, the backend name that runs it), opening nothing.
+
+    ``model``: a run folder, a .safetensors or a .onnx file; None: the bundled model.
+    ``backend``: None or "onnxruntime" (the default): a .onnx file as it is, else the .safetensors
+    file, to be run through its derived ONNX form (derive_onnx); a run folder's own model.onnx is
+    taken when it was exported from the folder's weights as they are now. "pytorch": the
+    .safetensors file. Raises ModelLoadError (missing, a pickle, an unknown format) and
+    UnknownNameError.
     """
-    wanted = _suffix_for(prefer) if prefer is not None else None
-    # A folder without model.onnx still serves ONNX Runtime: its .safetensors through the derived form.
-    suffixes = {None: tuple(BACKENDS), ".onnx": (".onnx", ".safetensors")}.get(wanted, (wanted,))
-    path = resolve_model_path(path, suffixes)
+    from face_emotion.models.bundled import resolve_model_argument
+
+    if backend is not None and backend not in backend_names():
+        raise UnknownNameError(f"unknown backend {backend!r}; choose one of {', '.join(backend_names())}")
+    wanted = backend or DEFAULT_BACKEND
+    given = resolve_model_argument(model)
+    path = resolve_model_path(given, (".safetensors", ".onnx") if wanted == PyTorchBackend.name else (".onnx", ".safetensors"))
     check_model_suffix(path)
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors" and (derive or wanted == ".onnx"):
+    if wanted == PyTorchBackend.name and path.suffix.lower() != ".safetensors":
+        raise ModelLoadError(f"{path} is an ONNX model; the pytorch backend reads .safetensors files "
+                             f"(pass the run folder or its model.safetensors)")
+    weights = path.parent / WEIGHTS_FILE
+    if path.suffix.lower() == ".onnx" and given.is_dir() and weights.is_file() and not _current_onnx(path, weights):
+        path = weights  # a stale model.onnx beside newer weights: run the weights
+    return path, wanted
+
+
+def open_backend(model: str | Path | None = None, backend: str | None = None, *,
+                 num_threads: int | None = None) -> InferenceBackend:
+    """The one backend policy of every verb: the model :func:`resolve_model` names, opened.
+
+    ONNX Runtime unless ``backend`` is "pytorch"; a .safetensors model runs through its derived
+    ONNX form. With no backend named, a model that cannot be exported is run by PyTorch (with a
+    warning) rather than refused.
+    """
+    path, name = resolve_model(model, backend)
+    if name == PyTorchBackend.name:
+        return PyTorchBackend(path, num_threads=num_threads)
+    if path.suffix.lower() == ".onnx":
+        return OnnxRuntimeBackend(path, num_threads=num_threads)
+    try:
         return open_derived_onnx(path, num_threads=num_threads)
-    if wanted is not None and suffix != wanted:
-        raise ModelLoadError(f"{path} is a {suffix} model; the {prefer} backend reads {wanted} files")
-    return BACKENDS[suffix](path, num_threads=num_threads)
+    except ModelLoadError as error:
+        if backend is not None:
+            raise
+        log.warning("running %s with PyTorch: %s", path, error)
+        return PyTorchBackend(path, num_threads=num_threads)

@@ -34,6 +34,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from face_emotion.errors import FaceEmotionError
 from face_emotion.inference.backends import (
     ONNX_CLASSES_KEY,
     ONNX_INPUT_NAME,
@@ -57,8 +58,10 @@ SHIPPED_INT8_FILE = "model.int8.onnx"
 CALIBRATION_BATCH = 8
 
 
-class ExportCheckError(RuntimeError):
+class ExportCheckError(FaceEmotionError, RuntimeError):
     """The exported file does not reproduce the PyTorch model."""
+
+    code = "export_check_failed"
 
 
 @dataclass(frozen=True)

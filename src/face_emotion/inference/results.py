@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,15 @@ class FacePrediction:
     emotion: str
     confidence: float  # probability of `emotion`
     probabilities: dict[str, float]  # every class, temperature applied, sums to 1
-    heatmap_png: bytes | None = field(default=None, repr=False)  # Grad-CAM over the box, when asked
+    heatmap_png: bytes | None = field(default=None, repr=False)  # explanation over the box, when asked
+
+    @classmethod
+    def of(cls, box: Box, score: float, probs, classes: Sequence[str], heatmap_png: bytes | None = None
+           ) -> "FacePrediction":
+        """The one place a face's answer is made from its probabilities (images and video frames)."""
+        top = max(range(len(classes)), key=lambda i: probs[i])
+        return cls(box=box, score=float(score), emotion=classes[top], confidence=float(probs[top]),
+                   probabilities={name: float(p) for name, p in zip(classes, probs)}, heatmap_png=heatmap_png)
 
     def to_dict(self, *, include_heatmap: bool = True) -> dict:
         data = {
@@ -59,6 +68,9 @@ class ResultError:
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
+
+
+NO_FACE = 0  # the CSV ``face`` of an image's own row: no face found, or an error
 
 
 def csv_header(classes: tuple[str, ...]) -> list[str]:
@@ -99,6 +111,15 @@ class ImageResult:
     def largest(self) -> FacePrediction | None:
         return self.faces[0] if self.faces else None
 
+    @property
+    def emotion(self) -> str | None:
+        """The largest face's emotion (None without faces), as in :meth:`to_dict`."""
+        return self.largest.emotion if self.faces else None
+
+    @property
+    def confidence(self) -> float | None:
+        return float(self.largest.confidence) if self.faces else None
+
     def to_dict(self, *, include_heatmap: bool = True) -> dict:
         """JSON-ready: {"path"? , "emotion", "confidence", "faces", "image", "error"}.
 
@@ -118,9 +139,10 @@ class ImageResult:
         return data
 
     def csv_rows(self, classes: tuple[str, ...]) -> list[list]:
-        """Rows under :func:`csv_header`: one per face (numbered from 1), else one for the image."""
+        """Rows under :func:`csv_header`: one per face (numbered from 1), else one for the image
+        with ``face`` 0 (never blank: a blank turns the column into floats in pandas and R)."""
         path = "" if self.path is None else self.path
-        blank_face = [""] * (8 + len(classes))
+        blank_face = [NO_FACE] + [""] * (7 + len(classes))
         if self.error is not None:
             return [[path, *blank_face, "error", self.error.message]]
         if not self.faces:
@@ -174,10 +196,14 @@ def draw_labelled_boxes(image, labels) -> "Image.Image":
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         text_w, text_h = right - left, bottom - top
         pad = max(2, line)
-        # Above the box when there is room, inside its top edge otherwise.
-        y0 = b.y - text_h - 2 * pad if b.y - text_h - 2 * pad >= 0 else b.y
-        draw.rectangle([b.x, y0, b.x + text_w + 2 * pad, y0 + text_h + 2 * pad], fill=colour)
-        draw.text((b.x + pad - left, y0 + pad - top), label, fill=(0, 0, 0), font=font)
+        label_w, label_h = text_w + 2 * pad, text_h + 2 * pad
+        # Above the box when there is room, inside its top edge otherwise; moved left (or up) as
+        # far as needed to stay whole on the image, for faces at the right or bottom edge.
+        y0 = b.y - label_h if b.y - label_h >= 0 else b.y
+        x0 = max(0, min(b.x, image.width - label_w - 1))
+        y0 = max(0, min(y0, image.height - label_h - 1))
+        draw.rectangle([x0, y0, x0 + label_w, y0 + label_h], fill=colour)
+        draw.text((x0 + pad - left, y0 + pad - top), label, fill=(0, 0, 0), font=font)
     return image
 
 

@@ -15,12 +15,16 @@ from typing import Callable
 import torch
 from torch import nn
 
+from face_emotion.errors import FaceEmotionError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(FaceEmotionError, RuntimeError):
     """Pretrained weights were asked for but cannot be had. Never fall back silently."""
+
+    code = "weights_unavailable"
 
 
 @dataclass(frozen=True)

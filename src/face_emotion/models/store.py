@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from face_emotion.errors import FaceEmotionError
 from face_emotion.models.spec import ModelSpec
 
 if TYPE_CHECKING:  # torch is imported where weights are touched: reading a spec must stay cheap
@@ -28,8 +29,10 @@ SPEC_METADATA_KEY = "face_emotion_spec"
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"})
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(FaceEmotionError, RuntimeError):
     """A model file is missing, truncated, tampered with, or not a face-emotion model."""
+
+    code = "model_unavailable"
 
 
 def refuse_pickle(path: Path) -> None:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from face_emotion.errors import FaceEmotionError
 from face_emotion.imageio import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "FACE_EMOTION_"
@@ -22,8 +23,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-class ConfigError(ValueError):
+class ConfigError(FaceEmotionError, ValueError):
     """A setting has a value the service cannot run with; the message names the flag and variable."""
+
+    code = "bad_config"
 
 
 def _parse_bool(name: str, text: str) -> bool:

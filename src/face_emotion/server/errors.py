@@ -7,6 +7,8 @@ import logging
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from face_emotion.errors import FaceEmotionError
+from face_emotion.inference.pipeline import PREDICTION_FAILED
 from face_emotion.inference.results import ResultError
 
 log = logging.getLogger(__name__)
@@ -24,14 +26,40 @@ _HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
-    """An expected failure with a status, a stable machine-readable code and a message for people."""
+class ApiError(FaceEmotionError):
+    """A failure of the HTTP exchange itself (a missing field, a wrong type) with its own status."""
 
     def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
+        super().__init__(message, code=code)
         self.status = status
-        self.code = code
-        self.message = message
+
+
+# error code -> HTTP status: the one map from what went wrong (a FaceEmotionError's code, or a
+# failed ImageResult's) to an answer. Codes not listed are the client's input: 400.
+STATUS_BY_CODE = {
+    "image_too_large": 413,
+    "video_too_large": 413,
+    "video_too_long": 413,
+    "video_resolution_too_large": 413,
+    "timeout": 503,
+    "model_unavailable": 503,
+    "detector_unavailable": 503,
+    "engine_unavailable": 503,
+    PREDICTION_FAILED: 500,
+}
+INTERNAL_MESSAGE = "internal server error; the details are in the server log"
+
+
+def api_error(code: str, message: str) -> ApiError:
+    """What a client is told about ``code``: its status; for a failure inside the model, no
+    details (they are in the log, and a traceback's text can hold paths and internals)."""
+    if code == PREDICTION_FAILED:
+        return ApiError(500, "internal_error", INTERNAL_MESSAGE)
+    return ApiError(STATUS_BY_CODE.get(code, 400), code, message)
+
+
+def result_error(error: ResultError) -> ApiError:
+    return api_error(error.code, error.message)
 
 
 def error_response(status: int, code: str, message: str, headers=None):
@@ -44,9 +72,10 @@ def error_response(status: int, code: str, message: str, headers=None):
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(error: ApiError):
-        return error_response(error.status, error.code, error.message)
+    @app.errorhandler(FaceEmotionError)
+    def _expected_error(error: FaceEmotionError):
+        answer = error if isinstance(error, ApiError) else api_error(error.code, error.message)
+        return error_response(answer.status, answer.code, answer.message)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

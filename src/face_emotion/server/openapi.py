@@ -41,7 +41,7 @@ _FIELD_NOTES = {
     ("Face", "emotion"): "the most probable class",
     ("Face", "confidence"): "probability of `emotion`, 0-1",
     ("Face", "probabilities"): "every class of the model; sums to 1",
-    ("Face", "heatmap_png"): "base64 8-bit PNG Grad-CAM heatmap covering the face box (only with ?explain=1)",
+    ("Face", "heatmap_png"): "base64 8-bit PNG heatmap (occlusion sensitivity) covering the face box (only with ?explain=1)",
 }
 
 

@@ -8,9 +8,9 @@ from flask import Blueprint, Request, current_app, jsonify, render_template, req
 from markupsafe import Markup, escape
 from werkzeug.datastructures import FileStorage
 
-from face_emotion.inference.results import ImageResult
-from face_emotion.server.errors import ApiError
-from face_emotion.server.service import DeadlineExceeded, Service
+from face_emotion.inference.results import ResultError
+from face_emotion.server.errors import ApiError, result_error
+from face_emotion.server.service import Service
 
 api = Blueprint("api", __name__)
 page = Blueprint("page", __name__)
@@ -90,7 +90,7 @@ def predict():
     parameters:
       - name: explain
         in: query
-        description: 1 to add a Grad-CAM heatmap (base64 PNG over the face box) to every face.
+        description: 1 to add a heatmap (base64 PNG over the face box; occlusion sensitivity) to every face.
         schema: {type: integer, enum: [0, 1], default: 0}
       - name: detect
         in: query
@@ -122,6 +122,8 @@ def predict():
     explain = _flag("explain", False)
     detect = _flag("detect", True)
     result = service().predict_bytes(_single_upload(request), explain=explain, detect=detect)
+    if not result.ok:
+        raise result_error(result.error)
     return jsonify({**result.to_dict(include_heatmap=explain), **_answered_by(start)})
 
 
@@ -178,15 +180,13 @@ def predict_batch():
     results = []
     deadline = service().deadline()  # one for the whole request, as for /predict
     for index, storage in enumerate(files):
-        try:
-            result = service().predict_bytes(_read_file(storage, "images"), explain=explain, detect=detect,
-                                             deadline=deadline)
-        except DeadlineExceeded:
-            raise  # not this image's fault: the whole request is answered 503
-        except ApiError as error:
-            result = ImageResult.failed(error.code, error.message)
-        results.append({"index": index, "filename": storage.filename or None,
-                        **result.to_dict(include_heatmap=explain)})
+        # A deadline passed (DeadlineExceeded) is not this image's fault: it ends the whole request (503).
+        result = service().predict_bytes(storage.read(), explain=explain, detect=detect, deadline=deadline)
+        item = result.to_dict(include_heatmap=explain)
+        if not result.ok:  # worded as /predict would answer it alone
+            public = result_error(result.error)
+            item["error"] = ResultError(public.code, public.message).to_dict()
+        results.append({"index": index, "filename": storage.filename or None, **item})
     return jsonify({"results": results, **_answered_by(start)})
 
 
@@ -350,8 +350,8 @@ def predict_video():
         options = VideoOptions(sample_fps=sample_fps, smooth_s=smooth_s)
         analysis = service()._run_before(
             deadline, lambda: analyse_clip(service_predictor, data, options, limits=limits, deadline=deadline))
-    except VideoTooLargeError as error:
-        raise ApiError(413, error.code, str(error)) from None
+    except VideoTooLargeError:
+        raise  # its code names the limit; server.errors maps it to 413
     except VideoDecodeError as error:
         raise ApiError(400, error.code, f"not a readable video: {error}") from None
     except (AnalysisTimeout, DeadlineExceeded):

@@ -52,22 +52,17 @@ def load_app(config: ServerConfig, *, warm_up: bool = True):
 
 
 def prepare_model(config: ServerConfig) -> None:
-    """Derive the ONNX form of the model (see service.load_predictor) once, before workers start.
+    """Derive the ONNX form of the model (backends.derive_onnx) once, before workers start.
 
-    Done here, in a child process of the master (which never imports torch), so that workers find
+    Done here, in a spawned child of the master (which never imports torch), so that workers find
     it cached instead of queueing on the export lock while gunicorn's boot timeout runs. A failure
     is only logged: each worker then reports it and serves with PyTorch.
     """
-    if config.backend is not None:
-        return
-    from face_emotion.inference.backends import derive_onnx
-    from face_emotion.models.bundled import resolve_model_argument
-    from face_emotion.models.store import WEIGHTS_FILE, ModelLoadError
+    from face_emotion.inference.backends import derive_onnx, resolve_model
+    from face_emotion.models.store import ModelLoadError
 
-    path = resolve_model_argument(config.model)
-    if path.is_dir():
-        path = path / WEIGHTS_FILE
-    if path.suffix != ".safetensors" or not path.is_file():
+    path, backend = resolve_model(config.model, config.backend)
+    if backend != "onnxruntime" or path.suffix != ".safetensors":
         return
     try:
         derive_onnx(path)

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from face_emotion import __version__
-from face_emotion.imageio import ImageDecodeError, ImageTooLargeError, decode_image
-from face_emotion.inference.backends import ExplainUnavailableError
+from face_emotion.inference.pipeline import analyse
 from face_emotion.inference.results import ImageResult
 from face_emotion.server.config import ServerConfig
 from face_emotion.server.errors import ApiError
@@ -32,44 +31,16 @@ class DeadlineExceeded(ApiError):
 
 
 def load_predictor(config: ServerConfig):
-    """Load the model named by the config (the bundled default when None) for this process.
+    """The configured model and detector for this process, opened as every verb opens them
+    (Predictor.load: ONNX Runtime unless the config names a backend, so no worker imports torch).
 
-    Without an explicit backend a .safetensors model is served by ONNX Runtime through its derived
-    ONNX form (backends.derive_onnx): the same weights and answers, without torch in the worker
-    (1.25 GB -> ~0.2 GB resident per worker) and faster. torch is imported only if an explanation
-    (Grad-CAM) is asked for. If the model cannot be exported, PyTorch serves it.
-    Raises face_emotion.models.store.ModelLoadError with a message that says how to fix it.
+    inference_threads 0 leaves the backends' default (every CPU this process may use).
+    Raises a FaceEmotionError (ModelLoadError, DetectorUnavailableError, ...) that says how to fix it.
     """
-    from face_emotion.inference.backends import open_backend
     from face_emotion.inference.predictor import Predictor
-    from face_emotion.models.bundled import resolve_model_argument
-    from face_emotion.models.store import ModelLoadError
 
-    # inference_threads 0: the backend's default (every CPU this process may use).
-    threads = config.inference_threads or None
-    path = resolve_model_argument(config.model)
-    if config.backend is None:
-        try:
-            backend = open_backend(path, num_threads=threads, derive=True)
-        except ModelLoadError as error:
-            log.warning("serving %s with PyTorch: %s", path, error)
-            backend = open_backend(path, num_threads=threads)
-    else:
-        backend = open_backend(path, prefer=config.backend, num_threads=threads)
-    return Predictor(backend, _detector(config.detector, threads), tta=config.tta)
-
-
-def _detector(name: str | None, threads: int | None):
-    """The configured face detector; CenterFace's own ONNX Runtime pool gets the worker's share of
-    the cores too (its default, every core in every worker, oversubscribes them)."""
-    from face_emotion.faces import DEFAULT_DETECTOR, create_detector
-    from face_emotion.inference.predictor import WHOLE_IMAGE
-
-    if name == WHOLE_IMAGE:
-        return None
-    if (name or DEFAULT_DETECTOR) == "centerface":
-        return create_detector("centerface", num_threads=threads)
-    return create_detector(name)
+    return Predictor.load(config.model, detector=config.detector, backend=config.backend, tta=config.tta,
+                          num_threads=config.inference_threads or None)
 
 
 @dataclass
@@ -80,8 +51,8 @@ class Service:
 
     def __post_init__(self) -> None:
         # Predictions in one worker are serialised: the model already uses every intra-op thread it
-        # was given, so running two at once only makes both slower, and Grad-CAM hooks are not
-        # meant to be shared between threads. Other threads keep reading uploads meanwhile.
+        # was given, so running two at once only makes both slower. Other threads keep reading
+        # uploads meanwhile.
         self._slots = threading.BoundedSemaphore(self.config.inference_concurrency)
         # Predictions run on these threads so that the request thread can stop waiting at the
         # deadline and answer in JSON; gunicorn's own timeout would kill the worker without a word.
@@ -118,16 +89,6 @@ class Service:
         }
 
     # ---- predictions ----------------------------------------------------------------------
-    def decode(self, data: bytes):
-        if not data:
-            raise ApiError(400, "no_image", "the uploaded image is empty")
-        try:
-            return decode_image(data, max_pixels=self.config.max_pixels)
-        except ImageTooLargeError as error:
-            raise ApiError(413, error.code, str(error)) from None
-        except ImageDecodeError as error:
-            raise ApiError(400, error.code, str(error)) from None
-
     def deadline(self) -> float:
         """The time.monotonic() by which a request starting now must have its predictions."""
         return time.monotonic() + float(self.config.inference_timeout_s)
@@ -158,18 +119,17 @@ class Service:
 
     def predict_bytes(self, data: bytes, *, explain: bool = False, detect: bool = True,
                       deadline: float | None = None, path: str | None = None) -> ImageResult:
-        """Image bytes -> the image's ImageResult (``path``: a name for it). Raises ApiError for bad input.
+        """Image bytes -> the image's ImageResult through the one pipeline (inference.pipeline.analyse);
+        a bad image is a failed result, as in the CLI and batch (the routes choose the HTTP status).
 
         ``deadline`` (time.monotonic()): DeadlineExceeded (503 "timeout") when the prediction is not
         done by then; None: inference_timeout_s from now.
         """
+        if not data:
+            return ImageResult.failed("no_image", "the uploaded image is empty", path=path)
         deadline = self.deadline() if deadline is None else deadline
-        image = self.decode(data)
-        try:
-            faces = self._run_before(deadline, self.predictor.predict, image, explain=explain, detect=detect)
-        except ExplainUnavailableError as error:
-            raise ApiError(400, "explain_unavailable", f"explain=1 is not available for this model: {error}") from None
-        return ImageResult.of(image, faces, path=path)
+        return self._run_before(deadline, analyse, self.predictor, data, path=path, explain=explain, detect=detect,
+                                max_pixels=self.config.max_pixels)
 
     def warm_up(self) -> None:
         """One prediction on a blank image, so the first real request does not pay for lazy setup."""

@@ -151,10 +151,10 @@ class VideoAnalyser:
                 while next_sample <= decoded.time_s + 1e-6:
                     next_sample += step
             image = Image.fromarray(decoded.rgb)
-            detect = self.predictor.detector is None or last_detection is None or prev_grey is None or (
+            detect = self.predictor.whole_image or last_detection is None or prev_grey is None or (
                 decoded.time_s - last_detection >= options.detect_interval_s - 1e-6)
             start = time.perf_counter()
-            if self.predictor.detector is None:  # every frame is one face crop already
+            if self.predictor.whole_image:  # every frame is one face crop already
                 current = [Face((0, 0, image.width, image.height), 1.0)]
                 grey = None
             elif detect:
@@ -227,11 +227,7 @@ class VideoAnalyser:
             for tracked, crop in zip(pending.tracked, pending.crops):
                 smoothed = smoother.update(tracked.track_id, decoded.time_s, probs[row])
                 row += 1
-                top = int(np.argmax(smoothed))
-                faces.append((tracked.track_id, FacePrediction(
-                    box=crop.box, score=crop.score, emotion=classes[top], confidence=float(smoothed[top]),
-                    probabilities={name: float(p) for name, p in zip(classes, smoothed)},
-                )))
+                faces.append((tracked.track_id, FacePrediction.of(crop.box, crop.score, smoothed, classes)))
             # A stable order for readers: by track, new (not yet numbered) faces last.
             faces.sort(key=lambda f: (f[0] is None, f[0] or 0, -f[1].box.area))
             height, width = decoded.rgb.shape[:2]

@@ -18,6 +18,8 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from face_emotion.errors import FaceEmotionError
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".3gp", ".mkv", ".webm", ".avi", ".ts", ".mts"})
 
 # First bytes -> FFmpeg demuxer. These four families cover phones, cameras, browsers
@@ -26,7 +28,7 @@ _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 _CONTAINER_NAMES = {"mov": "MP4/MOV", "matroska": "MKV/WebM", "avi": "AVI", "mpegts": "MPEG-TS"}
 
 
-class VideoDecodeError(ValueError):
+class VideoDecodeError(FaceEmotionError, ValueError):
     """The bytes are not a clip we can read (corrupt, truncated, not a video, no video stream)."""
 
     code = "invalid_video"

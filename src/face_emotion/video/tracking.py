@@ -112,7 +112,7 @@ def _moved_face(face: Face, before: np.ndarray, after: np.ndarray, width: int, h
 @dataclass(frozen=True)
 class TrackedFace:
     face: Face
-    track_id: int | None  # 1, 2, ... in order of first appearance; None on a face's very first frame
+    track_id: int | None  # 1, 2, ... in order of first appearance, from a face's first frame; None: untracked
 
 
 class FaceTracker:
@@ -123,11 +123,9 @@ class FaceTracker:
     """
 
     def __init__(self, fps: float, lost_track_s: float = 1.0, min_score: float = 0.5) -> None:
-        from trackers import ByteTrackTracker
-
         fps = fps if fps and fps > 0 else 25.0
         # The library counts its buffer in frames at 30 fps: convert from seconds.
-        self._tracker = ByteTrackTracker(
+        self._tracker = _byte_track_numbering_first_frames()(
             lost_track_buffer=max(1, round(lost_track_s * 30.0)),
             frame_rate=fps,
             track_activation_threshold=min_score,
@@ -148,3 +146,34 @@ class FaceTracker:
         result = self._tracker.update(detections, timestamp=float(time_s))
         ids = {int(i): int(t) for i, t in zip(result.data.get("index", []), result.tracker_id)}
         return [TrackedFace(face, None if ids.get(i, -1) < 0 else ids[i] + 1) for i, face in enumerate(faces)]
+
+
+def _byte_track_numbering_first_frames():
+    """ByteTrack that numbers a track on the frame it starts, not on its second one.
+
+    The library answers -1 for a face's first frame even with minimum_consecutive_frames=1 (the
+    new tracklet is mature at once, but its id is given on the next match): a null track_id on
+    every face's first frame, and on the held-out clips no largest face kept one id on all its
+    frames for that reason alone. Its spawning step (trackers 2.6.1, pinned) is redone here with
+    the id given at once; a face whose score is below the activation threshold still gets -1.
+    """
+    from trackers import ByteTrackTracker
+    from trackers.core.bytetrack.tracklet import ByteTrackTracklet
+
+    class NumberingByteTrack(ByteTrackTracker):
+        def _spawn_new_tracks(self, detection_boxes, confidences, unmatched_high_local, high_indices,
+                              out_det_indices, out_tracker_ids) -> None:
+            for local in unmatched_high_local:
+                index = int(high_indices[local])
+                out_det_indices.append(index)
+                if float(confidences[index]) < self.track_activation_threshold:
+                    out_tracker_ids.append(-1)
+                    continue
+                tracklet = ByteTrackTracklet(initial_bbox=detection_boxes[index],
+                                             state_estimator_class=self.state_estimator_class)
+                if tracklet.number_of_successful_consecutive_updates >= self.minimum_consecutive_frames:
+                    tracklet.tracker_id = self._allocate_tracker_id()
+                self.tracks.append(tracklet)
+                out_tracker_ids.append(tracklet.tracker_id)
+
+    return NumberingByteTrack
