@@ -19,7 +19,8 @@ from face_emotion.data.scan import (
     write_skipped_csv,
     write_split_csv,
 )
-from face_emotion.training.run import TrainConfig, _splits
+from face_emotion.training.data import run_splits as _splits
+from face_emotion.training.run import TrainConfig
 
 # ---------------------------------------------------------------- class names
 

@@ -192,7 +192,7 @@ def test_temperature_is_kept_at_one_when_scaling_does_not_help_and_a_bound_is_re
 
 
 def test_init_copies_the_backbone_and_the_head_rows_of_known_classes(tmp_path):
-    from face_emotion.training.run import init_from_model
+    from face_emotion.models.transfer import init_from_model
 
     old_dir = make_tiny_model(tmp_path / "old", classes=("anger", "happiness", "sadness"))
     old, _ = load_model(old_dir)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import time
@@ -14,21 +12,18 @@ from pathlib import Path
 import torch
 
 from face_emotion import __version__
-from face_emotion.data.datamodule import FaceDataModule, class_weights, load_whole_image
 from face_emotion.data.scan import (
     DatasetScan,
-    read_split_csv,
     scan_dataset,
-    stratified_split,
     write_skipped_csv,
     write_split_csv,
 )
 from face_emotion.evaluation.calibration import choose_temperature
-from face_emotion.evaluation.model_card import render_model_card
-from face_emotion.evaluation.plots import plot_confusion_matrix, plot_training_curves
 from face_emotion.models.backbones import create_network, get_backbone
 from face_emotion.models.spec import TRAIN_DIGEST_CHARS, ModelSpec, PreprocessSpec
-from face_emotion.models.store import load_model, save_model
+from face_emotion.models.transfer import init_from_model, with_head
+from face_emotion.training.data import bank_data, file_data, loss_weights, run_splits
+from face_emotion.training.outputs import read_logged_rows, restore_logged_history, write_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -132,24 +127,6 @@ class TrainResult:
     skipped: list
 
 
-def _splits(config: TrainConfig, scan: DatasetScan, out: Path) -> dict:
-    split_csv = out / "split.csv"
-    if config.resume and split_csv.is_file():
-        # A resumed run must see exactly the split it started with.
-        return read_split_csv(split_csv, scan.roots)
-    if scan.given_splits is not None:
-        splits = {k: list(v) for k, v in scan.given_splits.items()}
-        carve = {"val": config.val_fraction if not splits["val"] else 0.0,
-                 "test": config.test_fraction if not splits["test"] else 0.0}
-        if carve["val"] or carve["test"]:
-            carved = stratified_split(splits["train"], val_fraction=carve["val"], test_fraction=carve["test"], seed=config.seed)
-            splits["train"] = carved["train"]
-            splits["val"] = splits["val"] or carved["val"]
-            splits["test"] = splits["test"] or carved["test"]
-        return splits
-    return stratified_split(scan.samples, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
-
-
 def _trainer(config: TrainConfig, out: Path, callbacks: list):
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import CSVLogger
@@ -181,71 +158,8 @@ def _load_best_weights(module, checkpoint_path: str) -> None:
     module.load_state_dict(state)
 
 
-def _read_logged_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _restore_logged_history(path: Path, history: list[dict]) -> None:
-    """Put the epochs logged before a resume back in front of the resumed ones.
-
-    Lightning's CSV logger starts logs/metrics.csv afresh, which would leave the training curves
-    of a resumed run without its first epochs.
-    """
-    new = _read_logged_rows(path) if path.is_file() else []
-    epochs = [int(row["epoch"]) for row in new if row.get("epoch")]
-    resumed_at = min(epochs) if epochs else None
-    rows = [r for r in history if resumed_at is None or (r.get("epoch") and int(r["epoch"]) < resumed_at)] + new
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def init_from_model(model: str, arch: str, classes: list[str], dropout: float) -> torch.nn.Module:
-    """A network for ``classes`` that starts from an existing face-emotion model.
-
-    The backbone is copied whole; each head row of a class the old model knows (by name) is
-    copied, rows of new classes start from the usual random initialisation. Expression features
-    learnt on tens of thousands of faces are a far better start for a small dataset than
-    ImageNet's.
-    """
-    from face_emotion.models.bundled import resolve_init_argument
-
-    old_network, old_spec = load_model(resolve_init_argument(model))
-    if old_spec.architecture != arch:
-        raise ValueError(
-            f"--init {model} is a {old_spec.architecture} model; pass --arch {old_spec.architecture} to start from it"
-        )
-    network = create_network(arch, len(classes), dropout, weights="none")
-    head = get_backbone(arch).head_name
-    old_state = old_network.state_dict()
-    new_state = network.state_dict()
-    for key, value in old_state.items():
-        if not key.startswith(head + "."):
-            new_state[key] = value.to(new_state[key].dtype)
-    linear = [k for k in new_state if k.startswith(head + ".") and k.endswith(".weight")][-1]
-    bias = linear[: -len("weight")] + "bias"
-    for row, name in enumerate(classes):
-        if name in old_spec.classes:
-            old_row = old_spec.classes.index(name)
-            new_state[linear][row] = old_state[linear][old_row].to(new_state[linear].dtype)
-            new_state[bias][row] = old_state[bias][old_row].to(new_state[bias].dtype)
-    network.load_state_dict(new_state)
-    known = [c for c in classes if c in old_spec.classes]
-    log.info("initialised from %s: backbone and %d of %d head rows (%s)", model, len(known), len(classes), ", ".join(known))
-    return network
-
-
 def run_training(config: TrainConfig) -> TrainResult | None:
     """Train, calibrate, test and write the run folder. Returns None on non-zero DDP ranks."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-
-    from face_emotion.training.callbacks import HeadFirstFinetuning
-    from face_emotion.training.module import EmotionClassifier
-
     started = time.time()
     out = Path(config.out_dir)
     _quiet_third_party()
@@ -263,7 +177,7 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     if config.init:
         network = init_from_model(config.init, config.arch, classes, config.dropout)
     else:
-        network = _with_head(network, config.arch, len(classes), config.dropout)
+        network = with_head(network, config.arch, len(classes), config.dropout)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -272,15 +186,6 @@ def run_training(config: TrainConfig) -> TrainResult | None:
         if created and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave nothing behind
         raise
-
-
-def _with_head(network: torch.nn.Module, arch: str, num_classes: int, dropout: float) -> torch.nn.Module:
-    """The same backbone weights under a freshly initialised head for ``num_classes``."""
-    fresh = create_network(arch, num_classes, dropout, weights="none")
-    head = get_backbone(arch).head_name
-    state = {k: v for k, v in network.state_dict().items() if not k.startswith(head + ".")}
-    fresh.load_state_dict(state, strict=False)
-    return fresh
 
 
 class _NoAdverts(logging.Filter):
@@ -305,99 +210,6 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
-def _report_data(splits: dict, classes: list[str], skipped: list) -> None:
-    from collections import Counter
-
-    lines = [f"data: {sum(len(v) for v in splits.values())} images in {len(classes)} classes, "
-             f"{len(skipped)} files skipped (listed in skipped.csv)"]
-    for split in ("train", "val", "test"):
-        counts = Counter(s.label for s in splits.get(split, []))
-        sources = Counter(s.source for s in splits.get(split, []))
-        lines.append(f"  {split:>5}: {len(splits.get(split, []))} images; " + ", ".join(f"{c} {counts.get(c, 0)}" for c in classes)
-                     + (f"; per source: {dict(sorted(sources.items()))}" if len(sources) > 1 else ""))
-    print("\n".join(lines), flush=True)
-
-
-def _framings(config: TrainConfig) -> tuple[bool, bool]:
-    """(template views, given views) that training reads."""
-    if not config.detect:
-        return False, True
-    return config.framings in ("template", "both"), config.framings in ("given", "both")
-
-
-def _loss_weights(config: TrainConfig, splits: dict, classes: list[str]) -> list[float] | None:
-    return class_weights(splits["train"], classes).tolist() if config.balance == "loss" else None
-
-
-def _check_splits(splits: dict) -> None:
-    for split in ("train", "val"):
-        if not splits[split]:
-            raise ValueError(f"the {split} split is empty: the dataset is too small to split")
-
-
-def _file_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: list[str], preprocess: PreprocessSpec):
-    """Crops decoded per sample by DataLoader workers (one framing: the detector's, or the file)."""
-    loader = load_whole_image
-    if config.detect:
-        from face_emotion.data.face_crops import prepare_face_crops
-
-        # Detect once over every split; one loader serves them all (the DataModule takes one).
-        everything = [sample for split_samples in splits.values() for sample in split_samples]
-        _, loader, no_face = prepare_face_crops(everything, preprocess, detector=config.detector, progress=config.progress)
-        scan.skipped.extend(no_face)
-        splits = {name: [s for s in samples if s.digest in loader.crops] for name, samples in splits.items()}
-    _check_splits(splits)
-    _report_data(splits, classes, scan.skipped)
-    datamodule = FaceDataModule(
-        splits, classes, preprocess, batch_size=config.batch_size, num_workers=config.num_workers,
-        augment=config.augment, balanced_sampling=config.balance == "sampler", seed=config.seed, loader=loader,
-    )
-    framing = "template" if config.detect else "given"
-    return datamodule, {framing: (loader, None)}, splits
-
-
-def _bank_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: list[str], preprocess: PreprocessSpec):
-    """Every crop decoded once into a bank (both framings where asked), soft targets and teacher
-    logits looked up by content hash. Returns the DataModule, a loader per framing for the final
-    scoring (with the samples it can score), and the splits kept."""
-    from face_emotion.data.crop_bank import build_crop_bank, read_digest_table
-    from face_emotion.data.datamodule import CropBankDataModule
-    from face_emotion.data.face_crops import FaceCropLoader
-
-    template, given = _framings(config)
-    everything = [sample for split_samples in splits.values() for sample in split_samples]
-    bank, skipped = build_crop_bank(everything, preprocess, detect=template, given=given,
-                                    detector=config.detector, progress=config.progress)
-    scan.skipped.extend(skipped)
-    banked = {bank.samples[i].digest for i in set(bank.sample_index.tolist())}
-    splits = {name: [s for s in samples if s.digest in banked] for name, samples in splits.items()}
-    _check_splits(splits)
-    _report_data(splits, classes, scan.skipped)
-    soft = read_digest_table(config.soft_labels, classes) if config.soft_labels else None
-    teacher = read_digest_table(config.distill, classes) if config.distill else None
-    if teacher is not None:
-        from face_emotion.data.crop_bank import lookup
-
-        found = sum(lookup(teacher, s.digest) is not None for s in splits["train"])
-        print(f"distillation: teacher logits for {found} of {len(splits['train'])} training images", flush=True)
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(config.precision), torch.float32)
-    datamodule = CropBankDataModule(
-        bank, splits, classes, preprocess, batch_size=config.batch_size, augment=config.augment,
-        zoom_out=config.zoom_out, balanced_sampling=config.balance == "sampler", soft_targets=soft,
-        teacher_logits=teacher, label_smoothing=config.label_smoothing, precision_dtype=dtype, seed=config.seed,
-    )
-    loaders = {}
-    if template:
-        from face_emotion.data.crop_bank import detect_largest_faces
-
-        faces, _ = detect_largest_faces(everything, config.detector)
-        found = {d: f for d, f in faces.items() if f is not None}
-        loaders["template"] = (FaceCropLoader(found, preprocess), set(found))
-    if given:
-        loaders["given"] = (load_whole_image, None)
-    return datamodule, loaders, splits
-
-
 def _train(config: TrainConfig, out: Path, started: float, backbone, scan: DatasetScan, classes: list[str], network):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
@@ -406,7 +218,7 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     from face_emotion.training.module import EmotionClassifier
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    splits = _splits(config, scan, out)
+    splits = run_splits(config, scan, out)
     preprocess = PreprocessSpec(
         image_size=config.image_size, color_mode=config.color_mode, mean=backbone.mean, std=backbone.std,
         face_margin=config.face_margin, face_align=config.face_align, face_resolution=config.face_resolution,
@@ -414,12 +226,12 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     if _cuda_in_use(config.accelerator):
         network = network.to(memory_format=torch.channels_last)  # faster convolutions under bf16
     if config.crops == "memory":
-        datamodule, loaders, splits = _bank_data(config, scan, splits, classes, preprocess)
+        datamodule, loaders, splits = bank_data(config, scan, splits, classes, preprocess)
     else:
-        datamodule, loaders, splits = _file_data(config, scan, splits, classes, preprocess)
+        datamodule, loaders, splits = file_data(config, scan, splits, classes, preprocess)
     module = EmotionClassifier(
         network, len(classes), lr=config.lr, weight_decay=config.weight_decay,
-        label_smoothing=config.label_smoothing, class_weights=_loss_weights(config, splits, classes),
+        label_smoothing=config.label_smoothing, class_weights=loss_weights(config, splits, classes),
         schedule=config.schedule, distill_alpha=config.distill_alpha, distill_temperature=config.distill_temperature,
     )
 
@@ -452,12 +264,12 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     if config.resume and ckpt_path is None:
         log.warning("--resume: no checkpoint in %s, starting from the beginning", checkpoints)
     logged = out / "logs" / "metrics.csv"
-    history = _read_logged_rows(logged) if ckpt_path and logged.is_file() else []
+    history = read_logged_rows(logged) if ckpt_path and logged.is_file() else []
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if not trainer.is_global_zero:
         return None
     if history:
-        _restore_logged_history(logged, history)
+        restore_logged_history(logged, history)
     epochs_run = trainer.current_epoch
     if stopper.stopped_epoch:
         print(f"early stopping: validation macro-F1 did not improve for {config.patience} epochs; "
@@ -532,10 +344,5 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
                  "calibration": calibration},
         training=training | {"train_sha256_prefixes": "".join(s.digest[:TRAIN_DIGEST_CHARS] for s in splits["train"])},
     )
-    model_path = save_model(network, spec, out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_confusion_matrix(metrics["confusion_matrix"], classes, out / "confusion_matrix.png",
-                          title=f"{metrics['split']} split, accuracy {metrics['accuracy']:.3f}")
-    plot_training_curves(out / "logs" / "metrics.csv", out / "training_curves.png")
-    (out / "model_card.md").write_text(render_model_card(spec))
+    model_path = write_run_folder(out, network, spec, metrics)
     return TrainResult(out, model_path, metrics, spec, scan.skipped)

@@ -1,0 +1,126 @@
+"""Run data: the split, which framings to read, and the DataModule of either crop path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from face_emotion.data.datamodule import FaceDataModule, class_weights, load_whole_image
+from face_emotion.data.scan import DatasetScan, read_split_csv, stratified_split
+from face_emotion.models.spec import PreprocessSpec
+
+if TYPE_CHECKING:
+    from face_emotion.training.run import TrainConfig
+
+
+def run_splits(config: TrainConfig, scan: DatasetScan, out: Path) -> dict:
+    split_csv = out / "split.csv"
+    if config.resume and split_csv.is_file():
+        # A resumed run must see exactly the split it started with.
+        return read_split_csv(split_csv, scan.roots)
+    if scan.given_splits is not None:
+        splits = {k: list(v) for k, v in scan.given_splits.items()}
+        carve = {"val": config.val_fraction if not splits["val"] else 0.0,
+                 "test": config.test_fraction if not splits["test"] else 0.0}
+        if carve["val"] or carve["test"]:
+            carved = stratified_split(splits["train"], val_fraction=carve["val"], test_fraction=carve["test"], seed=config.seed)
+            splits["train"] = carved["train"]
+            splits["val"] = splits["val"] or carved["val"]
+            splits["test"] = splits["test"] or carved["test"]
+        return splits
+    return stratified_split(scan.samples, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
+
+
+def report_data(splits: dict, classes: list[str], skipped: list) -> None:
+    from collections import Counter
+
+    lines = [f"data: {sum(len(v) for v in splits.values())} images in {len(classes)} classes, "
+             f"{len(skipped)} files skipped (listed in skipped.csv)"]
+    for split in ("train", "val", "test"):
+        counts = Counter(s.label for s in splits.get(split, []))
+        sources = Counter(s.source for s in splits.get(split, []))
+        lines.append(f"  {split:>5}: {len(splits.get(split, []))} images; " + ", ".join(f"{c} {counts.get(c, 0)}" for c in classes)
+                     + (f"; per source: {dict(sorted(sources.items()))}" if len(sources) > 1 else ""))
+    print("\n".join(lines), flush=True)
+
+
+def _framings(config: TrainConfig) -> tuple[bool, bool]:
+    """(template views, given views) that training reads."""
+    if not config.detect:
+        return False, True
+    return config.framings in ("template", "both"), config.framings in ("given", "both")
+
+
+def loss_weights(config: TrainConfig, splits: dict, classes: list[str]) -> list[float] | None:
+    return class_weights(splits["train"], classes).tolist() if config.balance == "loss" else None
+
+
+def _check_splits(splits: dict) -> None:
+    for split in ("train", "val"):
+        if not splits[split]:
+            raise ValueError(f"the {split} split is empty: the dataset is too small to split")
+
+
+def file_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: list[str], preprocess: PreprocessSpec):
+    """Crops decoded per sample by DataLoader workers (one framing: the detector's, or the file)."""
+    loader = load_whole_image
+    if config.detect:
+        from face_emotion.data.face_crops import prepare_face_crops
+
+        # Detect once over every split; one loader serves them all (the DataModule takes one).
+        everything = [sample for split_samples in splits.values() for sample in split_samples]
+        _, loader, no_face = prepare_face_crops(everything, preprocess, detector=config.detector, progress=config.progress)
+        scan.skipped.extend(no_face)
+        splits = {name: [s for s in samples if s.digest in loader.crops] for name, samples in splits.items()}
+    _check_splits(splits)
+    report_data(splits, classes, scan.skipped)
+    datamodule = FaceDataModule(
+        splits, classes, preprocess, batch_size=config.batch_size, num_workers=config.num_workers,
+        augment=config.augment, balanced_sampling=config.balance == "sampler", seed=config.seed, loader=loader,
+    )
+    framing = "template" if config.detect else "given"
+    return datamodule, {framing: (loader, None)}, splits
+
+
+def bank_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: list[str], preprocess: PreprocessSpec):
+    """Every crop decoded once into a bank (both framings where asked), soft targets and teacher
+    logits looked up by content hash. Returns the DataModule, a loader per framing for the final
+    scoring (with the samples it can score), and the splits kept."""
+    from face_emotion.data.crop_bank import build_crop_bank, read_digest_table
+    from face_emotion.data.datamodule import CropBankDataModule
+    from face_emotion.data.face_crops import FaceCropLoader
+
+    template, given = _framings(config)
+    everything = [sample for split_samples in splits.values() for sample in split_samples]
+    bank, skipped = build_crop_bank(everything, preprocess, detect=template, given=given,
+                                    detector=config.detector, progress=config.progress)
+    scan.skipped.extend(skipped)
+    banked = {bank.samples[i].digest for i in set(bank.sample_index.tolist())}
+    splits = {name: [s for s in samples if s.digest in banked] for name, samples in splits.items()}
+    _check_splits(splits)
+    report_data(splits, classes, scan.skipped)
+    soft = read_digest_table(config.soft_labels, classes) if config.soft_labels else None
+    teacher = read_digest_table(config.distill, classes) if config.distill else None
+    if teacher is not None:
+        from face_emotion.data.crop_bank import lookup
+
+        found = sum(lookup(teacher, s.digest) is not None for s in splits["train"])
+        print(f"distillation: teacher logits for {found} of {len(splits['train'])} training images", flush=True)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(config.precision), torch.float32)
+    datamodule = CropBankDataModule(
+        bank, splits, classes, preprocess, batch_size=config.batch_size, augment=config.augment,
+        zoom_out=config.zoom_out, balanced_sampling=config.balance == "sampler", soft_targets=soft,
+        teacher_logits=teacher, label_smoothing=config.label_smoothing, precision_dtype=dtype, seed=config.seed,
+    )
+    loaders = {}
+    if template:
+        from face_emotion.data.crop_bank import detect_largest_faces
+
+        faces, _ = detect_largest_faces(everything, config.detector)
+        found = {d: f for d, f in faces.items() if f is not None}
+        loaders["template"] = (FaceCropLoader(found, preprocess), set(found))
+    if given:
+        loaders["given"] = (load_whole_image, None)
+    return datamodule, loaders, splits
