@@ -57,33 +57,27 @@ def make_crops(root: Path, n: int, classes: list[str]) -> None:
         Image.fromarray(noisy).save(folder / f"{i:06d}.jpg", quality=85)
 
 
-class EpochClock:
-    """Wall seconds of every training epoch (the Trainer's own loop, validation excluded)."""
+def epoch_clock():
+    """A Lightning callback recording the wall seconds of every training epoch (validation excluded)."""
+    import pytorch_lightning as pl
+    import torch
 
-    def __init__(self) -> None:
-        import pytorch_lightning as pl
+    class EpochClock(pl.Callback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self._start = 0.0
 
-        class _Clock(pl.Callback):
-            def __init__(self) -> None:
-                self.seconds: list[float] = []
-                self._start = 0.0
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize()
+            self._start = time.perf_counter()
 
-            def on_train_epoch_start(self, trainer, pl_module) -> None:
-                self._sync(pl_module)
-                self._start = time.perf_counter()
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.seconds.append(time.perf_counter() - self._start)
 
-            def on_train_epoch_end(self, trainer, pl_module) -> None:
-                self._sync(pl_module)
-                self.seconds.append(time.perf_counter() - self._start)
-
-            @staticmethod
-            def _sync(pl_module) -> None:
-                import torch
-
-                if pl_module.device.type == "cuda":
-                    torch.cuda.synchronize()
-
-        self.callback = _Clock()
+    return EpochClock()
 
 
 def time_path(path: str, root: Path, args) -> dict:
@@ -116,7 +110,7 @@ def time_path(path: str, root: Path, args) -> dict:
     if cuda:
         network = network.to(memory_format=torch.channels_last)
     module = EmotionClassifier(network, len(scan.classes), lr=1e-3, schedule="cosine")
-    clock = EpochClock().callback
+    clock = epoch_clock()
     trainer = pl.Trainer(
         max_epochs=args.epochs, accelerator="gpu" if cuda else "cpu", devices=1,
         precision="bf16-mixed" if cuda and path == "memory" else "32-true", callbacks=[clock], logger=False,

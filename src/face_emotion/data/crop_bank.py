@@ -45,6 +45,8 @@ class CropBank:
 
     ``sample_index[i]`` is the sample that view i belongs to and ``kind[i]`` its framing
     (TEMPLATE or GIVEN). The crop a model would see is the central ``core_fraction`` of the side.
+    ``faces`` holds each sample's detected largest face (None: none found; empty without detection),
+    so the final scoring cuts the same crops without reading the detection cache again.
     """
 
     pixels: np.ndarray
@@ -52,9 +54,7 @@ class CropBank:
     kind: np.ndarray  # int8 (N,)
     core_fraction: float
     samples: list[Sample]
-
-    def views(self, kind: int) -> np.ndarray:
-        return np.flatnonzero(self.kind == kind)
+    faces: dict[str, Face | None]
 
 
 def stored_side(preprocess: PreprocessSpec, context: float) -> int:
@@ -172,7 +172,7 @@ def build_crop_bank(
         faces, skipped = detect_largest_faces(samples, detector, progress=progress)
     if cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
-            bank = CropBank(data["pixels"], data["sample_index"], data["kind"], float(data["core_fraction"]), samples)
+            bank = CropBank(data["pixels"], data["sample_index"], data["kind"], float(data["core_fraction"]), samples, faces)
         return bank, skipped + _faceless(samples, faces, detect, given)
     pixels, owners, kinds = [], [], []
     unreadable = {s.path for s in skipped}
@@ -202,7 +202,7 @@ def build_crop_bank(
     shape = (0, side, side) if preprocess.color_mode == "grayscale" else (0, side, side, 3)
     bank = CropBank(
         np.stack(pixels) if pixels else np.zeros(shape, np.uint8), np.asarray(owners, np.int64),
-        np.asarray(kinds, np.int8), 1.0 / (1.0 + 2.0 * context), samples,
+        np.asarray(kinds, np.int8), 1.0 / (1.0 + 2.0 * context), samples, faces,
     )
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp.npz")

@@ -26,10 +26,6 @@ class FaceCropLoader:
     faces: dict[str, Face]  # sample digest -> its largest face
     preprocess: PreprocessSpec
 
-    @property
-    def crops(self) -> dict[str, Face]:
-        return self.faces
-
     def __call__(self, sample: Sample) -> Image.Image:
         from face_emotion.faces.crop import crop_for_model
 

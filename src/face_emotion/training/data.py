@@ -73,7 +73,7 @@ def file_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: lis
         everything = [sample for split_samples in splits.values() for sample in split_samples]
         _, loader, no_face = prepare_face_crops(everything, preprocess, detector=config.detector, progress=config.progress)
         scan.skipped.extend(no_face)
-        splits = {name: [s for s in samples if s.digest in loader.crops] for name, samples in splits.items()}
+        splits = {name: [s for s in samples if s.digest in loader.faces] for name, samples in splits.items()}
     _check_splits(splits)
     report_data(splits, classes, scan.skipped)
     datamodule = FaceDataModule(
@@ -116,10 +116,7 @@ def bank_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: lis
     )
     loaders = {}
     if template:
-        from face_emotion.data.crop_bank import detect_largest_faces
-
-        faces, _ = detect_largest_faces(everything, config.detector)
-        found = {d: f for d, f in faces.items() if f is not None}
+        found = {d: f for d, f in bank.faces.items() if f is not None}
         loaders["template"] = (FaceCropLoader(found, preprocess), set(found))
     if given:
         loaders["given"] = (load_whole_image, None)
