@@ -2,6 +2,7 @@
 # Train (or resume) the bundled default model, v3. Safe to run again: it resumes from the last
 # checkpoint with the same split. The run folder lives under runs/ (git-ignored).
 #   bash scripts/train_default_model.sh [RUN_DIR] [extra train flags...]
+# INIT=MODEL (a run folder or model file) continues from another model; LR and EPOCHS as named.
 # v3 (docs/default-model.md): starts from the GPU check's EfficientNet-Lite0
 # (../shared/gpu-check/efficientnet_lite0-80.safetensors), trains on both framings of every crop
 # (the detector's template crop and the file as given), FER+ vote distributions as soft labels,
@@ -25,10 +26,10 @@ mkdir -p "$RUN"
 export OMP_NUM_THREADS=${TRAIN_THREADS:-2}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec .venv/bin/face-emotion train "$DATA/fer2013-ferplus" "$DATA/lfw-expressions" "$DATA/affectnet96-agree" \
-  --out "$RUN" --init "$SHARED/gpu-check/efficientnet_lite0-80.safetensors" \
+  --out "$RUN" --init "${INIT:-$SHARED/gpu-check/efficientnet_lite0-80.safetensors}" \
   --classes anger,disgust,fear,happiness,sadness,surprise,neutral \
   --framings both --zoom-out 1.2 --soft-labels "$DATA/ferplus-soft-labels.csv" \
   --distill "$SHARED/gpu-check/teacher-logits.csv" --distill-alpha 0.5 --distill-temperature 2 \
-  --dropout 0.3 --epochs ${EPOCHS:-4} --patience 100 --schedule cosine --lr 3e-4 --weight-decay 0.05 \
+  --dropout 0.3 --epochs ${EPOCHS:-4} --patience 100 --schedule cosine --lr ${LR:-3e-4} --weight-decay 0.05 \
   --batch-size 64 --label-smoothing 0.1 --val-fraction 0.05 \
   --name face-emotion-default --no-progress --resume "$@" >> "$RUN/train.log" 2>&1

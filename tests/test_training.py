@@ -29,7 +29,7 @@ from face_emotion.evaluation.calibration import fit_temperature
 from face_emotion.evaluation.evaluate import evaluate_folder
 from face_emotion.evaluation.metrics import expected_calibration_error
 from face_emotion.models.backbones import WeightsUnavailableError, create_network
-from face_emotion.models.spec import ModelSpec
+from face_emotion.models.spec import ModelSpec, PreprocessSpec
 from face_emotion.models.store import SPEC_METADATA_KEY, ModelLoadError, load_model, read_spec
 from face_emotion.training.run import TrainConfig, run_training
 
@@ -612,3 +612,15 @@ def test_model_card_names_an_init_model_and_keeps_machine_data_out_of_its_text()
     fresh = render_model_card(ModelSpec(architecture="resnet18", classes=("a", "b"), name="x",
                                         preprocess=PreprocessSpec(image_size=64), training={"weights": "imagenet"}))
     assert "- Initial weights: imagenet" in fresh
+
+
+def test_a_fresh_run_cuts_crops_as_a_fresh_model_file_says_and_old_files_keep_their_margin(tmp_path):
+    fresh = TrainConfig(data_dirs=[str(tmp_path)], out_dir=str(tmp_path / "run"))
+    written = PreprocessSpec()
+    assert (fresh.image_size, fresh.color_mode, fresh.face_margin, fresh.face_align) == (
+        written.image_size, written.color_mode, written.face_margin, written.face_align)
+    # A description from before the margin was recorded reads as the quarter margin it was cut with.
+    old = ModelSpec(architecture="resnet18", classes=("anger", "happiness")).to_dict()
+    del old["preprocess"]["face_margin"]
+    assert ModelSpec.from_dict(old).preprocess.face_margin == 0.25
+    assert ModelSpec.from_dict(old).preprocess.face_margin != written.face_margin

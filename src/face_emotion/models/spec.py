@@ -17,6 +17,8 @@ ALIGN_MODES = ("none", "eyes", "landmarks")  # PreprocessSpec.face_align (faces.
 # A model file lists its training images by the first hex digits of their SHA-256, so `evaluate`
 # can warn when it is handed them (48 bits: no accidental match in any real dataset).
 TRAIN_DIGEST_CHARS = 12
+# Model files that predate the face_margin field were trained on crops with a quarter-face margin.
+LEGACY_FACE_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,9 @@ class PreprocessSpec:
     color_mode: str = "rgb"  # "rgb" or "grayscale" (grey replicated to three channels)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    face_margin: float = 0.25  # fraction of the face size added on each side before cropping
+    # Fraction of the face size added on each side before cropping: none, since the landmark
+    # template already frames brow to chin (the context a model sees is the template's).
+    face_margin: float = 0.0
     # How a detected face becomes the crop (faces.crop.crop_geometry): "landmarks" fits the
     # canonical five-point face, "eyes" levels the eyes in the box's square, "none" is the box.
     face_align: str = "landmarks"
@@ -82,6 +86,7 @@ class ModelSpec:
             pre = dict(values.get("preprocess") or {})
             # Files written before face_align existed were served with eye-levelled box crops.
             pre.setdefault("face_align", "eyes")
+            pre.setdefault("face_margin", LEGACY_FACE_MARGIN)
             pre = {k: v for k, v in pre.items() if k in {f.name for f in dataclasses.fields(PreprocessSpec)}}
             for key in ("mean", "std"):
                 if key in pre:

@@ -100,10 +100,10 @@ class TrainConfig:
             for name in ("image_size", "color_mode", "face_margin", "face_align", "face_resolution"):
                 if getattr(self, name) is None:
                     setattr(self, name, getattr(pre, name))
-        defaults = {"image_size": 224, "color_mode": "rgb", "face_margin": 0.0, "face_align": "landmarks"}
-        for name, value in defaults.items():
+        fresh = PreprocessSpec()  # the one home of a fresh run's crop defaults
+        for name in ("image_size", "color_mode", "face_margin", "face_align"):
             if getattr(self, name) is None:
-                setattr(self, name, value)
+                setattr(self, name, getattr(fresh, name))
         if self.precision is None:
             self.precision = "bf16-mixed" if _cuda_in_use(self.accelerator) else "32-true"
         if self.crops not in ("memory", "files"):
