@@ -667,7 +667,7 @@
       this.faces = [];
       this.size = null;
       this.searchedAt = -Infinity;
-      this.windows = 0;  // frames searched in windows, and in the whole frame (for the curious)
+      this.windows = 0;  // how many frames were searched in windows and how many whole: which search ran
       this.whole = 0;
     }
 
