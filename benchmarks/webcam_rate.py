@@ -1,15 +1,18 @@
 """Frames analysed per second by the page's webcam mode, in a real headless Chromium, one face in view.
 
     python benchmarks/webcam_rate.py [--compare OTHER_SRC] [--model M] [--duration 10] [--workers N]
-                                     [--device server|local|both]
+                                     [--device server|local|both] [--threads 1,2]
 
 Chromium's fake camera plays a generated clip (skimage's astronaut, her face moving across the
 frame, 640x480 at 30 frames/s) to the page served by `face-emotion serve` (gunicorn, default
 workers) from this checkout's src/ -- and, with --compare, from another checkout's src/ too (e.g.
 the code before a change), one after the other in the same run. Counted: answers to POST /predict
-that arrived during the measured window (after a warm-up). Where the time of a frame goes is read
-from the page's User Timing measures (capture+encode, upload+server, json, draw) where the page
-emits them, and the server's own time from its log-free answer field ``elapsed_ms``.
+that arrived during the measured window (after a warm-up), or in local mode (?device=local, the
+models run in the page) the frames the page analysed. Where the time of a frame goes is read
+from the page's User Timing measures (capture+encode, upload+server, json, draw; in local mode
+grab, detector-input, detector (whole frame), detector-roi (windows around the last faces),
+classifier, ...) where the page emits them, and the server's own time from its log-free answer
+field ``elapsed_ms``.
 """
 
 from __future__ import annotations
@@ -82,7 +85,15 @@ def measure_page(browser, url: str, warmup_s: float, duration_s: float, local: b
     page.click("#camera-start")
     expect(page.locator("#camera-rate")).to_contain_text("frames/s", timeout=120_000)
     page.wait_for_timeout(warmup_s * 1000)
-    start = page.evaluate("() => { performance.clearMeasures(); return performance.now(); }")
+    # The page clears its measures now and then (to bound memory): an observer sees every one.
+    start = page.evaluate("""() => {
+        window.benchMeasures = [];
+        new PerformanceObserver((list) => {
+            for (const e of list.getEntries()) window.benchMeasures.push({name: e.name, startTime: e.startTime,
+                                                                          duration: e.duration});
+        }).observe({type: 'measure'});
+        return performance.now();
+    }""")
     cpu_start, load_start = descendants_cpu_s(), os.getloadavg()[0]
     page.wait_for_timeout(duration_s * 1000)
     cpu_s, load_end = descendants_cpu_s() - cpu_start, os.getloadavg()[0]
@@ -94,26 +105,32 @@ def measure_page(browser, url: str, warmup_s: float, duration_s: float, local: b
         const prefix = local ? 'local:' : 'webcam:';
         const stages = {};
         let frames = 0;
-        for (const m of performance.getEntriesByType('measure')) {
+        for (const m of window.benchMeasures) {
             if (!m.name.startsWith(prefix)) continue;
             const name = m.name.slice(prefix.length);
-            if (name === 'frame' && m.startTime + m.duration >= start && m.startTime + m.duration <= end) frames++;
+            if (m.startTime + m.duration < start || m.startTime + m.duration > end) continue;
+            if (name === 'frame') frames++;
             (stages[name] = stages[name] || []).push(m.duration);
         }
         return {end: end, count: local ? frames : predict.length, requests: predict.length,
                 durations: predict.map(e => e.duration), stages: stages};
     }""", [start, local])
     label = page.inner_text("#camera-label")
+    # Threads need a cross-origin isolated page (SharedArrayBuffer); the page says how many it runs.
+    isolated = page.evaluate("() => self.crossOriginIsolated")
+    device = page.inner_text("#device-status") if local else ""
     rate_text = page.inner_text("#camera-rate")
     page.click("#camera-stop")
     context.close()
     seconds = (report["end"] - start) / 1000.0
     stages = {name: statistics.median(values) for name, values in report["stages"].items() if values}
+    counts = {name: len(values) for name, values in report["stages"].items()}
     if report["durations"]:
         stages["request (resource timing)"] = statistics.median(report["durations"])
     # In server mode the server's CPU is not below this process (it runs in its own session).
     return {"rate": report["count"] / seconds, "frames": report["count"], "label": label, "page_rate": rate_text,
-            "stages": stages, "predict_requests": report["requests"],
+            "stages": stages, "counts": counts, "predict_requests": report["requests"],
+            "isolated": isolated, "device": device,
             "browser_cpu_ms_per_frame": 1000 * cpu_s / max(1, report["count"]), "load": (load_start, load_end)}
 
 
@@ -126,10 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--device", choices=["server", "local", "both"], default="server",
                         help="where the models run: the server (frames uploaded) or the browser (?device=local)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="ONNX Runtime Web threads in local mode (default: the page's choice)")
+    parser.add_argument("--threads", default="0",
+                        help="ONNX Runtime Web threads in local mode, or several to compare in one run "
+                             "(e.g. 1,2; default 0: the page's choice)")
     args = parser.parse_args(argv)
     modes = ["server", "local"] if args.device == "both" else [args.device]
+    thread_counts = [int(n) for n in str(args.threads).split(",")]
 
     from playwright.sync_api import sync_playwright
 
@@ -147,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             for name, src in sources:
                 with start_server(src, args.model, args.workers, work / f"{name.replace(' ', '_')}.log") as server:
                     for mode in modes:
-                        row = measure_page(browser, server.url, args.warmup, args.duration, local=mode == "local",
-                                           threads=args.threads)
-                        rows.append((f"{name}, {mode}", src, row))
+                        for threads in (thread_counts if mode == "local" else [0]):
+                            row = measure_page(browser, server.url, args.warmup, args.duration,
+                                               local=mode == "local", threads=threads)
+                            asked = f", threads={threads}" if threads else ""
+                            rows.append((f"{name}, {mode}{asked}", src, row))
         finally:
             browser.close()
 
@@ -159,10 +180,15 @@ def main(argv: list[str] | None = None) -> int:
           "load avg | page says | last label | median ms per stage |")
     print("|---|---:|---:|---:|---:|---|---|---|---|")
     for name, src, row in rows:
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in row["stages"].items()) or "(page emits no measures)"
+        # n: how many measures a median is of (the whole-frame detector runs on some frames only).
+        stages = ", ".join(f"{k} {v:.1f}" + (f" (n={row['counts'][k]})" if k in row["counts"] else "")
+                           for k, v in row["stages"].items()) or "(page emits no measures)"
         print(f"| {name} ({src}) | {row['rate']:.1f} | {row['frames']} | {row['predict_requests']} | "
               f"{row['browser_cpu_ms_per_frame']:.0f} | {row['load'][0]:.1f}-{row['load'][1]:.1f} | "
               f"{row['page_rate']} | {row['label']} | {stages} |")
+    for name, _, row in rows:
+        if row["device"]:
+            print(f"\n{name}: crossOriginIsolated {row['isolated']}; the page says: {row['device']}")
     return 0
 
 

@@ -7,6 +7,7 @@ figures are those of the real model. Slow: the first start derives the model's O
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -18,7 +19,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image, ImageEnhance
 
 from support.clips import default_detector_available, fake_camera_clip, moving_face_clip
 from support.photos import face_photos
@@ -174,6 +177,89 @@ def test_on_this_device_answers_as_the_server_does_on_real_photos(local_page, se
     assert prob_diff <= 0.02, report
     assert box_diff <= 2, report
     # The page itself asked the server nothing: only the test's own urllib calls went to /predict.
+    assert recorder.predict_calls() == []
+
+
+def _webcam_frames(tmp_path) -> list[tuple[str, Image.Image, Image.Image]]:
+    """(name, last frame, this frame) pairs the size the page analyses webcam frames at (320 px
+    wide): the fake camera's head moving by up to a third of its width, two heads, real photos.
+    Faces are at least the detector's min_face (40 px) wide, as a webcam's are: below it CenterFace
+    is not set to find faces reliably, and its boxes wander by a few pixels between any two runs."""
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    head = astronaut.crop((130, 0, 330, 240)).resize((80, 96))  # as in fake_camera_clip, at half size
+    other = ImageEnhance.Brightness(head.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((60, 72))).enhance(0.7)
+    background = Image.fromarray(np.random.default_rng(0).uniform(60, 200, (6, 8, 3)).astype(np.uint8)).resize(
+        (320, 240), Image.Resampling.BICUBIC)
+
+    def frame(*placed):
+        canvas = background.copy()
+        for piece, x, y in placed:
+            canvas.paste(piece, (x, y))
+        return canvas
+
+    photos = {p.name: Image.open(p).convert("RGB") for p in face_photos(tmp_path / "photos")}
+    pairs = [("still head", frame((head, 120, 72)), frame((head, 120, 72))),
+             ("head moved 12 px", frame((head, 100, 72)), frame((head, 112, 70))),
+             ("head moved 26 px", frame((head, 100, 72)), frame((head, 126, 76))),
+             ("two heads", frame((head, 30, 60), (other, 210, 100)), frame((head, 38, 62), (other, 204, 98)))]
+    # Real photos, shrunk so that the face is about webcam size (50-70 px wide), moved 6 px.
+    for name, side, x, y in (("astronaut.png", 240, 40, -20), ("astronaut-roll-12.png", 240, 40, -20),
+                             ("cameraman.png", 360, -40, 0)):
+        photo = photos[name].resize((side, side), Image.Resampling.BILINEAR)
+        pairs.append((name, frame((photo, x, y)), frame((photo, x + 6, y + 4))))
+    return pairs
+
+
+def test_live_frames_searched_around_the_last_faces_find_what_the_whole_frame_finds(local_page, tmp_path):
+    """Webcam frames on this device look for faces in windows around where they were in the last
+    frame (FaceFollower). That must find the same faces as searching the whole frame (boxes and
+    landmarks within 2 px) and give the same labels, or the live view drifts from the photo path."""
+    page, recorder = local_page
+    pairs = _webcam_frames(tmp_path)
+    payload = [[name, *[{"width": im.width, "height": im.height, "rgb": base64.b64encode(im.tobytes()).decode()}
+                        for im in (last, this)]] for name, last, this in pairs]
+    compared = page.evaluate("""async (pairs) => {
+        const { pipeline } = await FaceLocal.load();
+        const image = (f) => ({ width: f.width, height: f.height,
+                                data: Uint8Array.from(atob(f.rgb), (c) => c.charCodeAt(0)) });
+        const plain = (faces) => faces.map((f) => ({ box: f.box, landmarks: f.landmarks }));
+        const out = [];
+        for (const [name, last, now] of pairs) {
+            const before = image(last), frame = image(now);
+            const follower = FaceLocal.newFollower();
+            await follower.detect(pipeline, before, {});  // the last frame: searched whole
+            const times = {};
+            const windows = plain(await follower.detect(pipeline, frame, times));
+            const whole = plain(await pipeline.detect(frame, {}));
+            const labelled = FaceLocal.newFollower();
+            await labelled.detect(pipeline, before, {});
+            const viaWindows = await pipeline.analyse(frame, labelled);
+            const viaWhole = await pipeline.analyse(frame);
+            out.push({ name, windows, whole, searchedInWindows: follower.windows === 1 && labelled.windows === 1,
+                       ranTheDetector: typeof times.detector_roi === "number" && times.detector === undefined,
+                       labels: [viaWindows.faces.map((f) => f.emotion), viaWhole.faces.map((f) => f.emotion)] });
+        }
+        return out;
+    }""", payload)
+    differences = {}  # frame: (largest box difference, largest landmark difference), in pixels
+    for row in compared:
+        name = row["name"]
+        assert row["searchedInWindows"] and row["ranTheDetector"], f"{name}: not searched in windows"
+        assert row["whole"], f"{name}: no face in the whole frame"
+        assert len(row["windows"]) == len(row["whole"]), (name, row)
+        box, point = 0.0, 0.0
+        for got, want in zip(row["windows"], row["whole"]):
+            box = max(box, *(abs(a - b) for a, b in zip(got["box"], want["box"])))
+            point = max(point, *(abs(a - b) for name_ in want["landmarks"]
+                                 for a, b in zip(got["landmarks"][name_], want["landmarks"][name_])))
+        differences[name] = (box, round(point, 2))
+        assert row["labels"][0] == row["labels"][1], (name, row["labels"])
+    report = (f"windows vs whole frame: {len(compared)} frames, {sum(len(r['whole']) for r in compared)} faces, "
+              f"largest box and landmark differences (px): {differences}")
+    print(report)
+    assert all(box <= 2 and point <= 2 for box, point in differences.values()), report
     assert recorder.predict_calls() == []
 
 

@@ -136,3 +136,52 @@ def test_every_step_matches_python_bit_for_bit(photo_name, preprocess, photos, t
         assert bytes.fromhex(got["crop"]) == np.asarray(crop).tobytes()
         tensor = np.frombuffer(bytes.fromhex(got["tensor"]), dtype=np.float32).reshape(3, spec.image_size, -1)
         np.testing.assert_allclose(tensor, transform(crop), rtol=0, atol=1e-6)
+
+
+# Windows of the working copy (live frames search for a face where it was in the last frame).
+WINDOW_HARNESS = r"""
+const F = require(process.argv[1]);
+const fs = require("fs");
+const job = JSON.parse(fs.readFileSync(0, "utf8"));
+const S = F.steps;
+const image = { width: job.width, height: job.height, data: new Uint8Array(fs.readFileSync(job.raw)) };
+const hex = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString("hex");
+const out = [];
+for (const maxSide of job.sides) {
+  const work = S.workingSize(image.width, image.height, maxSide, job.min_side);
+  const full = S.workingCopy(image, maxSide, job.min_side).image;
+  const windows = job.boxes.map((box) => S.detectorWindow({ box: box }, work));
+  out.push({ work: work, windows: windows, full: hex(full.data),
+             pixels: windows.map((w) => hex(S.resizeWindow(image, work.width, work.height, w.x, w.y,
+                                                           Math.min(w.width, work.width - w.x),
+                                                           Math.min(w.height, work.height - w.y)).data)) });
+}
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+@pytest.mark.parametrize("photo_name", ["astronaut.png", "face-crop-120.png"], ids=["shrunk", "enlarged"])
+def test_detector_windows_are_the_working_copys_own_pixels(photo_name, photos, tmp_path):
+    """A window is cut from the detector input the whole-frame search would run on (the working
+    copy padded to multiples of 32): the same bytes, on the same 32-pixel grid, inside it."""
+    image = Image.open(photos[photo_name]).convert("RGB")
+    raw = tmp_path / "image.rgb"
+    raw.write_bytes(np.asarray(image).tobytes())
+    w, h = image.size
+    boxes = [[w // 3, h // 4, w // 5, h // 4], [0, 0, w // 6, h // 6], [w - w // 4, h - h // 3, w // 4, h // 3]]
+    sides = [max(w, h), round(max(w, h) * 0.7), 300]  # as is, shrunk, and (small photo) enlarged
+    done = subprocess.run([NODE, "-e", WINDOW_HARNESS, str(ONDEVICE_JS)], capture_output=True, text=True, timeout=120,
+                          input=json.dumps({"raw": str(raw), "width": w, "height": h, "sides": sides, "boxes": boxes,
+                                            "min_side": 160}))
+    assert done.returncode == 0, done.stderr
+    for side, got in zip(sides, json.loads(done.stdout)):
+        work = got["work"]
+        full = np.frombuffer(bytes.fromhex(got["full"]), dtype=np.uint8).reshape(work["height"], work["width"], 3)
+        padded = (-(-work["width"] // 32) * 32, -(-work["height"] // 32) * 32)
+        for window, pixels in zip(got["windows"], got["pixels"]):
+            x, y, ww, wh = window["x"], window["y"], window["width"], window["height"]
+            assert all(v % 32 == 0 for v in (x, y, ww, wh)), (side, window)
+            assert 0 <= x and 0 <= y and x + ww <= padded[0] and y + wh <= padded[1], (side, window)
+            part = np.frombuffer(bytes.fromhex(pixels), dtype=np.uint8)
+            inside = full[y:y + wh, x:x + ww]
+            np.testing.assert_array_equal(part.reshape(inside.shape), inside, err_msg=f"{side} {window}")

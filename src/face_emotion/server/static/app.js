@@ -396,11 +396,15 @@
   }
 
   // On this device: one frame at a time, straight from the video element (no JPEG, no upload).
+  // Faces are looked for where they were in the last frame (a FaceFollower, ondevice.js), and in
+  // the whole frame about once a second.
   // Stages as User Timing measures, "local:grab" (draw + read pixels), "local:detector-input"
-  // (working copy), "local:detector", "local:detector-decode", "local:crops" (cut + transform),
+  // (working copy or windows of it), "local:detector" (whole frame), "local:detector-roi" (windows
+  // around the last faces), "local:detector-decode", "local:crops" (cut + transform),
   // "local:classifier" and "local:draw", which benchmarks/webcam_rate.py reads.
   async function localLoop(session) {
     let seen = frames.shown;
+    const follower = window.FaceLocal.newFollower();
     while (cam.running && session === cam.session && useDevice()) {
       await frameAfter(seen);
       if (!cam.running || session !== cam.session) return;
@@ -408,17 +412,17 @@
       if (!els.video.videoWidth) continue;
       try {
         const t0 = performance.now();
-        const { result, grabMs } = await window.FaceLocal.analyseFrame(els.video, FRAME_WIDTH);
+        const { result, grabMs } = await window.FaceLocal.analyseFrame(els.video, FRAME_WIDTH, follower);
         if (!cam.running || session !== cam.session) return;
         const t1 = performance.now();
         drawLive(result, t0 / 1000);
         const t2 = performance.now();
         localMeasure("grab", t0, grabMs);
         let at = t0 + grabMs;
-        ["detector_input", "detector", "detector_decode", "crops", "classifier"].forEach((name) => {
+        ["detector_input", "detector", "detector_roi", "detector_decode", "crops", "classifier"].forEach((name) => {
           const ms = result.stages_ms[name];
           if (typeof ms !== "number") return;
-          localMeasure(name.replace("_", "-"), at, ms);
+          localMeasure(name.replace(/_/g, "-"), at, ms);
           at += ms;
         });
         localMeasure("frame", t0, t1 - t0);

@@ -115,16 +115,22 @@
     return pipeline.analyse(image);
   }
 
-  /* A video element's current frame, scaled to `width` px wide -> {result, times}. */
-  async function analyseFrame(video, width) {
+  /* A video element's current frame, scaled to `width` px wide -> {result, grabMs}. follower
+   * (optional): a FaceFollower of this stream (newFollower), which looks for its faces where they
+   * were in the last frame. */
+  async function analyseFrame(video, width, follower) {
     const { pipeline } = await load();
     const t0 = performance.now();
     const scale = Math.min(1, width / video.videoWidth);
     const w = Math.round(video.videoWidth * scale), h = Math.round(video.videoHeight * scale);
     const image = pixelsOf(video, w, h);
     const t1 = performance.now();
-    const result = await pipeline.analyse(image);
+    const result = await pipeline.analyse(image, follower);
     return { result: result, grabMs: t1 - t0 };
+  }
+
+  function newFollower(options) {
+    return new window.FaceOnDevice.FaceFollower(options);
   }
 
   // ---------- clips ----------
@@ -220,5 +226,5 @@
     };
   }
 
-  window.FaceLocal = { load, analyseFile, analyseFrame, analyseClip, summarise };
+  window.FaceLocal = { load, analyseFile, analyseFrame, newFollower, analyseClip, summarise };
 })();

@@ -185,18 +185,67 @@
   const STRIDE = 4, ALIGN = 32;
   const LANDMARKS = ["right_eye", "left_eye", "nose", "mouth_right", "mouth_left"];
 
+  /* faces/base.py working_copy's arithmetic: the size of the copy the detector runs on, the factor
+   * back to the photo, and the reducing gap of the resize (0: none). */
+  function workingSize(width, height, maxSide, minSide) {
+    const longest = Math.max(width, height);
+    let factor, gap;
+    if (minSide && longest < minSide) {
+      factor = minSide / longest; gap = 0;
+    } else if (!maxSide || longest <= maxSide) {
+      return { width: width, height: height, scale: 1.0, gap: 0 };
+    } else {
+      factor = maxSide / longest; gap = 2.0;
+    }
+    return { width: Math.max(1, roundHalfEven(width * factor)), height: Math.max(1, roundHalfEven(height * factor)),
+             scale: 1.0 / factor, gap: gap };
+  }
+
   /* faces/base.py working_copy: the copy the detector runs on, and the factor back to the photo. */
   function workingCopy(image, maxSide, minSide) {
-    const longest = Math.max(image.width, image.height);
-    if (minSide && longest < minSide) {
-      const factor = minSide / longest;
-      const w = Math.max(1, roundHalfEven(image.width * factor)), h = Math.max(1, roundHalfEven(image.height * factor));
-      return { image: resize(image, w, h, 0), scale: 1.0 / factor };
+    const size = workingSize(image.width, image.height, maxSide, minSide);
+    if (size.scale === 1.0) return { image: image, scale: 1.0 };
+    return { image: resize(image, size.width, size.height, size.gap), scale: size.scale };
+  }
+
+  /* The pixels [x, x + w) x [y, y + h) of resize(image, fullWidth, fullHeight) without the rest of
+   * it: the same weights, so the same bytes as that part of the whole resize (a reducing gap, which
+   * only frames over twice the working side would take, is not copied). Only the rows the window's
+   * filter reaches are resampled, which is what makes a detector window cheap. */
+  function resizeWindow(image, fullWidth, fullHeight, x, y, w, h) {
+    const { width, height, data } = image;
+    const out = new Uint8Array(w * h * 3);
+    if (fullWidth === width && fullHeight === height) {
+      for (let j = 0; j < h; j++) out.set(data.subarray(((y + j) * width + x) * 3, ((y + j) * width + x + w) * 3), j * w * 3);
+      return { width: w, height: h, data: out };
     }
-    if (!maxSide || longest <= maxSide) return { image: image, scale: 1.0 };
-    const factor = maxSide / longest;
-    const w = Math.max(1, roundHalfEven(image.width * factor)), h = Math.max(1, roundHalfEven(image.height * factor));
-    return { image: resize(image, w, h, 2.0), scale: 1.0 / factor };
+    const cx = resampleWeights(width, fullWidth, 0, width), cy = resampleWeights(height, fullHeight, 0, height);
+    let r0 = height, r1 = 0;
+    for (let yy = y; yy < y + h; yy++) {
+      r0 = Math.min(r0, cy.first[yy]);
+      r1 = Math.max(r1, cy.first[yy] + cy.count[yy]);
+    }
+    const stride = w * 3, mid = new Uint8Array((r1 - r0) * stride);
+    for (let r = r0; r < r1; r++) {
+      const row = r * width * 3, outRow = (r - r0) * stride;
+      for (let i = 0; i < w; i++) {
+        const xx = x + i, x0 = cx.first[xx], n = cx.count[xx], base = xx * cx.taps;
+        for (let ch = 0; ch < 3; ch++) {
+          let ss = ONE / 2;
+          for (let k = 0; k < n; k++) ss += data[row + (x0 + k) * 3 + ch] * cx.weights[base + k];
+          mid[outRow + i * 3 + ch] = clip8(ss);
+        }
+      }
+    }
+    for (let j = 0; j < h; j++) {
+      const yy = y + j, y0 = cy.first[yy] - r0, n = cy.count[yy], base = yy * cy.taps;
+      for (let i = 0; i < stride; i++) {
+        let ss = ONE / 2;
+        for (let k = 0; k < n; k++) ss += mid[(y0 + k) * stride + i] * cy.weights[base + k];
+        out[j * stride + i] = clip8(ss);
+      }
+    }
+    return { width: w, height: h, data: out };
   }
 
   /* CenterFaceDetector.working_side. */
@@ -285,6 +334,41 @@
     const landmarks = {};
     LANDMARKS.forEach((name, k) => { landmarks[name] = [candidate.points[k][0] * scale, candidate.points[k][1] * scale]; });
     return { box: [ix0, iy0, w, h], score: Math.min(1, Math.max(0, candidate.score)), landmarks: landmarks };
+  }
+
+  // ---------------------------------------------------------------- detector windows (live frames)
+  /* A live face is found again in a window around where it was in the last frame, as face trackers
+   * do: a square about WINDOW_GROW times the face's side, cut from the detector's padded input of
+   * the whole frame at the detector's own alignment. At the same scale and on the same 32-pixel grid
+   * as the whole-frame search, the network sees the face's pixels as that search does and samples
+   * them at the same places; only the context beyond the window is missing (measured: off the
+   * grid, boxes moved by up to 5 px from the whole-frame ones). Pixels past the working copy are
+   * the same zeros the whole frame is padded with. */
+  const WINDOW_GROW = 3.0;
+
+  function detectorWindow(face, work) {
+    const [x, y, w, h] = face.box;
+    const pw = Math.ceil(work.width / ALIGN) * ALIGN, ph = Math.ceil(work.height / ALIGN) * ALIGN;
+    const side = Math.max(2 * ALIGN, Math.ceil(Math.max(w, h) * WINDOW_GROW / work.scale / ALIGN) * ALIGN);
+    const ww = Math.min(side, pw), wh = Math.min(side, ph);
+    const snap = (v, most) => Math.max(0, Math.min(most, Math.round(v / ALIGN) * ALIGN));
+    return { x: snap((x + w / 2) / work.scale - ww / 2, pw - ww), y: snap((y + h / 2) / work.scale - wh / 2, ph - wh),
+             width: ww, height: wh };
+  }
+
+  /* Candidates of one window, moved to working-copy pixels. A box that crosses a side of the window
+   * (not an edge of the frame) belongs to a face the window only partly shows: the whole-frame
+   * search finds it whole, so it is left to that. */
+  function windowCandidates(found, win, work) {
+    const TOLERANCE = 1;
+    const inside = (box) =>
+      (win.x === 0 || box[0] >= win.x - TOLERANCE) && (win.y === 0 || box[1] >= win.y - TOLERANCE) &&
+      (win.x + win.width >= work.width || box[2] <= win.x + win.width + TOLERANCE) &&
+      (win.y + win.height >= work.height || box[3] <= win.y + win.height + TOLERANCE);
+    return found.map((f) => ({
+      box: [f.box[0] + win.x, f.box[1] + win.y, f.box[2] + win.x, f.box[3] + win.y], score: f.score,
+      points: f.points.map(([px, py]) => [px + win.x, py + win.y]),
+    })).filter((f) => inside(f.box));
   }
 
   /* sort_largest_first: area, then score, then the box. */
@@ -464,9 +548,9 @@
 
   // ---------------------------------------------------------------- the pipeline
   /* Everything between pixels and the answer that does not run a network: exposed for tests. */
-  const steps = { roundHalfEven, resize, reduceImage, workingCopy, workingSide, detectorInput, decodeCenterFace,
-                  nms, makeFace, largestFirst, fitTemplate, cropGeometry, cut, modelInput, softmax, resultJson,
-                  rgbFromRgba };
+  const steps = { roundHalfEven, resize, reduceImage, workingSize, workingCopy, resizeWindow, workingSide,
+                  detectorInput, decodeCenterFace, detectorWindow, windowCandidates, nms, makeFace, largestFirst,
+                  fitTemplate, cropGeometry, cut, modelInput, softmax, resultJson, rgbFromRgba };
 
   /* manifest: what GET /model-files/manifest.json answers (spec, detector settings, template,
    * file URLs). runDetector(blob, dims) and runClassifier(batch, dims) -> Promise of outputs. */
@@ -484,26 +568,59 @@
     async detect(image, times) {
       const d = this.detector;
       if (d.name === "none") return [{ box: [0, 0, image.width, image.height], score: 1.0, landmarks: null, whole: true }];
-      let t = now();
+      const t = now();
       const side = workingSide(d, Math.max(image.width, image.height));
       const small = workingCopy(image, side, d.min_detection_side);
-      const input = detectorInput(small.image);
-      times.detector_input = now() - t;
-      t = now();
-      const out = await this.runDetector(input.blob, input.dims);
-      times.detector = now() - t;
-      t = now();
-      const gh = input.dims[2] / STRIDE, gw = input.dims[3] / STRIDE;
-      const found = nms(decodeCenterFace(out.heat, out.logSize, out.offset, out.marks, gh, gw, d.threshold), d.nms_iou);
-      const faces = largestFirst(found.map((f) => makeFace(f, small.scale, image.width, image.height)).filter(Boolean));
-      times.detector_decode = now() - t;
+      const found = await this.candidates(small.image, times, "detector", t);
+      const t2 = now();
+      const faces = largestFirst(nms(found, d.nms_iou).map((f) => makeFace(f, small.scale, image.width, image.height))
+        .filter(Boolean));
+      addTime(times, "detector_decode", t2);
       return faces;
     }
 
-    /* image: RGB {width, height, data}. Returns the /predict answer plus elapsed_ms and stage times. */
-    async analyse(image) {
+    /* The faces within windows of the working copy (detectorWindow), each run through the detector
+     * on its own; null when a window shows no face (its face is lost: search the whole frame). */
+    async detectWindows(image, windows, times) {
+      const d = this.detector;
+      const side = workingSide(d, Math.max(image.width, image.height));
+      const work = workingSize(image.width, image.height, side, d.min_detection_side);
+      let found = [];
+      for (const win of windows) {
+        const t = now();
+        // The part of the window inside the working copy; detectorInput pads the rest with zeros.
+        const pixels = resizeWindow(image, work.width, work.height, win.x, win.y,
+                                    Math.min(win.width, work.width - win.x), Math.min(win.height, work.height - win.y));
+        const mine = windowCandidates(await this.candidates(pixels, times, "detector_roi", t), win, work);
+        if (!mine.length) return null;
+        found = found.concat(mine);
+      }
+      const t = now();
+      // Windows of faces side by side overlap: a face seen in two is one face.
+      const faces = largestFirst(nms(found, d.nms_iou).map((f) => makeFace(f, work.scale, image.width, image.height))
+        .filter(Boolean));
+      addTime(times, "detector_decode", t);
+      return faces;
+    }
+
+    /* Detector candidates in `pixels` (RGB, the scale the detector runs at), in its coordinates.
+     * Times add up under detector_input (since `since`), `stage` (the network) and detector_decode. */
+    async candidates(pixels, times, stage, since) {
+      const input = detectorInput(pixels);
+      let t = addTime(times, "detector_input", since);
+      const out = await this.runDetector(input.blob, input.dims);
+      t = addTime(times, stage, t);
+      const found = decodeCenterFace(out.heat, out.logSize, out.offset, out.marks, input.dims[2] / STRIDE,
+                                     input.dims[3] / STRIDE, this.detector.threshold);
+      addTime(times, "detector_decode", t);
+      return found;
+    }
+
+    /* image: RGB {width, height, data}; follower (optional, live frames): a FaceFollower, which
+     * decides where to look for faces. Returns the /predict answer plus elapsed_ms and stage times. */
+    async analyse(image, follower) {
       const start = now(), times = {};
-      const faces = await this.detect(image, times);
+      const faces = follower ? await follower.detect(this, image, times) : await this.detect(image, times);
       let t = now();
       const size = this.pre.image_size, per = 3 * size * size;
       const tta = !!this.manifest.tta;
@@ -534,10 +651,61 @@
     }
   }
 
+  /* Where to look for faces in a live stream (webcam frames): around the faces of the last frame
+   * (detector windows), and in the whole frame once every refreshS seconds (new faces), whenever a
+   * window has lost its face, when no face was in view, and when the windows would together cost
+   * about as much as the whole frame. The detector still runs on every frame, so every box and
+   * landmark (and so every crop) is this frame's own. */
+  class FaceFollower {
+    constructor(options) {
+      const o = options || {};
+      this.refreshS = o.refreshS === undefined ? 1.0 : o.refreshS;
+      this.reset();
+    }
+
+    reset() {
+      this.faces = [];
+      this.size = null;
+      this.searchedAt = -Infinity;
+      this.windows = 0;  // how many frames were searched in windows and how many whole: which search ran
+      this.whole = 0;
+    }
+
+    async detect(pipeline, image, times) {
+      const t = now() / 1000, size = image.width + "x" + image.height, d = pipeline.detector;
+      let faces = null;
+      if (d.name !== "none" && this.faces.length && size === this.size && t - this.searchedAt < this.refreshS) {
+        const side = workingSide(d, Math.max(image.width, image.height));
+        const work = workingSize(image.width, image.height, side, d.min_detection_side);
+        const windows = this.faces.map((face) => detectorWindow(face, work));
+        const area = windows.reduce((sum, w) => sum + w.width * w.height, 0);
+        const whole = Math.ceil(work.width / ALIGN) * ALIGN * Math.ceil(work.height / ALIGN) * ALIGN;
+        if (area < whole / 2) faces = await pipeline.detectWindows(image, windows, times);
+      }
+      if (faces === null) {
+        faces = await pipeline.detect(image, times);
+        this.searchedAt = t;
+        this.whole += 1;
+      } else {
+        this.windows += 1;
+      }
+      this.faces = faces;
+      this.size = size;
+      return faces;
+    }
+  }
+
+  /* Adds the time since `since` to times[name] (a frame may run a stage more than once); returns now. */
+  function addTime(times, name, since) {
+    const t = now();
+    times[name] = (times[name] || 0) + t - since;
+    return t;
+  }
+
   function now() {
     return typeof performance !== "undefined" ? performance.now() : Date.now();
   }
 
-  root.FaceOnDevice = { steps: steps, Pipeline: Pipeline };
+  root.FaceOnDevice = { steps: steps, Pipeline: Pipeline, FaceFollower: FaceFollower };
   if (typeof module !== "undefined" && module.exports) module.exports = root.FaceOnDevice;
 })(typeof window !== "undefined" ? window : globalThis);
