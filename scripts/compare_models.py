@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--unseen-by", action="append", default=[], metavar="MODEL")
     parser.add_argument("--model", action="append", required=True, metavar="NAME=MODEL")
+    parser.add_argument("--tta", action="store_true", help="also score each model mirror-averaged (a NAME +mirror row)")
     args = parser.parse_args()
 
     spec = read_spec(resolve_model_path(args.run))
@@ -38,9 +39,10 @@ def main() -> None:
     samples = [s for s in samples if s.digest[:TRAIN_DIGEST_CHARS] not in seen]
     print(f"{len(samples)} {args.split} files" + (" that none of the --unseen-by models trained on" if seen else ""))
     header = None
-    for item in args.model:
-        name, _, path = item.partition("=")
-        predictor = Predictor.load(path, detector=WHOLE_IMAGE)
+    runs = [(item.partition("=")[0] + suffix, item.partition("=")[2], tta) for item in args.model
+            for suffix, tta in ([("", False), (" +mirror", True)] if args.tta else [("", False)])]
+    for name, path, tta in runs:
+        predictor = Predictor.load(path, detector=WHOLE_IMAGE, tta=tta)
         classes = list(predictor.classes)
         row = {}
         for detect, framing in ((True, "detected"), (False, "as given")):

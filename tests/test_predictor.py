@@ -170,6 +170,22 @@ def test_tta_averages_crop_and_mirror_in_the_same_batch(tiny_model_dir):
     assert not np.allclose(probs_of(plain[0], predictor.spec.classes), probs_of(faces[0], predictor.spec.classes))
 
 
+def test_scoring_logits_with_tta_give_back_the_served_probabilities(tiny_model_dir):
+    # evaluate --tta scores softmax(logits / temperature): it must be what predict --tta serves.
+    predictor = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces(), tta=True)
+    image = noise_image(seed=7)
+    faces = predictor.predict(image)
+    from face_emotion.faces.crop import crop_for_model
+
+    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in sorted(TwoFaces().detect(image), key=lambda f: -f.area)]
+    scored = torch.softmax(torch.from_numpy(predictor.logits(crops)) / predictor.spec.temperature, dim=1).numpy()
+    for face, row in zip(faces, scored):
+        np.testing.assert_allclose(probs_of(face, predictor.spec.classes), row, atol=1e-5)
+    plain = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces())
+    unmirrored = torch.softmax(torch.from_numpy(plain.logits(crops)) / plain.spec.temperature, dim=1).numpy()
+    assert not np.allclose(unmirrored, scored, atol=1e-3)  # the mirror changes the answer here
+
+
 def test_explain_gives_box_sized_png_per_face(tiny_model_dir):
     predictor = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces())
     faces = predictor.predict(noise_image(), explain=True)

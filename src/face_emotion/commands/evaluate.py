@@ -16,8 +16,9 @@ from face_emotion.commands.common import fail as _fail
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--no-detect", is_flag=True, help="Images are face crops already: the whole image is the face.")
 @click.option("--detector", help="Face detector name (default: the package default).")
+@click.option("--tta", is_flag=True, help="Average each face's probabilities with its mirror image's.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
-def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> None:
+def evaluate(data_dir, model_path, as_json, no_detect, detector, tta, batch_size) -> None:
     """Score a model (default: the bundled one) on DATA_DIR (folder per class; its test/ split if any).
 
     Without --no-detect, the largest face of each image is detected and cropped as in `predict`;
@@ -28,7 +29,7 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, batch_size) -> 
 
     try:
         metrics = evaluate_folder(model_path, data_dir, detect=not no_detect, detector=detector,
-                                  batch_size=batch_size, progress=not as_json)
+                                  batch_size=batch_size, progress=not as_json, tta=tta)
     except (ValueError, FileNotFoundError) as error:  # no class in common; a vanished folder
         _fail(str(error))
     seen = metrics["model_training_images"]

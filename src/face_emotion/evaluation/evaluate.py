@@ -18,17 +18,19 @@ def evaluate_folder(
     detector: str | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    tta: bool = False,
 ) -> dict:
     """Metrics of the model at ``model_path`` (.safetensors, .onnx, int8 .onnx, a run folder; None: the bundled one)
     on ``data_dir`` (its test/ split if it has one).
 
     Only classes the model and the data share (after alias mapping) are scored, and the model's
     probabilities are renormalised over them, so a 7-class model can be scored on 6-class data.
-    Through detection, files without a face count as wrong answers and are listed.
+    Through detection, files without a face count as wrong answers and are listed. ``tta``: scores
+    the mirror-averaged probabilities that `predict --tta` and `serve --tta` give.
     """
     from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
 
-    predictor = Predictor.load(model_path, detector=WHOLE_IMAGE)
+    predictor = Predictor.load(model_path, detector=WHOLE_IMAGE, tta=tta)
     spec = predictor.spec
     scan = scan_dataset(data_dir)
     samples = scan.given_splits["test"] or scan.samples if scan.given_splits else scan.samples

@@ -168,8 +168,16 @@ class Predictor:
         return np.stack([self.transform(crop) for crop in crops]).astype(np.float32, copy=False)
 
     def logits(self, crops: Sequence[Image.Image]) -> np.ndarray:
-        """Face crops -> (N, classes) logits, before temperature: what scoring and predict share."""
-        return self.backend.run(np.ascontiguousarray(self.batch(crops)))
+        """Face crops -> (N, classes) logits, before temperature: what scoring and predict share.
+
+        With TTA the answer served is a mean of probabilities, which no single logit row gives;
+        temperature x log(mean) is the row that softmax(row / temperature) turns back into exactly
+        those probabilities, so scoring measures what users are served.
+        """
+        batch = np.ascontiguousarray(self.batch(crops))
+        if not self.tta:
+            return self.backend.run(batch)
+        return self.spec.temperature * np.log(np.maximum(self.probabilities(batch), np.finfo(np.float32).tiny))
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(N, classes) probabilities of a :meth:`batch`: softmax(logits / spec.temperature);
