@@ -579,12 +579,18 @@
       return faces;
     }
 
-    /* The faces within windows of the working copy (detectorWindow), each run through the detector
-     * on its own; null when a window shows no face (its face is lost: search the whole frame). */
-    async detectWindows(image, windows, times) {
+    /* The size of the working copy the detector searches for `image` (workingSize), and its scale. */
+    workOf(image) {
       const d = this.detector;
-      const side = workingSide(d, Math.max(image.width, image.height));
-      const work = workingSize(image.width, image.height, side, d.min_detection_side);
+      return workingSize(image.width, image.height, workingSide(d, Math.max(image.width, image.height)),
+                         d.min_detection_side);
+    }
+
+    /* The faces within windows of the working copy `work` (workOf, detectorWindow), each run through
+     * the detector on its own; null when a window shows no face (its face is lost: search the whole
+     * frame). */
+    async detectWindows(image, windows, work, times) {
+      const d = this.detector;
       let found = [];
       for (const win of windows) {
         const t = now();
@@ -675,12 +681,11 @@
       const t = now() / 1000, size = image.width + "x" + image.height, d = pipeline.detector;
       let faces = null;
       if (d.name !== "none" && this.faces.length && size === this.size && t - this.searchedAt < this.refreshS) {
-        const side = workingSide(d, Math.max(image.width, image.height));
-        const work = workingSize(image.width, image.height, side, d.min_detection_side);
+        const work = pipeline.workOf(image);
         const windows = this.faces.map((face) => detectorWindow(face, work));
         const area = windows.reduce((sum, w) => sum + w.width * w.height, 0);
         const whole = Math.ceil(work.width / ALIGN) * ALIGN * Math.ceil(work.height / ALIGN) * ALIGN;
-        if (area < whole / 2) faces = await pipeline.detectWindows(image, windows, times);
+        if (area < whole / 2) faces = await pipeline.detectWindows(image, windows, work, times);
       }
       if (faces === null) {
         faces = await pipeline.detect(image, times);
