@@ -39,8 +39,10 @@ def main() -> None:
     samples = [s for s in samples if s.digest[:TRAIN_DIGEST_CHARS] not in seen]
     print(f"{len(samples)} {args.split} files" + (" that none of the --unseen-by models trained on" if seen else ""))
     header = None
-    runs = [(item.partition("=")[0] + suffix, item.partition("=")[2], tta) for item in args.model
-            for suffix, tta in ([("", False), (" +mirror", True)] if args.tta else [("", False)])]
+    models = [item.partition("=")[::2] for item in args.model]
+    runs = [(name, path, False) for name, path in models]
+    if args.tta:
+        runs += [(f"{name} +mirror", path, True) for name, path in models]
     for name, path, tta in runs:
         predictor = Predictor.load(path, detector=WHOLE_IMAGE, tta=tta)
         classes = list(predictor.classes)
