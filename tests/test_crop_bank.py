@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from face_emotion.data.crop_bank import GIVEN, TEMPLATE, build_crop_bank, given_view, read_digest_table, template_view
+from face_emotion.data.crop_bank import (
+    GIVEN, TEMPLATE, build_crop_bank, detect_largest_faces, given_view, read_digest_table, template_view,
+)
 from face_emotion.data.scan import scan_dataset
 from face_emotion.models.spec import PreprocessSpec
 from face_emotion.training.augment import AugmentSettings, normalise, sample_crops
@@ -184,3 +186,30 @@ def test_detected_photos_bank_template_and_given_views_and_faceless_files_keep_o
     only_template, skipped = build_crop_bank(scan.samples, GREY48, detect=True, given=False)
     assert [(Path(s.path).name, s.reason) for s in skipped] == [("coffee.jpg", "no face found")]
     assert set(only_template.kind.tolist()) == {TEMPLATE}
+
+
+def test_a_face_read_back_from_the_detection_cache_is_the_face_detected(tmp_path, monkeypatch):
+    # Evaluation and training read faces from the cache; predict detects afresh. Any rounding in
+    # between cuts a different crop from the one users are served.
+    from face_emotion.faces.base import Face
+
+    class SubPixel:
+        name = "sub-pixel-test"
+        calls = 0
+
+        def detect(self, image):
+            SubPixel.calls += 1
+            marks = {"left_eye": (20.123456789, 11.987654321), "right_eye": (9.87654321, 12.3456789),
+                     "nose": (15.0000001, 17.77777), "mouth_left": (19.31, 22.0625), "mouth_right": (10.5, 22.123)}
+            return [Face((3, 4, 25, 26), 0.912345678, marks)]
+
+    monkeypatch.setenv("FACE_EMOTION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("face_emotion.faces.create_detector", lambda name=None, **kw: SubPixel())
+    (tmp_path / "data" / "happy").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (120, 90, 60)).save(tmp_path / "data" / "happy" / "a.png")
+    samples = scan_dataset([tmp_path / "data"], workers=1).samples
+    fresh, _ = detect_largest_faces(samples)
+    cached, _ = detect_largest_faces(samples)
+    assert SubPixel.calls == 1  # the second pass read the cache
+    digest = samples[0].digest
+    assert cached[digest] == fresh[digest] == SubPixel().detect(None)[0]

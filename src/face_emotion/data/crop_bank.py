@@ -73,7 +73,9 @@ def detect_largest_faces(
     from face_emotion.faces import create_detector
 
     face_detector = create_detector(detector)
-    path = cache_path("faces") / f"{face_detector.name}-v2.jsonl"  # v2: small images enlarged first
+    # v2: small images enlarged first; v3: faces stored exactly (v2 kept the 0.1 px landmarks of
+    # Face.to_dict, so a cached crop could differ from the one `predict` cuts and flip an answer).
+    path = cache_path("faces") / f"{face_detector.name}-v3.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     known: dict[str, Face | None] = {}
     errors: dict[str, str] = {}  # digest -> why the file could not be read
@@ -104,11 +106,17 @@ def detect_largest_faces(
                 else:
                     faces = face_detector.detect(image)
                     known[sample.digest] = faces[0] if faces else None
-                    row = {"digest": sample.digest, "face": faces[0].to_dict() if faces else None}
+                    row = {"digest": sample.digest, "face": _face_to_dict(faces[0]) if faces else None}
                 handle.write(json.dumps(row) + "\n")
                 handle.flush()
     unreadable = [Skipped(str(s.path), errors[s.digest]) for s in samples if s.digest in errors]
     return {s.digest: known[s.digest] for s in samples if s.digest in known}, unreadable
+
+
+def _face_to_dict(face: Face) -> dict:
+    """The face as detected, every float kept (JSON writes a float so that it reads back equal)."""
+    landmarks = None if face.landmarks is None else {k: list(v) for k, v in face.landmarks.items()}
+    return {"box_xywh": list(face.box_xywh), "score": face.score, "landmarks": landmarks}
 
 
 def _face_from_dict(data: dict | None) -> Face | None:
