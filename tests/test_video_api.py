@@ -144,5 +144,6 @@ def test_the_upload_never_reaches_the_disk(predictor, clip_bytes, monkeypatch):
 def test_the_route_is_in_the_openapi_document(predictor):
     spec = client_for(predictor).get("/openapi.json").get_json()
     operation = spec["paths"]["/predict/video"]["post"]
-    assert "video" in operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    upload = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert spec["components"]["schemas"][upload]["required"] == ["video"]
     assert "VideoPrediction" in spec["components"]["schemas"]
