@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from face_emotion.models.store import WEIGHTS_FILE, ModelLoadError
+from face_emotion.models.store import WEIGHTS_FILE, ModelLoadError, resolve_model_path
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
 
@@ -25,5 +25,13 @@ def resolve_model_argument(model: str | Path | None) -> Path:
 
 
 def resolve_init_argument(model: str | Path) -> Path:
-    """``train --init`` value: "bundled" names the bundled default model; else a path."""
-    return bundled_model_path() if str(model) == "bundled" else Path(model)
+    """``train --init`` value -> its model file: "bundled" names the bundled default model; else a
+    run folder or a model file. A missing one is told in --init's words, not --model's."""
+    if str(model) == "bundled":
+        return bundled_model_path()
+    path = Path(model)
+    if path.is_file() or (path / WEIGHTS_FILE).is_file():
+        return resolve_model_path(path)  # refuses pickles by name
+    what = f"has no {WEIGHTS_FILE}" if path.is_dir() else "does not exist"
+    raise ModelLoadError(f"--init {model}: {what}; --init takes `bundled`, a run folder written by "
+                         f"`face-emotion train`, or its {WEIGHTS_FILE}")
