@@ -173,3 +173,4 @@ def test_the_document_says_what_the_server_rejects(client):
     # The /docs page reads the parameters through their $ref.
     html = client.get("/docs").get_data(as_text=True)
     assert "<code>explain</code>" in html and "<code>detect</code>" in html
+    assert "more than one <code>image</code> field 400" in html  # what the body must be, on the page too

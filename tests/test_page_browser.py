@@ -229,7 +229,7 @@ def test_the_static_export_opened_as_a_file_says_how_to_serve_it(browser, tiny_m
     page.goto((site / "index.html").as_uri())  # a double-click on the file
     status = page.locator("#device-status")
     expect(status).to_contain_text("python -m http.server 8000", timeout=30_000)
-    expect(status).to_contain_text("http://localhost:8000/")
+    expect(status).to_contain_text("open localhost:8000")
     expect(status).to_have_class(re.compile(r"\berror\b"))
     context.close()
 

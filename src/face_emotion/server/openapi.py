@@ -314,6 +314,7 @@ def operations(document: dict[str, Any]) -> list[dict[str, Any]]:
                     "description": operation.get("description", ""),
                     "parameters": [_resolve(document, "parameters", p) for p in operation.get("parameters", [])],
                     "request_types": list((operation.get("requestBody") or {}).get("content", {})),
+                    "request_description": (operation.get("requestBody") or {}).get("description", ""),
                     "responses": [
                         {"status": status, "description": _describe(document, response),
                          "schema": _schema_name(response)}

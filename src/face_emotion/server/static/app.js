@@ -579,7 +579,7 @@
   // this browser (local.js); video.js reads the choice from <html data-device>.
   const FILE_PAGE_HINT = "This page was opened as a file, and a browser does not let such a page load the " +
     "model files beside it. Serve the folder instead: in a terminal, in this folder, run " +
-    "\u201cpython -m http.server 8000\u201d, then open http://localhost:8000/ in this browser.";
+    "\u201cpython -m http.server 8000\u201d, then open localhost:8000 in this browser.";
 
   function setDeviceStatus(text, kind) {
     els.deviceStatus.textContent = text;
