@@ -22,8 +22,9 @@ from face_emotion.models.spec import ALIGN_MODES
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
 @click.option("--label-smoothing", type=float)
-@click.option("--balance", type=click.Choice(["none", "loss", "sampler"]),
-              help="Against class imbalance: class-weighted loss or balanced sampling.")
+@click.option("--balance", type=click.Choice(["none", "loss", "sqrt", "sampler"]),
+              help="Against class imbalance: class-weighted loss (inverse frequency, or its square root: "
+                   "milder, for rare classes that are also noisy) or balanced sampling.")
 @click.option("--augment", type=click.Choice(["default", "light", "none"]))
 @click.option("--head-epochs", type=int, help="Train only the head first for N epochs.")
 @click.option("--patience", type=int, help="Early stopping on validation macro-F1.")

@@ -39,10 +39,10 @@ class FaceDataset(Dataset):
         return self.transform(self.loader(sample)), self.class_to_index[sample.label]
 
 
-def class_weights(samples: list[Sample], classes: list[str]) -> torch.Tensor:
-    """Inverse-frequency weights, normalised to mean 1 (so the loss scale does not change)."""
+def class_weights(samples: list[Sample], classes: list[str], power: float = 1.0) -> torch.Tensor:
+    """Inverse-frequency weights (raised to ``power``), normalised to mean 1 (so the loss scale does not change)."""
     counts = Counter(s.label for s in samples)
-    weights = torch.tensor([1.0 / max(counts.get(c, 0), 1) for c in classes])
+    weights = torch.tensor([1.0 / max(counts.get(c, 0), 1) ** power for c in classes])
     return weights * len(classes) / weights.sum()
 
 
