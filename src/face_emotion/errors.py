@@ -59,10 +59,12 @@ def require_extra(extra: str, what: str, modules: tuple[str, ...] | None = None)
     """
     import importlib.util
 
-    missing = [m for m in (modules or EXTRA_MODULES[extra]) if importlib.util.find_spec(m) is None]
+    wanted = modules or EXTRA_MODULES[extra]
+    missing = [m for m in wanted if importlib.util.find_spec(m) is None]
     if missing:
-        raise MissingExtraError(f"{what} needs the '{extra}' extra ({', '.join(missing)} not installed): "
-                                f"{install_hint(extra)}")
+        # Name the missing libraries only when the extra is half there (a broken install).
+        detail = f" ({', '.join(missing)} missing)" if len(missing) < len(wanted) else ""
+        raise MissingExtraError(f"{what} needs the '{extra}' extra{detail}: {install_hint(extra)}")
 
 
 def missing_extra_from(error: ModuleNotFoundError) -> MissingExtraError | None:

@@ -94,7 +94,7 @@ def score_samples(
     (data.face_crops, cached); files without a face become misses. detect=False: each file is
     a face crop already.
     """
-    from face_emotion.data.datamodule import load_whole_image
+    from face_emotion.data.face_crops import load_whole_image
 
     loader, missed, reasons = load_whole_image, [], {}
     if detect:
