@@ -50,7 +50,7 @@ def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> No
         return
     if output.is_dir():
         _fail(f"{output} is a folder: give the .onnx file to write")
-    if importlib.util.find_spec("torch") is None:
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
         _copy_shipped(model_path, output, int8=int8, calibration_dir=calibration_dir, as_json=as_json)
         return
     try:
