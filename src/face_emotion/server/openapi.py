@@ -278,6 +278,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.response("BadRequest", _response("No image, not an image, a corrupt image, or a bad parameter."))
     spec.components.response("TooLarge", _response("The body, the image's pixel count or the batch is over the limit."))
     spec.components.response("UnsupportedType", _response("The request's Content-Type is not one the API reads."))
+    spec.components.response("MissingExtra", _response("This installation lacks an optional extra the request needs "
+                                                       "(code `missing_extra`; the message names it)."))
     spec.components.response("Timeout", _response("The prediction did not finish within the server's deadline "
                                                   "(FACE_EMOTION_INFERENCE_TIMEOUT_S); code `timeout`."))
 

@@ -337,6 +337,7 @@ def predict_video():
       "400": {$ref: "#/components/responses/BadRequest"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "501": {$ref: "#/components/responses/MissingExtra"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
     from face_emotion.errors import require_extra
