@@ -93,3 +93,23 @@ def test_onnxruntime_web_is_served_gzipped_under_a_name_of_its_hash(client):
     for stale in ("/model-files/runtime/0123456789abcdef/ort.wasm.min.js", runtime + "package.json"):
         response = client.get(stale)
         assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+
+
+def test_large_gzip_forms_are_kept_on_disk_and_checked_before_use(monkeypatch):
+    from face_emotion.cache import cache_path
+    from face_emotion.server import compression
+
+    data = b"".join(b"line %d of a large script\n" % i for i in range(60_000))  # 1.5 MB
+    made = compression.encode(data, "text/javascript")
+    kept = cache_path("gzip") / f"{made.sha256}.gz"
+    assert kept.read_bytes() == made.gz and gzip.decompress(made.gz) == data
+
+    def no_compression(_):
+        raise AssertionError("compressed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(compression, "gzip_bytes", no_compression)
+        assert compression.encode(data, "text/javascript").gz == made.gz  # read from disk
+    kept.write_bytes(gzip.compress(b"something else"))
+    assert gzip.decompress(compression.encode(data, "text/javascript").gz) == data  # a wrong file is not served
+    assert gzip.decompress(kept.read_bytes()) == data  # and is replaced

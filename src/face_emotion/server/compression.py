@@ -1,8 +1,9 @@
 """gzip for the page's files, as a static file server sends them.
 
 onnxruntime-web's wasm is 14 MB as it is and under 4 MB gzipped; the page's scripts shrink by
-two thirds. A file is compressed once per process (or read from a ``.gz`` beside it, as a build
-or `export --format web` writes them) and kept in memory; a client that does not send
+two thirds. A file is compressed once per process and kept in memory (a ``.gz`` beside it, as a
+build or `export --format web` writes them, or one in the cache folder is used instead when it
+holds the same bytes); a client that does not send
 ``Accept-Encoding: gzip`` gets the bytes as they are. Every response of a file that has a gzip
 form says ``Vary: Accept-Encoding``, and each form has its own ETag, so a cache never hands one
 client the other's bytes.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +25,14 @@ from pathlib import Path
 from flask import Flask, Request, Response, abort, current_app, request, send_file
 from werkzeug.security import safe_join
 
+from face_emotion.cache import cache_path
+
 GZIP_LEVEL = 9  # once per file and process, so the few percent over level 6 are worth their second
 # Worth compressing: text, JavaScript, JSON, WebAssembly, SVG and ONNX weights (application/octet-stream).
 _COMPRESSIBLE_PREFIXES = ("text/", "application/javascript", "application/json", "application/wasm",
                           "image/svg+xml", "application/octet-stream", "application/manifest+json")
 MIN_BYTES = 1024  # below this the headers cost about what gzip saves
+DISK_CACHE_MIN_BYTES = 1_000_000
 _WORTH = 0.95  # keep a gzip form only when it saves at least 5 %
 # The page's own files may change with the installed package (their URLs are not content-addressed):
 # a browser keeps them but asks again (ETag), which costs a 304 per file.
@@ -53,16 +58,40 @@ def gzip_bytes(data: bytes) -> bytes:
 
 def encode(data: bytes, mimetype: str, *, precompressed: bytes | None = None) -> Encoded:
     """``data``'s hash and gzip form. ``precompressed``: a gzip form made earlier, used when it
-    decompresses to ``data`` exactly."""
+    decompresses to ``data`` exactly; else one kept on disk, or a new one."""
+    digest = hashlib.sha256(data).hexdigest()
     gz = None
     if compressible(mimetype) and len(data) >= MIN_BYTES:
         if precompressed is not None and _unzips_to(precompressed, data):
             gz = precompressed
         else:
-            gz = gzip_bytes(data)
+            gz = _gzip_kept(data, digest)
         if len(gz) > _WORTH * len(data):
             gz = None
-    return Encoded(hashlib.sha256(data).hexdigest(), gz)
+    return Encoded(digest, gz)
+
+
+def _gzip_kept(data: bytes, digest: str) -> bytes:
+    """gzip of a large file is kept in the cache folder by its content's hash: the wasm takes
+    seconds to compress, and each server worker, and each start, would pay them again."""
+    if len(data) < DISK_CACHE_MIN_BYTES:
+        return gzip_bytes(data)
+    path = cache_path("gzip") / f"{digest}.gz"
+    try:
+        kept = path.read_bytes()
+        if _unzips_to(kept, data):  # the cache folder is not trusted more than a .gz beside a file
+            return kept
+    except OSError:
+        pass
+    gz = gzip_bytes(data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+        partial.write_bytes(gz)
+        partial.replace(path)  # atomic: another worker never reads half a file
+    except OSError:
+        pass  # a read-only cache only costs the compression next time
+    return gz
 
 
 def _unzips_to(gz: bytes, data: bytes) -> bool:
