@@ -8,17 +8,19 @@ checkout's src/ -- and with --compare from another checkout's src/ too (the code
 one after the other in the same run -- in a real headless Chromium (/usr/bin/chromium, the flags
 the browser tests use), chooses a photo (default: skimage's astronaut) and waits for its answer.
 Twice, in one browser profile: the first visit starts with an empty cache, the second reopens
-the page with what the first left in it.
+the page with what the first left in it; then once more with a new profile, to the server
+restarted (what it kept in its cache folder kept too).
 
 Reported per visit: bytes on the wire (response headers and bodies as received, so gzip counts
 as sent; a response from the browser's cache counts 0), by type (runtime: onnxruntime-web's
 files; models: the ONNX files; page: everything else), the number of requests (and how many the
 cache answered or the server answered 304), the time until the page says the models are
-running, and until the photo's answer is drawn (both from the start of navigation). Each
-server is started afresh with an empty cache folder (but for the derived ONNX files), so the first
-visit also pays for what the server prepares on the first request (gzip forms, the light model
-files). /proc/loadavg is printed before each server: the machine is shared, so times are only
-comparable within one run.
+running, and until the photo's answer is drawn (both from the start of navigation), and the
+longest any one response took (request to last byte). The server starts with an empty cache
+folder (but for the derived ONNX files), so the very first visit also pays for the server's
+one-off work (gzip forms, kept in that folder; the light model files, made per worker); the
+first visit to a restarted server is the common case. /proc/loadavg is printed before each
+server start: the machine is shared, so times are only comparable within one run.
 """
 
 from __future__ import annotations
@@ -40,20 +42,25 @@ CHROMIUM = Path(os.environ.get("FACE_EMOTION_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-def start_server(src: Path, model: str | None, workers: int, scratch: Path) -> ServerProcess:
-    """`face-emotion serve` from ``src`` with a cache folder of its own, which has only the derived
-    ONNX files of the user's cache (deriving needs torch, and a minute): gzip forms are made afresh."""
+def start_server(src: Path, model: str | None, workers: int, cache: Path) -> ServerProcess:
+    """`face-emotion serve` from ``src`` with the cache folder ``cache``."""
+    port = free_port()
+    options = (["--model", model] if model else []) + (["--workers", str(workers)] if workers else [])
+    server = ServerProcess(serve_command(port, *options), port, cache / f"serve-{port}.log",
+                           env={"PYTHONPATH": str(src), "FACE_EMOTION_CACHE": str(cache)},
+                           name=f"the server from {src}")
+    return server.start(timeout_s=600)
+
+
+def fresh_cache(scratch: Path) -> Path:
+    """A cache folder with only the derived ONNX files of the user's cache (deriving needs torch, and a
+    minute): everything else the server keeps there (gzip forms) is made afresh."""
     from face_emotion.cache import cache_path
 
     cache = Path(tempfile.mkdtemp(dir=scratch))
     if cache_path("onnx").is_dir():
         (cache / "onnx").symlink_to(cache_path("onnx"))
-    port = free_port()
-    options = (["--model", model] if model else []) + (["--workers", str(workers)] if workers else [])
-    server = ServerProcess(serve_command(port, *options), port, cache / "serve.log",
-                           env={"PYTHONPATH": str(src), "FACE_EMOTION_CACHE": str(cache)},
-                           name=f"the server from {src}")
-    return server.start(timeout_s=600)
+    return cache
 
 
 def kind_of(path: str) -> str:
@@ -76,13 +83,14 @@ class Wire:
         session.on("Network.responseReceivedExtraInfo",
                    lambda e: self._row(e["requestId"]).update(wire_status=e.get("statusCode", 0)))
         session.on("Network.requestServedFromCache", lambda e: self._row(e["requestId"]).update(cached=True))
-        session.on("Network.loadingFinished",
-                   lambda e: self._row(e["requestId"]).update(wire=e["encodedDataLength"], done=True))
+        session.on("Network.requestWillBeSent", lambda e: self._row(e["requestId"]).update(sent=e["timestamp"]))
+        session.on("Network.loadingFinished", lambda e: self._row(e["requestId"]).update(
+            wire=e["encodedDataLength"], done=True, took=e["timestamp"] - self._row(e["requestId"])["sent"]))
         self.session = session
 
     def _row(self, request_id: str) -> dict:
-        return self.rows.setdefault(request_id, {"url": "", "status": 0, "wire_status": 0, "wire": 0,
-                                                 "cached": False, "done": False, "encoding": ""})
+        return self.rows.setdefault(request_id, {"url": "", "status": 0, "wire_status": 0, "wire": 0, "sent": 0.0,
+                                                 "took": 0.0, "cached": False, "done": False, "encoding": ""})
 
     def _response(self, event):
         response = event["response"]
@@ -93,7 +101,7 @@ class Wire:
                    or response.get("fromPrefetchCache", False))
 
     def summary(self, origin: str) -> dict:
-        totals, counts = defaultdict(int), defaultdict(int)
+        totals, counts, slowest = defaultdict(int), defaultdict(int), (0.0, "")
         for row in self.rows.values():
             if not row["url"].startswith(origin):
                 continue
@@ -105,7 +113,8 @@ class Wire:
             counts["from cache"] += row["cached"]
             counts["304"] += row["wire_status"] == 304
             counts["gzip"] += row["encoding"] == "gzip"
-        return {"bytes": dict(totals), "total": sum(totals.values()), **counts}
+            slowest = max(slowest, (row["took"], path.rsplit("/", 1)[-1]))
+        return {"bytes": dict(totals), "total": sum(totals.values()), "slowest": slowest, **counts}
 
 
 def visit(context, origin: str, photo: Path, weights: str) -> dict:
@@ -127,33 +136,41 @@ def visit(context, origin: str, photo: Path, weights: str) -> dict:
     return {**summary, "ready_s": ready, "answer_s": answered, "status": status}
 
 
-def measure(src: Path, args, photo: Path, scratch: Path) -> list[dict]:
+def measure(src: Path, args, photo: Path, scratch: Path) -> list[tuple[str, dict]]:
+    """A first and a second visit to a server with a fresh cache folder, then a first visit (a new
+    browser profile) to a restarted server that keeps that folder."""
     from playwright.sync_api import sync_playwright
 
-    print(f"\n{src}: /proc/loadavg {Path('/proc/loadavg').read_text().strip()}", flush=True)
-    server = start_server(src, args.model, args.workers, scratch)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            context = browser.new_context(viewport={"width": 1100, "height": 850})
-            visits = [visit(context, server.url, photo, args.weights) for _ in range(2)]
-            browser.close()
-    finally:
-        server.stop()
+    cache = fresh_cache(scratch)
+    visits = []
+    with sync_playwright() as playwright:
+        for names in (("first", "second"), ("first, server restarted",)):
+            print(f"{src}: /proc/loadavg {Path('/proc/loadavg').read_text().strip()}", flush=True)
+            server = start_server(src, args.model, args.workers, cache)
+            try:
+                # A profile on disk, as a user's browser has: an incognito context's cache lives in
+                # memory and leaves out files of several MB, which a user's disk cache keeps.
+                context = playwright.chromium.launch_persistent_context(
+                    tempfile.mkdtemp(dir=scratch), executable_path=str(CHROMIUM), headless=True,
+                    args=CHROMIUM_ARGS, viewport={"width": 1100, "height": 850})
+                visits += [(name, visit(context, server.url, photo, args.weights)) for name in names]
+                context.close()
+            finally:
+                server.stop()
     return visits
 
 
-def report(src: Path, visits: list[dict]) -> None:
+def report(src: Path, visits: list[tuple[str, dict]]) -> None:
     print(f"\n{src}")
-    print("| visit | on the wire | runtime | models | page | requests (cache / 304 / gzip) | models running | "
-          "first answer |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, v in zip(("first", "second"), visits, strict=True):
+    print("| visit | on the wire | runtime | models | page | requests (cache / 304 / gzip) | slowest file | "
+          "models running | first answer |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|")
+    for name, v in visits:
         mb = {k: v["bytes"].get(k, 0) / 1e6 for k in ("runtime", "models", "page")}
         print(f"| {name} | {v['total'] / 1e6:.2f} MB | {mb['runtime']:.2f} MB | {mb['models']:.2f} MB | "
               f"{mb['page']:.3f} MB | {v['requests']} ({v['from cache']} / {v['304']} / {v['gzip']}) | "
-              f"{v['ready_s']:.1f} s | {v['answer_s']:.1f} s |")
-    print(f"answer: {visits[0]['status']!r}")
+              f"{v['slowest'][1]} {v['slowest'][0]:.1f} s | {v['ready_s']:.1f} s | {v['answer_s']:.1f} s |")
+    print(f"answer: {visits[0][1]['status']!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
