@@ -11,17 +11,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from face_emotion.data.face_crops import load_whole_image
 from face_emotion.data.scan import Sample
-from face_emotion.imageio import load_image
 from face_emotion.models.spec import PreprocessSpec
 from face_emotion.transforms import eval_transform, train_transform
 
 ImageLoader = Callable[[Sample], Image.Image]
-
-
-def load_whole_image(sample: Sample) -> Image.Image:
-    """Pre-cropped datasets: the whole file is the face."""
-    return load_image(sample.path, max_pixels=None)
 
 
 class FaceDataset(Dataset):
