@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -133,3 +135,25 @@ def test_export_web_writes_a_self_contained_site(onnx_model, tmp_path):
     assert "gzip_static" in (site / "HOSTING.md").read_text()
     with pytest.raises(WebExportError, match="not an empty folder"):
         export_web(onnx_model, site)
+
+
+def test_the_light_files_are_made_without_the_onnx_package():
+    """The base install has ONNX Runtime but not onnx: the bundled model's light files are made
+    there too, and ONNX Runtime opens them."""
+    code = """
+import sys
+sys.modules["onnx"] = None
+import hashlib
+import onnxruntime
+from face_emotion.server import create_app
+client = create_app().test_client()
+manifest = client.get("/model-files/manifest.json").get_json()
+for entry in (manifest["model"], manifest["detector"]):
+    data = client.get("/model-files/" + entry["file"]).data
+    assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) < 0.55 * entry["exact"]["bytes"]
+    onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+print(manifest["model"]["weights"], "/", manifest["detector"]["weights"])
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "int8>=131072, fp16 / fp16"
