@@ -9,15 +9,18 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def _model(seed: int = 0) -> bytes:
+def _model(seed: int = 0, *, float_data: bool = False) -> bytes:
     """x (1x8x12x12) -> Conv 64x8x3x3 (4608 weights) + bias -> Relu -> Conv 16x64x1x1 (1024: stays
-    float32) -> y; the first kernel's channels differ in scale, as BatchNorm-folded ones do."""
+    float32) -> y; the first kernel's channels differ in scale, as BatchNorm-folded ones do.
+    ``float_data``: the large kernel's values in the float_data field instead of raw_data."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     big = (rng.normal(size=(64, 8, 3, 3)) * rng.uniform(0.01, 3.0, size=(64, 1, 1, 1))).astype(np.float32)
     bias = rng.normal(size=64).astype(np.float32)
     small = rng.normal(size=(16, 64, 1, 1)).astype(np.float32)
+    big_tensor = (helper.make_tensor("big", TensorProto.FLOAT, big.shape, big.ravel().tolist()) if float_data
+                  else numpy_helper.from_array(big, "big"))
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "big", "bias"], ["h"], pads=[1, 1, 1, 1]),
          helper.make_node("Relu", ["h"], ["r"]),
@@ -25,7 +28,7 @@ def _model(seed: int = 0) -> bytes:
         "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 12, 12])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 12, 12])],
-        [numpy_helper.from_array(big, "big"), numpy_helper.from_array(bias, "bias"),
+        [big_tensor, numpy_helper.from_array(bias, "bias"),
          numpy_helper.from_array(small, "small")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -44,11 +47,12 @@ def _weights(model: bytes) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(model).graph.initializer}
 
 
+@pytest.mark.parametrize("float_data", [False, True])
 @pytest.mark.parametrize("int8_min_elements", [None, 4096])
-def test_compact_files_compute_the_same_network_with_rounded_weights(int8_min_elements):
+def test_compact_files_compute_the_same_network_with_rounded_weights(int8_min_elements, float_data):
     from face_emotion.inference.compact_onnx import compact_onnx
 
-    original = _model()
+    original = _model(float_data=float_data)
     compact = compact_onnx(original, int8_min_elements=int8_min_elements)
     assert compact == compact_onnx(original, int8_min_elements=int8_min_elements)  # same bytes, same hash
     stored = _weights(compact)
@@ -104,3 +108,11 @@ def test_a_weight_that_is_also_a_graph_input_is_left_alone():
     loaded.graph.input.append(helper.make_tensor_value_info("big", TensorProto.FLOAT, [64, 8, 3, 3]))
     compact = compact_onnx(loaded.SerializeToString())
     assert "big" in _weights(compact) and "big__fp16" not in _weights(compact)
+
+
+def test_bytes_that_are_not_an_onnx_model_are_refused():
+    from face_emotion.inference.compact_onnx import CompactError, compact_onnx
+
+    for junk in (b"", b"not a model at all", _model()[:1000]):
+        with pytest.raises(CompactError):
+            compact_onnx(junk)
