@@ -16,10 +16,11 @@ temperature and classes, the detector's settings, the face template), so no cons
 twice. :func:`site_files` gives the same files to `export --format web`.
 
 Why lighter files by default: the first visit downloads them before its first answer (the fp32
-pair is 21 MB). Against the fp32 pair on real photos and face crops, the light pair gives the same
-top-1 answer for 99.8-100 % of faces, the exceptions being near-ties; probabilities move by up to
-about 0.04, as much as the one-pixel box shift of the fp16 detector moves them, and boxes by up
-to 1 px (benchmarks/light_models.py; figures in docs/first-visit.md).
+pair is 21 MB, the light pair 8). Against the fp32 pair on 103 faces in real photos, the light pair
+gives the same top-1 answer for all but one, a near-tie (its top two 0.0065 apart), and for 99.8 %
+of 2000 face crops; probabilities move by up to about 0.04, no more than the fp16 detector's boxes
+and landmarks (up to 1 px off) move them through the crop (benchmarks/light_models.py; figures and
+the reasoning in docs/first-visit.md).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, url_for
 
-from face_emotion.server.compression import Encoded, encode, encoded_file, respond
+from face_emotion.server.compression import Encoded, encode, encoded_file, mimetype_of, respond
 from face_emotion.server.errors import ApiError
 
 model_files = Blueprint("model_files", __name__)
@@ -46,7 +47,6 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 # Cross-origin isolation lets ONNX Runtime Web use threads (SharedArrayBuffer); every resource
 # the page loads comes from this origin, so requiring CORP costs nothing.
 ISOLATION_HEADERS = {"Cross-Origin-Embedder-Policy": "require-corp", "Cross-Origin-Resource-Policy": "same-origin"}
-_RUNTIME_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm"}
 
 
 class OnDeviceUnavailable(RuntimeError):
@@ -130,9 +130,9 @@ def detector_settings(detector) -> tuple[dict[str, Any], tuple[ModelFile, ModelF
 
 @functools.lru_cache(maxsize=4)
 def _detector_files(path: str, mtime_ns: int) -> tuple[bytes, bytes]:
-    """The detector's graph as ONNX Runtime runs it (onnx import and rewrite: once per file), and
-    its fp16 form: its boxes stay within a pixel of the fp32 ones, where int8 weights moved them
-    by up to 9 px on real photos."""
+    """The detector's graph as ONNX Runtime runs it, and its fp16 form (made once per file): its
+    boxes stay within a pixel of the fp32 ones, where int8 weights moved them by up to 9 px on
+    real photos."""
     from face_emotion.faces.centerface_detector import runnable_model
     from face_emotion.inference.compact_onnx import compact_onnx
 
@@ -271,7 +271,7 @@ def runtime_file(digest: str, name: str) -> Response:
         raise ApiError(404, "not_found", f"no runtime file {digest}/{name} here: the server now has another "
                                          f"onnxruntime-web; reload the page")
     path = RUNTIME_DIR / name
-    mimetype = _RUNTIME_TYPES[path.suffix]
+    mimetype = mimetype_of(name)
     return respond(encoded_file(path, mimetype), mimetype, body=path, cache_control=IMMUTABLE)
 
 
