@@ -8,8 +8,9 @@ holds the same bytes); a client that does not send
 form says ``Vary: Accept-Encoding``, and each form has its own ETag, so a cache never hands one
 client the other's bytes.
 
-brotli would take the wasm a little further, but Python has no brotli in its standard library
-and browsers offer ``br`` only over HTTPS, which a loopback `serve` is not.
+brotli would take the wasm further (2.8 MB at quality 5, as fast as gzip; 2.4 MB at 11, which
+takes over a minute) and browsers offer it on loopback and HTTPS, but Python's standard library
+has none: it would be a new dependency (the ``brotli`` wheel).
 """
 
 from __future__ import annotations
