@@ -21,7 +21,7 @@ def timeline_figure(series: dict[int, TrackSeries], classes: tuple[str, ...], *,
     rows = max(1, len(tracks))
     figure, axes = plt.subplots(rows, 1, figsize=(9, 1.0 + 2.0 * rows), sharex=True, squeeze=False)
     colours = plt.get_cmap("tab10")
-    for ax, track in zip(axes[:, 0], tracks):
+    for ax, track in zip(axes[:, 0], tracks, strict=False):  # no track: one panel, left empty
         probs = np.stack(track.probs)
         for i, name in enumerate(classes):
             ax.plot(track.times_s, probs[:, i], label=name, color=colours(i % 10), linewidth=1.4)
