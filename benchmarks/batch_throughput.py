@@ -49,7 +49,7 @@ def stage_times(paths: list[str], options) -> dict[str, float]:
 
     from face_emotion.batch.rows import output_schema, results_table
     from face_emotion.imageio import decode_image
-    from face_emotion.inference.predictor import softmax
+    from face_emotion.inference.backends import softmax
     from face_emotion.inference.results import ImageResult
 
     predictor = options.load()

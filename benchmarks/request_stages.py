@@ -48,7 +48,7 @@ def torchvision_eval(spec):
 
 def setups(model: Path, threads: int):
     from face_emotion.faces import create_detector
-    from face_emotion.inference.backends import open_backend
+    from face_emotion.inference.loading import open_backend
     from face_emotion.inference.predictor import Predictor
 
     before = Predictor(open_backend(model, "pytorch", num_threads=threads),
@@ -61,7 +61,7 @@ def setups(model: Path, threads: int):
 
 def one_request(predictor, data: bytes) -> dict[str, float]:
     from face_emotion.imageio import decode_image
-    from face_emotion.inference.predictor import softmax
+    from face_emotion.inference.backends import softmax
     from face_emotion.inference.results import FacePrediction
 
     times, clock = {}, time.perf_counter
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from PIL import Image
 
-    from face_emotion.models.bundled import resolve_model_argument
+    from face_emotion.models.files import resolve_model
 
     if args.image:
         image = Image.open(args.image).convert("RGB")
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
     data_bytes = buffer.getvalue()
-    model = resolve_model_argument(args.model)
+    model = resolve_model(args.model)
 
     predictors = setups(model, args.threads)
     timings: dict[str, list[dict[str, float]]] = {name: [] for name in predictors}

@@ -4,7 +4,7 @@ Both paths run the project's own DataModules, LightningModule and Trainer on the
 face-crop folder (48 px grey JPEGs, as FER2013's):
 - files:  each crop decoded and augmented per sample by PIL/torchvision in a DataLoader;
 - memory: every crop decoded once into a CropBank held on the training device, augmented there
-          a whole batch at a time (training.augment).
+          a whole batch at a time (data.augment).
 The first epoch of each path is never timed: it holds one-off costs (cuDNN autotuning on a GPU,
 the bank's move to the device, allocator warm-up). On a CUDA GPU the memory path runs bf16 and
 channels-last, as `train` does there.

@@ -34,7 +34,7 @@ from face_emotion.data.scan import Sample, read_split_csv
 from face_emotion.evaluation.evaluate import evaluate_folder
 from face_emotion.evaluation.scoring import Scored, collect_logits, metrics_from_scores, score_samples
 from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
-from face_emotion.models.bundled import BUNDLED_MODEL_DIR
+from face_emotion.models.files import BUNDLED_MODEL_DIR
 from face_emotion.models.store import load_model, save_model
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "n", "ece")

@@ -17,7 +17,8 @@ from face_emotion.data.crop_bank import (
 )
 from face_emotion.data.scan import scan_dataset
 from face_emotion.models.spec import PreprocessSpec
-from face_emotion.training.augment import AugmentSettings, normalise, sample_crops
+from face_emotion.data.augment import normalise, sample_crops
+from face_emotion.transforms import AugmentSettings
 from face_emotion.transforms import eval_transform
 from tests.support.synthetic import make_learnable_dataset
 
@@ -92,7 +93,8 @@ def _digest(path: Path) -> str:
 def test_distillation_learns_from_the_teacher_when_the_labels_are_noise(tmp_path):
     # Folder labels shuffled at random carry no information; the teacher's logits carry the truth.
     # A student trained on the teacher alone must beat chance on test images it never saw.
-    from face_emotion.training.run import TrainConfig, run_training
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
 
     clean = make_learnable_dataset(tmp_path / "clean", per_class=36)
     noisy = tmp_path / "noisy"
@@ -135,7 +137,7 @@ def test_distillation_learns_from_the_teacher_when_the_labels_are_noise(tmp_path
 
 def test_init_carries_the_crop_settings_of_the_model_it_starts_from(tmp_path):
     from face_emotion.models.store import read_spec
-    from face_emotion.training.run import TrainConfig
+    from face_emotion.training.config import TrainConfig
     from tests.support.models import make_tiny_model
 
     model = make_tiny_model(tmp_path / "m", image_size=40)
@@ -152,7 +154,8 @@ def test_init_carries_the_crop_settings_of_the_model_it_starts_from(tmp_path):
 
 def test_both_framings_are_banked_and_trained_with_soft_labels(tmp_path):
     # Crops of a crop dataset are read both ways when asked; soft labels are used where given.
-    from face_emotion.training.run import TrainConfig, run_training
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
 
     root = make_learnable_dataset(tmp_path / "data", per_class=12)
     scan = scan_dataset([root], workers=1)

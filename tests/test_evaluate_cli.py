@@ -134,7 +134,7 @@ def test_a_missing_model_is_a_clear_error(odd_data, tmp_path, monkeypatch):
     assert_clean_failure(evaluate(odd_data.root, "--model", tmp_path / "no-such-run", "--no-detect", "--json"),
                          "no model at")
     # Without --model the bundled default is used; an installation without one says so.
-    import face_emotion.models.bundled as bundled
+    import face_emotion.models.files as bundled
 
     monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
     assert_clean_failure(evaluate(odd_data.root, "--no-detect"), "no bundled default model")

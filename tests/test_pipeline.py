@@ -54,7 +54,7 @@ def test_an_unexpected_failure_is_one_result_not_an_exception(caplog):
 def test_errors_share_one_base_with_a_code():
     from face_emotion.faces.base import DetectorUnavailableError
     from face_emotion.imageio import ImageDecodeError, ImageTooLargeError
-    from face_emotion.models.store import ModelLoadError
+    from face_emotion.models.files import ModelLoadError
     from face_emotion.server.config import ConfigError
     from face_emotion.video.decode import VideoDecodeError
 

@@ -20,7 +20,7 @@ from face_emotion.data.scan import (
     write_split_csv,
 )
 from face_emotion.training.data import run_splits as _splits
-from face_emotion.training.run import TrainConfig
+from face_emotion.training.config import TrainConfig
 
 # ---------------------------------------------------------------- class names
 

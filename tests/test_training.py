@@ -30,8 +30,10 @@ from face_emotion.evaluation.evaluate import evaluate_folder
 from face_emotion.evaluation.metrics import expected_calibration_error
 from face_emotion.models.backbones import WeightsUnavailableError, create_network
 from face_emotion.models.spec import ModelSpec, PreprocessSpec
-from face_emotion.models.store import SPEC_METADATA_KEY, ModelLoadError, load_model, read_spec
-from face_emotion.training.run import TrainConfig, run_training
+from face_emotion.models.files import SPEC_METADATA_KEY, ModelLoadError
+from face_emotion.models.store import load_model, read_spec
+from face_emotion.training.config import TrainConfig
+from face_emotion.training.run import run_training
 
 RUN_FILES = ("model.safetensors", "model.json", "metrics.json", "confusion_matrix.png", "training_curves.png",
              "split.csv", "model_card.md", "skipped.csv", "checkpoints/last.ckpt", "logs/metrics.csv")
@@ -587,7 +589,7 @@ def test_photo_datasets_train_on_detected_faces_and_name_faceless_images(tmp_pat
 
 
 def test_train_help_shows_the_defaults_of_the_one_config():
-    from face_emotion.training.run import TrainConfig
+    from face_emotion.training.config import TrainConfig
 
     text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
     assert f"--epochs INTEGER [default: {TrainConfig.epochs}]" in text

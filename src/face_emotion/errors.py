@@ -29,3 +29,22 @@ class UnknownNameError(FaceEmotionError, ValueError):
     """A name that no registry holds (a face detector, a backend, an engine); the message lists the choices."""
 
     code = "bad_parameter"
+
+
+class InvalidArgumentError(FaceEmotionError, ValueError):
+    """A value a user gave that cannot work: out of range, or at odds with another option."""
+
+    code = "bad_parameter"
+
+
+class DatasetError(FaceEmotionError, ValueError):
+    """A dataset (or a data file beside it) that cannot be used as it is: no usable images, no
+    class in common with the model, a split left empty, a table without the columns it needs."""
+
+    code = "bad_dataset"
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """A dataset folder that does not exist."""
+
+    code = "not_found"

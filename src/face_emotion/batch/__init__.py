@@ -43,7 +43,7 @@ class BatchSummary:
 
 
 def _metadata(predictor) -> dict[bytes, bytes]:
-    from face_emotion import __version__
+    from face_emotion.version import __version__
 
     spec = predictor.spec
     described = {

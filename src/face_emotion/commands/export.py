@@ -28,31 +28,22 @@ def _megabytes(size: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the self-check as one JSON object.")
 def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> None:
     """Export a model for ONNX Runtime, check it against PyTorch, and report the check."""
-    from face_emotion.inference.export import export_onnx
-    from face_emotion.models.bundled import resolve_model_argument
-
     if calibration_dir is not None and not int8:
         _fail("--calibration is only used with --int8")
     if fmt == "web":
-        from face_emotion.inference.web_export import WebExportError, export_web
+        from face_emotion.server.web_export import export_web
 
-        try:
-            site = export_web(resolve_model_argument(model_path), output, int8=int8, calibration_dir=calibration_dir,
-                              opset=opset)
-        except (ModelLoadError, ExportCheckError, WebExportError, ValueError, FileNotFoundError) as error:
-            _fail(str(error))
+        site = export_web(model_path, output, int8=int8, calibration_dir=calibration_dir, opset=opset)
         click.echo(json.dumps(site.to_dict()) if as_json else
                    f"wrote {site.output}/ ({site.files} files, {_megabytes(site.bytes)}; model {site.model}, "
                    f"{'fp32' if site.quantization == 'none' else 'int8'} weights, detector {site.detector}): "
                    f"serve it from any static host")
         return
+    from face_emotion.inference.export import export_onnx
+
     if output.is_dir():
         _fail(f"{output} is a folder: give the .onnx file to write")
-    try:
-        result = export_onnx(resolve_model_argument(model_path), output, int8=int8, opset=opset,
-                             calibration_dir=calibration_dir)
-    except (ValueError, FileNotFoundError) as error:  # a bad --output name, a vanished folder
-        _fail(str(error))
+    result = export_onnx(model_path, output, int8=int8, opset=opset, calibration_dir=calibration_dir)
     if as_json:
         json.dump(result.to_dict(), sys.stdout)
         sys.stdout.write("\n")

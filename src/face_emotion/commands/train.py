@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from face_emotion.commands.common import fail as _fail, help_defaults_from, parse_devices
+from face_emotion.commands.common import help_defaults_from, parse_devices
 from face_emotion.models.spec import ALIGN_MODES
 
 
@@ -67,21 +67,18 @@ from face_emotion.models.spec import ALIGN_MODES
 def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
     """Train on DATA_DIRS (folder per class, or train/ val/ test/ folders) and write a run folder."""
     from face_emotion.classes import parse_class_list
-    from face_emotion.models.backbones import WeightsUnavailableError
-    from face_emotion.training.run import TrainConfig, run_training
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
 
-    try:
-        given = {k: v for k, v in options.items() if v is not None}
-        if devices is not None:
-            given["devices"] = parse_devices(devices)
-        config = TrainConfig(
-            data_dirs=list(data_dirs), out_dir=out_dir,
-            classes=parse_class_list(classes) if classes else None,
-            progress=not no_progress, **given,
-        )
-        result = run_training(config)
-    except (WeightsUnavailableError, ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+    given = {k: v for k, v in options.items() if v is not None}
+    if devices is not None:
+        given["devices"] = parse_devices(devices)
+    config = TrainConfig(
+        data_dirs=list(data_dirs), out_dir=out_dir,
+        classes=parse_class_list(classes) if classes else None,
+        progress=not no_progress, **given,
+    )
+    result = run_training(config)
     if result is None:  # a non-zero DDP rank: rank 0 reports
         return
     m = result.metrics
@@ -99,9 +96,7 @@ def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
 
 
 def _with_defaults(command: click.Command) -> click.Command:
-    # Importing training.run pulls in torch; `face-emotion train --help` is worth that, the
-    # other verbs never load this module.
-    from face_emotion.training.run import TrainConfig
+    from face_emotion.training.config import TrainConfig
 
     return help_defaults_from(command, TrainConfig)
 

@@ -3,7 +3,7 @@
 Why a bank: decoding and resizing a JPEG per sample per epoch costs more than the network step of
 a small model, so a GPU waits on the loader and a CPU pays twice. The bank decodes every file
 once into a uint8 array at the model's detail level; training moves it to the device once and
-augments whole batches there (training.augment).
+augments whole batches there (data.augment).
 
 Why two framings: a model trained only on the detector's template crop is right on that framing
 and wrong on the same face framed another way (a dataset's own crop handed over with
@@ -29,6 +29,7 @@ from PIL import Image
 
 from face_emotion.cache import cache_path
 from face_emotion.data.scan import Sample, Skipped
+from face_emotion.errors import DatasetError
 from face_emotion.faces.base import Face
 from face_emotion.imageio import ImageDecodeError, load_image
 from face_emotion.models.spec import PreprocessSpec
@@ -73,8 +74,8 @@ def detect_largest_faces(
     from face_emotion.faces import create_detector
 
     face_detector = create_detector(detector)
-    # v2: small images enlarged first; v3: faces stored exactly (v2 kept the 0.1 px landmarks of
-    # Face.to_dict, so a cached crop could differ from the one `predict` cuts and flip an answer).
+    # The file's version changes with what it stores: faces exactly as detected, small images
+    # enlarged first, so a cached crop is the one `predict` cuts (rounded landmarks could flip an answer).
     path = cache_path("faces") / f"{face_detector.name}-v3.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     known: dict[str, Face | None] = {}
@@ -241,11 +242,11 @@ def read_digest_table(path: str | Path, classes: Sequence[str]) -> dict[str, np.
         fields = reader.fieldnames or []
         key = next((f for f in ("sha256_prefix", "sha256", "digest") if f in fields), None)
         if key is None:
-            raise ValueError(f"{path}: needs a sha256_prefix (or sha256) column, found {', '.join(fields)}")
+            raise DatasetError(f"{path}: needs a sha256_prefix (or sha256) column, found {', '.join(fields)}")
         by_class = {canonical_class(f): f for f in fields if f != key}
         missing = [c for c in classes if c not in by_class]
         if missing:
-            raise ValueError(f"{path}: no column for class(es) {', '.join(missing)}")
+            raise DatasetError(f"{path}: no column for class(es) {', '.join(missing)}")
         table = {}
         for row in reader:
             table[row[key].strip().lower()] = np.array([float(row[by_class[c]]) for c in classes], np.float32)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from face_emotion.data.scan import Sample
 from face_emotion.imageio import load_image
 from face_emotion.models.spec import PreprocessSpec
-from face_emotion.transforms import eval_transform, train_transform
+from face_emotion.transforms import AugmentSettings, eval_transform, train_transform
 
 ImageLoader = Callable[[Sample], Image.Image]
 
@@ -172,7 +172,7 @@ class _EpochViews(torch.utils.data.Sampler):
 
 class CropBankDataModule(pl.LightningDataModule):
     """Batches from a CropBank: crops decoded once, moved to the training device once, and
-    augmented there a batch at a time (training.augment). Loaders yield only view indices.
+    augmented there a batch at a time (data.augment). Loaders yield only view indices.
 
     Batches are dicts: ``images``, ``labels`` (class index), and where given ``targets`` (a class
     distribution per image: soft labels) and ``teacher`` (a bigger model's logits: distillation).
@@ -199,7 +199,6 @@ class CropBankDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         from face_emotion.data.crop_bank import lookup
-        from face_emotion.training.augment import AugmentSettings
 
         self.bank = bank
         self.classes = classes
@@ -286,7 +285,7 @@ class CropBankDataModule(pl.LightningDataModule):
         return self._loader("test", train=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        from face_emotion.training.augment import AugmentSettings, normalise, random_erase, sample_crops
+        from face_emotion.data.augment import normalise, random_erase, sample_crops
 
         views = batch
         tensors = self._device_tensors(views.device)

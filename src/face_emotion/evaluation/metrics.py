@@ -30,7 +30,7 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: 
     n_classes = len(classes)
     probs, targets = probs.float(), targets.long()
     if len(targets) == 0:
-        raise ValueError("no images to score")
+        raise DatasetError("no images to score")
     kw = {"num_classes": n_classes}
     # zero_division=0: a class never predicted has precision 0, not NaN, so JSON stays valid.
     precision = multiclass_precision(probs, targets, average="none", zero_division=0, **kw)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from face_emotion.errors import InvalidArgumentError
 from face_emotion.faces.base import (
     DetectorUnavailableError,
     Face,
@@ -189,9 +190,9 @@ class CenterFaceDetector:
         num_threads: int | None = None,
     ) -> None:
         if min_face < 1:
-            raise ValueError(f"min_face must be at least 1 pixel, not {min_face}")
+            raise InvalidArgumentError(f"min_face must be at least 1 pixel, not {min_face}")
         if backend not in ("auto", "onnxruntime", "opencv"):
-            raise ValueError(f"backend must be 'auto', 'onnxruntime' or 'opencv', not {backend!r}")
+            raise InvalidArgumentError(f"backend must be 'auto', 'onnxruntime' or 'opencv', not {backend!r}")
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise DetectorUnavailableError(f"no CenterFace model at {path}")

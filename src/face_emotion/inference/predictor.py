@@ -4,7 +4,7 @@
     transform -> ONE batch for all faces -> backend -> logits -> softmax(logits / T) -> results
 
 Opened once (:meth:`Predictor.load`: one model resolver and backend policy,
-backends.open_backend; one detector factory, faces.create_detector), then used by every verb
+inference.loading.open_backend; one detector factory, faces.create_detector), then used by every verb
 through inference.pipeline.analyse. Everything a request needs is local to the call, so one
 Predictor can serve many threads.
 """
@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image
 
-from face_emotion.inference.backends import InferenceBackend, open_backend
+from face_emotion.inference.backends import InferenceBackend, softmax
 from face_emotion.inference.explain import occlusion_maps
+from face_emotion.inference.loading import open_backend
 from face_emotion.inference.results import Box, FacePrediction
 from face_emotion.models.spec import ModelSpec
 from face_emotion.transforms import eval_transform
@@ -41,14 +42,6 @@ class FaceCrop:
     score: float
     crop: Image.Image  # what the network sees, before the eval transform
     geometry: "CropGeometry"  # where the crop lies in the photo
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of logits / temperature, in float64 so rows sum to 1 to ~1e-15."""
-    scaled = np.asarray(logits, dtype=np.float64) / float(temperature)
-    scaled -= scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def heatmap_png(cam: np.ndarray, geometry: "CropGeometry", box: Box) -> bytes:
@@ -112,7 +105,7 @@ class Predictor:
         (ModelLoadError when this installation has none). ``detector``: None -> the default face
         detector, "none" -> images are face crops already, another registered name, or an object
         with ``detect(image) -> list[Face]``. ``backend``: None (ONNX Runtime) or a name of
-        backends.backend_names(); see backends.open_backend. ``tta``: also run each crop mirrored
+        backends.backend_names(); see inference.loading.open_backend. ``tta``: also run each crop mirrored
         and average the two probability vectors. ``num_threads``: threads of the backend and the
         detector (None: the CPUs this process may use).
         """

@@ -23,6 +23,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, url_for
 
+from face_emotion.errors import FaceEmotionError
 from face_emotion.server.errors import ApiError
 
 model_files = Blueprint("model_files", __name__)
@@ -37,8 +38,10 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 ISOLATION_HEADERS = {"Cross-Origin-Embedder-Policy": "require-corp", "Cross-Origin-Resource-Policy": "same-origin"}
 
 
-class OnDeviceUnavailable(RuntimeError):
+class OnDeviceUnavailable(FaceEmotionError, RuntimeError):
     """The served model cannot run in the browser; the message says why."""
+
+    code = "on_device_unavailable"
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,8 @@ class SiteFiles:
 def classifier_onnx(predictor) -> Path:
     """The ONNX file that ``predictor``'s backend runs; a PyTorch-served .safetensors model gets its
     derived form (the file `serve` would run by default)."""
-    from face_emotion.inference.backends import derive_onnx
-    from face_emotion.models.store import ModelLoadError
+    from face_emotion.inference.onnx_cache import derive_onnx
+    from face_emotion.models.files import ModelLoadError
 
     path = Path(getattr(predictor.backend, "path", "") or "")
     if path.suffix == ".onnx" and path.is_file():

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from face_emotion import __version__
+from face_emotion.version import __version__
 from face_emotion.inference.pipeline import analyse
 from face_emotion.inference.results import ImageResult
 from face_emotion.server.config import ServerConfig

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from face_emotion.data.datamodule import FaceDataModule, class_weights, load_whole_image
 from face_emotion.data.scan import DatasetScan, read_split_csv, stratified_split
+from face_emotion.errors import DatasetError
 from face_emotion.models.spec import PreprocessSpec
-
-if TYPE_CHECKING:
-    from face_emotion.training.run import TrainConfig
+from face_emotion.training.config import TrainConfig
 
 
 def run_splits(config: TrainConfig, scan: DatasetScan, out: Path) -> dict:
@@ -60,7 +58,7 @@ def loss_weights(config: TrainConfig, splits: dict, classes: list[str]) -> list[
 def _check_splits(splits: dict) -> None:
     for split in ("train", "val"):
         if not splits[split]:
-            raise ValueError(f"the {split} split is empty: the dataset is too small to split")
+            raise DatasetError(f"the {split} split is empty: the dataset is too small to split")
 
 
 def file_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: list[str], preprocess: PreprocessSpec):

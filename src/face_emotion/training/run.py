@@ -5,117 +5,29 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 
-from face_emotion import __version__
+from face_emotion.version import __version__
 from face_emotion.data.scan import (
     DatasetScan,
     scan_dataset,
     write_skipped_csv,
     write_split_csv,
 )
+from face_emotion.errors import DatasetError
 from face_emotion.evaluation.calibration import choose_temperature
 from face_emotion.models.backbones import create_network, get_backbone
 from face_emotion.models.spec import TRAIN_DIGEST_CHARS, ModelSpec, PreprocessSpec
 from face_emotion.models.transfer import init_from_model, with_head
+from face_emotion.training.config import TrainConfig, cuda_in_use
 from face_emotion.training.data import bank_data, file_data, loss_weights, run_splits
 from face_emotion.training.outputs import read_logged_rows, restore_logged_history, write_run_folder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    data_dirs: list[str]
-    out_dir: str
-    classes: list[str] | None = None
-    arch: str | None = None  # None: the --init model's architecture, else resnet50
-    weights: str = "imagenet"  # "imagenet", "none" or a path
-    image_size: int | None = None  # None: the --init model's, else 224
-    color_mode: str | None = None  # None: the --init model's colour mode, else "rgb"
-    dropout: float = 0.5
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
-    balance: str = "none"  # "none", "loss" (class-weighted loss) or "sampler" (balanced batches)
-    augment: str = "default"  # "default", "light" or "none"
-    head_epochs: int = 0  # > 0: train only the head this many epochs first
-    patience: int = 6  # early stopping on validation macro-F1
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
-    devices: int | str = "auto"
-    accelerator: str = "auto"
-    num_nodes: int = 1
-    precision: str | None = None  # None: bf16-mixed on a CUDA GPU, else 32-true
-    num_workers: int = 0
-    resume: bool = False
-    checkpoint_minutes: float = 10.0
-    max_time_minutes: float | None = None
-    limit_train_batches: float | int | None = None
-    progress: bool = True
-    name: str = "face-emotion"
-    # Crop geometry (faces.crop) and detail level (PreprocessSpec.face_resolution). None: the
-    # --init model's, else margin 0, landmarks, no detail step. A model started from another must
-    # see its crops cut the way it learnt them.
-    face_margin: float | None = None
-    face_align: str | None = None
-    face_resolution: int | None = None
-    # "memory": every crop decoded once into a bank held on the training device and augmented
-    # there a batch at a time (data.crop_bank, training.augment); "files": decoded per sample.
-    crops: str = "memory"
-    # Which framings to train on when detecting: "template" (the detector's crop, as predict and
-    # serve cut it), "given" (the file as it is, as --no-detect reads it) or "both". "both" is for
-    # datasets of face crops, which users also hand over as they are; a whole photo is no crop.
-    framings: str = "template"
-    zoom_out: float = 1.15  # augmentation may show up to this times the crop's side ("memory")
-    distill: str | None = None  # CSV of teacher logits by sha256 prefix (data.crop_bank.read_digest_table)
-    distill_alpha: float = 0.5
-    distill_temperature: float = 2.0
-    soft_labels: str | None = None  # CSV of per-file class distributions (e.g. annotator votes)
-    schedule: str = "plateau"  # "plateau" (reduce on validation loss) or "cosine" (fixed budget)
-    init: str | None = None  # start from a face-emotion model: "bundled", a run folder or a model file
-    detect: bool = True  # detect and crop faces first (uncropped photos); False: files are face crops
-    detector: str | None = None  # face detector name; None: the default
-    extra: dict = field(default_factory=dict)  # free-form notes written into the model description
-
-    def __post_init__(self) -> None:
-        init_spec = None
-        if self.init:
-            from face_emotion.models.bundled import resolve_init_argument
-            from face_emotion.models.store import read_spec
-
-            init_spec = read_spec(resolve_init_argument(self.init))
-        # Everything that shapes a crop follows the model a run starts from unless given.
-        if self.arch is None:
-            self.arch = init_spec.architecture if init_spec else "resnet50"
-        if init_spec is not None:
-            pre = init_spec.preprocess
-            for name in ("image_size", "color_mode", "face_margin", "face_align", "face_resolution"):
-                if getattr(self, name) is None:
-                    setattr(self, name, getattr(pre, name))
-        fresh = PreprocessSpec()  # the one home of a fresh run's crop defaults
-        for name in ("image_size", "color_mode", "face_margin", "face_align"):
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(fresh, name))
-        if self.precision is None:
-            self.precision = "bf16-mixed" if _cuda_in_use(self.accelerator) else "32-true"
-        if self.crops not in ("memory", "files"):
-            raise ValueError(f"crops must be memory or files, not {self.crops!r}")
-        if self.framings not in ("template", "given", "both"):
-            raise ValueError(f"framings must be template, given or both, not {self.framings!r}")
-        if (self.distill or self.soft_labels) and self.crops != "memory":
-            raise ValueError("--distill and --soft-labels need --crops memory")
-
-
-def _cuda_in_use(accelerator: str) -> bool:
-    return accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
 @dataclass
@@ -173,7 +85,7 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     scan = scan_dataset(config.data_dirs, config.classes)
     classes = scan.classes
     if len(classes) < 2:
-        raise ValueError(f"need at least two classes to train, found {classes}")
+        raise DatasetError(f"need at least two classes to train, found {classes}")
     if config.init:
         network = init_from_model(config.init, config.arch, classes, config.dropout)
     else:
@@ -223,7 +135,7 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
         image_size=config.image_size, color_mode=config.color_mode, mean=backbone.mean, std=backbone.std,
         face_margin=config.face_margin, face_align=config.face_align, face_resolution=config.face_resolution,
     )
-    if _cuda_in_use(config.accelerator):
+    if cuda_in_use(config.accelerator):
         network = network.to(memory_format=torch.channels_last)  # faster convolutions under bf16
     if config.crops == "memory":
         datamodule, loaders, splits = bank_data(config, scan, splits, classes, preprocess)
