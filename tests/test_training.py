@@ -220,6 +220,26 @@ def test_train_cli_reports_the_data_and_every_epoch_without_a_progress_bar(tmp_p
     assert "litlogger" not in result.output and "LeafSpec" not in result.output
 
 
+@pytest.mark.parametrize(("mistake", "arguments", "said"), [
+    ("precision", ["--precision", "bogus"], "--precision"),
+    ("classes", ["--classes", "anger,angry"], "twice"),
+    ("image size", ["--image-size", "8"], "image_size must be between"),
+    ("one class", ["--classes", "anger"], "at least two classes"),
+])
+def test_train_mistakes_are_one_line_and_leave_no_run_folder(tmp_path, mistake, arguments, said):
+    """Every user mistake is a FaceEmotionError, caught once by the CLI: one line, exit status 1."""
+    data = make_learnable_dataset(tmp_path / "data", per_class=4)
+    out = tmp_path / "run"
+    base = ["train", str(data), "--out", str(out), "--arch", "resnet18", "--weights", "none", "--image-size", "32",
+            "--epochs", "1", "--no-detect", "--batch-size", "4", "--no-progress", "--accelerator", "cpu"]
+    result = CliRunner().invoke(main, base + arguments)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not an uncaught exception
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert said in line
+    assert not out.exists()
+
+
 def test_temperature_scaling_fixes_overconfidence():
     generator = torch.Generator().manual_seed(0)
     n, classes = 3000, 3

@@ -18,7 +18,7 @@ from face_emotion.data.scan import (
     write_skipped_csv,
     write_split_csv,
 )
-from face_emotion.errors import DatasetError
+from face_emotion.errors import DatasetError, InvalidArgumentError
 from face_emotion.evaluation.calibration import choose_temperature
 from face_emotion.models.backbones import create_network, get_backbone
 from face_emotion.models.spec import TRAIN_DIGEST_CHARS, ModelSpec, PreprocessSpec
@@ -42,26 +42,30 @@ class TrainResult:
 def _trainer(config: TrainConfig, out: Path, callbacks: list):
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     devices = config.devices
     multi = (isinstance(devices, int) and devices > 1) or config.num_nodes > 1
-    return pl.Trainer(
-        default_root_dir=str(out),
-        accelerator=config.accelerator,
-        devices=devices,
-        num_nodes=config.num_nodes,
-        strategy="ddp" if multi else "auto",
-        precision=config.precision,
-        max_epochs=config.epochs,
-        max_time=timedelta(minutes=config.max_time_minutes) if config.max_time_minutes else None,
-        limit_train_batches=config.limit_train_batches,
-        callbacks=callbacks,
-        logger=CSVLogger(str(out), name="logs", version=""),
-        enable_progress_bar=config.progress,
-        enable_model_summary=False,
-        log_every_n_steps=10,
-        deterministic=False,
-    )
+    try:
+        return pl.Trainer(
+            default_root_dir=str(out),
+            accelerator=config.accelerator,
+            devices=devices,
+            num_nodes=config.num_nodes,
+            strategy="ddp" if multi else "auto",
+            precision=config.precision,
+            max_epochs=config.epochs,
+            max_time=timedelta(minutes=config.max_time_minutes) if config.max_time_minutes else None,
+            limit_train_batches=config.limit_train_batches,
+            callbacks=callbacks,
+            logger=CSVLogger(str(out), name="logs", version=""),
+            enable_progress_bar=config.progress,
+            enable_model_summary=False,
+            log_every_n_steps=10,
+            deterministic=False,
+        )
+    except (ValueError, TypeError, MisconfigurationException) as error:  # Lightning's word on a bad setting
+        raise InvalidArgumentError(f"--accelerator/--devices/--num-nodes/--precision: {error}") from None
 
 
 def _load_best_weights(module, checkpoint_path: str) -> None:
@@ -123,10 +127,9 @@ def _quiet_third_party() -> None:
 
 
 def _train(config: TrainConfig, out: Path, started: float, backbone, scan: DatasetScan, classes: list[str], network):
+    """Fit, then score validation and test through the inference path and write the run folder."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-    from face_emotion.training.callbacks import EpochReport, HeadFirstFinetuning
     from face_emotion.training.module import EmotionClassifier
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -137,15 +140,32 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     )
     if cuda_in_use(config.accelerator):
         network = network.to(memory_format=torch.channels_last)  # faster convolutions under bf16
-    if config.crops == "memory":
-        datamodule, loaders, splits = bank_data(config, scan, splits, classes, preprocess)
-    else:
-        datamodule, loaders, splits = file_data(config, scan, splits, classes, preprocess)
+    make_data = bank_data if config.crops == "memory" else file_data
+    datamodule, loaders, splits = make_data(config, scan, splits, classes, preprocess)
     module = EmotionClassifier(
         network, len(classes), lr=config.lr, weight_decay=config.weight_decay,
         label_smoothing=config.label_smoothing, class_weights=loss_weights(config, splits, classes),
         schedule=config.schedule, distill_alpha=config.distill_alpha, distill_temperature=config.distill_temperature,
     )
+    fitted = _fit(config, out, module, datamodule, backbone, scan, splits)
+    if fitted is None:  # a non-zero DDP rank: rank 0 scores and writes
+        return None
+    epochs_run, best_val_macro_f1 = fitted
+    network = module.network.cpu().eval()
+    scores = _score(config, network, preprocess, classes, splits, loaders)
+    spec = _final_spec(config, preprocess, classes, scan, splits, scores,
+                       epochs_run=epochs_run, best_val_macro_f1=best_val_macro_f1, started=started)
+    model_path = write_run_folder(out, network, spec, scores.metrics)
+    return TrainResult(out, model_path, scores.metrics, spec, scan.skipped)
+
+
+def _fit(config: TrainConfig, out: Path, module, datamodule, backbone, scan: DatasetScan,
+         splits: dict) -> tuple[int, float] | None:
+    """Lightning's loop with checkpoints, early stopping and --resume; the best weights end up in
+    ``module``. Returns (epochs run, best validation macro-F1), or None on a non-zero DDP rank."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from face_emotion.training.callbacks import EpochReport, HeadFirstFinetuning
 
     checkpoints = out / "checkpoints"
     # `best` also writes last.ckpt after every validation; `timed` saves mid-epoch on a clock, as
@@ -188,12 +208,23 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
               f"stopped after {epochs_run} of {config.epochs} epochs (best {float(best.best_model_score or 0):.4f})", flush=True)
     elif epochs_run < config.epochs:
         print(f"stopped after {epochs_run} of {config.epochs} epochs (time limit --max-minutes {config.max_time_minutes})", flush=True)
-
     if best.best_model_path:
         _load_best_weights(module, best.best_model_path)
-    network = module.network.cpu().eval()
+    return epochs_run, float(best.best_model_score or float("nan"))
 
-    # Validation and test are scored by the one scoring path, through an inference backend.
+
+@dataclass
+class _Scores:
+    metrics: dict  # the test split (or validation, without one) in the primary framing
+    val_metrics: dict
+    calibration: dict
+    other_framings: dict  # framing -> headline figures, for the framings beside the primary one
+
+
+def _score(config: TrainConfig, network, preprocess: PreprocessSpec, classes: list[str], splits: dict,
+           loaders: dict) -> _Scores:
+    """Validation and test scored by the one scoring path, through an inference backend; one
+    temperature fitted on validation for every framing (a user's crops may come either way)."""
     from face_emotion.evaluation.scoring import Scored, collect_logits, metrics_from_scores
     from face_emotion.inference.backends import PyTorchBackend
     from face_emotion.inference.predictor import Predictor
@@ -214,22 +245,19 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
 
     framings = list(loaders)  # the primary framing first: the detector's crop when detecting
     val_scored = {f: score(splits["val"], f) for f in framings}
-    # One temperature for every framing: a user's crops may come either way.
     calibration = choose_temperature(torch.cat([v.logits for v in val_scored.values()]),
                                      torch.cat([v.targets for v in val_scored.values()]))
     temperature = calibration["temperature"]
     if calibration.get("note"):
         print(f"temperature: {calibration['note']}", flush=True)
     test_samples = splits["test"] or splits["val"]
-    test_scored = {f: score(test_samples, f) for f in framings}
-    by_framing = {f: metrics_from_scores(test_scored[f], classes, classes, temperature) for f in framings}
+    by_framing = {f: metrics_from_scores(score(test_samples, f), classes, classes, temperature) for f in framings}
     metrics = by_framing[framings[0]]
     metrics["split"] = "test" if splits["test"] else "val"
     metrics["framing"] = framings[0]
     calibration |= {"test_ece_before": metrics["ece_before_temperature"], "test_ece_after": metrics["ece"]}
     metrics["calibration"] = calibration
     val_metrics = metrics_from_scores(val_scored[framings[0]], classes, classes, temperature)
-    per_source = metrics.get("per_source", {})
     other_framings = {
         f: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"],
             "per_source": {s: {k: v[k] for k in ("accuracy", "macro_f1", "n")} for s, v in m.get("per_source", {}).items()}}
@@ -239,22 +267,27 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
         metrics["other_framings"] = other_framings
         for f, m in other_framings.items():
             print(f"{metrics['split']} ({f} framing): accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}", flush=True)
+    return _Scores(metrics, val_metrics, calibration, other_framings)
 
+
+def _final_spec(config: TrainConfig, preprocess: PreprocessSpec, classes: list[str], scan: DatasetScan, splits: dict,
+                scores: _Scores, *, epochs_run: int, best_val_macro_f1: float, started: float) -> ModelSpec:
+    """The model's description: what it reads, what it was trained on and how, how well it does."""
+    metrics = scores.metrics
+    per_source = metrics.get("per_source", {})
     data_summary = scan.summary() | {"split_sizes": {k: len(v) for k, v in splits.items()}}
     training = {k: v for k, v in asdict(config).items() if k not in ("data_dirs", "out_dir", "extra", "progress")}
     training |= {
-        "epochs_run": epochs_run, "best_val_macro_f1": float(best.best_model_score or float("nan")),
+        "epochs_run": epochs_run, "best_val_macro_f1": best_val_macro_f1,
         "minutes": round((time.time() - started) / 60, 1), **config.extra,
     }
-    spec = ModelSpec(
+    return ModelSpec(
         architecture=config.arch, classes=tuple(classes), preprocess=preprocess, dropout=config.dropout,
-        temperature=temperature, name=config.name, version=__version__, data=data_summary,
+        temperature=scores.calibration["temperature"], name=config.name, version=__version__, data=data_summary,
         metrics={"test": {k: metrics[k] for k in ("accuracy", "macro_f1", "per_class", "n")},
-                 "val": {k: val_metrics[k] for k in ("accuracy", "macro_f1", "n")},
+                 "val": {k: scores.val_metrics[k] for k in ("accuracy", "macro_f1", "n")},
                  "test_per_source": {s: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for s, m in per_source.items()},
-                 "test_framing": metrics["framing"], "test_other_framings": other_framings,
-                 "calibration": calibration},
+                 "test_framing": metrics["framing"], "test_other_framings": scores.other_framings,
+                 "calibration": scores.calibration},
         training=training | {"train_sha256_prefixes": "".join(s.digest[:TRAIN_DIGEST_CHARS] for s in splits["train"])},
     )
-    model_path = write_run_folder(out, network, spec, metrics)
-    return TrainResult(out, model_path, metrics, spec, scan.skipped)
