@@ -32,6 +32,7 @@ import torch
 
 from face_emotion.data.scan import Sample, read_split_csv
 from face_emotion.evaluation.evaluate import evaluate_folder
+from face_emotion.evaluation.model_card import intended_use, known_limits
 from face_emotion.evaluation.scoring import Scored, collect_logits, metrics_from_scores, score_samples
 from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
 from face_emotion.models.files import BUNDLED_MODEL_DIR
@@ -66,7 +67,8 @@ def choose_fp32_nodes(model_dir: Path, spec, calibration: list, selection: list,
     the calibration crops). Each candidate is quantised alone; the best ``keep_best`` are kept."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from face_emotion.inference.export import _quantize, default_fp32_nodes, export_onnx, write_metadata, _metadata
+    from face_emotion.inference.export import default_fp32_nodes, export_onnx, quantize_int8, write_metadata
+    from face_emotion.models.files import onnx_metadata
     from face_emotion.transforms import eval_transform
 
     transform = eval_transform(spec.preprocess)
@@ -84,8 +86,8 @@ def choose_fp32_nodes(model_dir: Path, spec, calibration: list, selection: list,
 
         def agreement(keep: list[str]) -> float:
             out = work / "trial.onnx"
-            _quantize(work / "fp32.onnx", out, x_cal, work, keep)
-            write_metadata(out, _metadata(spec, "trial", "int8"), "trial")
+            quantize_int8(work / "fp32.onnx", out, x_cal, work, keep)
+            write_metadata(out, onnx_metadata(spec, "trial", "int8"), "trial")
             trial = Predictor.load(out, detector=WHOLE_IMAGE).backend
             a = np.concatenate([reference.run(x_sel[i : i + 128]) for i in range(0, len(x_sel), 128)]).argmax(1)
             b = np.concatenate([trial.run(x_sel[i : i + 128]) for i in range(0, len(x_sel), 128)]).argmax(1)
@@ -189,7 +191,19 @@ def summary_lines(name: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+# What the bundled model's data and training add to every card's limits (evaluation.model_card).
+BUNDLED_LIMITS = [
+    "Trained on small, low-resolution face crops (48 px FER2013, 96 px AffectNet, up to 128 px LFW).",
+    "Mostly posed, web or news expressions; spontaneous, subtle and mixed expressions are harder.",
+    "Demographic coverage of the data is uneven (age, skin tone, gender presentation, cultural display rules).",
+    "`disgust` and `fear` are the weakest classes (few and noisy examples); no `pain` class.",
+    "Labels are crowd votes (FER+), volunteers' (LFW) or partly model-made (AffectNet): the figures "
+    "above measure agreement with such labels.",
+]
+
+
 def model_card(spec, m: dict, int8: dict, budget: str, size_mb: float, comparison: str) -> str:
+    """The bundled model's card: its lineage, data, recipe and figures, then every card's sections."""
     t = spec.training
     photos = m["photos"]
     photos_line = ("" if not photos else
@@ -281,20 +295,9 @@ Temperature {spec.temperature:.3f} (fitted on validation, both framings).
 {100 * int8["accuracy_fp32"]:.1f} % in fp32 on {int8["test_crops"]} real test crops (both framings), top-1 agreement
 {100 * int8["top1_agreement"]:.1f} %; {int8["int8_bytes"] / 1e6:.1f} MB vs {int8["fp32_bytes"] / 1e6:.1f} MB.
 
-## Known limits
-- Trained on small, low-resolution face crops (48 px FER2013, 96 px AffectNet, up to 128 px LFW).
-- Mostly posed, web or news expressions; spontaneous, subtle and mixed expressions are harder.
-- Demographic coverage of the data is uneven (age, skin tone, gender presentation, cultural
-  display rules) and accuracy per group was not measured.
-- `disgust` and `fear` are the weakest classes (few and noisy examples); no `pain` class.
-- Labels are crowd votes (FER+), volunteers' (LFW) or partly model-made (AffectNet): the figures
-  above measure agreement with such labels.
+{known_limits(BUNDLED_LIMITS)}
 
-## Intended use
-Research, teaching, prototypes and personal projects that estimate the displayed facial
-expression in photos or video with the consent of the people shown. Not intended for decisions
-about people (hiring, policing, insurance, health, education, border control), covert
-monitoring, or as evidence of anyone's inner emotional state. Non-commercial use only (data terms).
+{intended_use("Non-commercial use only (data terms).")}
 """
 
 

@@ -87,7 +87,7 @@ def detector_settings(detector) -> tuple[dict[str, Any], ModelFile | None]:
     """The face detector's settings for the browser, and its model file (None: no detector)."""
     from face_emotion.faces.base import MIN_DETECTION_SIDE
     from face_emotion.faces.centerface_detector import (
-        _MIN_WORKING_SIDE,
+        MIN_WORKING_SIDE,
         RELIABLE_FACE_PX,
         CenterFaceDetector,
         default_model_path,
@@ -101,7 +101,7 @@ def detector_settings(detector) -> tuple[dict[str, Any], ModelFile | None]:
     settings = {
         "name": "centerface", "threshold": detector.threshold, "max_side": detector.max_side,
         "min_face": detector.min_face, "nms_iou": detector.nms_iou, "reliable_face_px": RELIABLE_FACE_PX,
-        "min_working_side": _MIN_WORKING_SIDE, "min_detection_side": MIN_DETECTION_SIDE,
+        "min_working_side": MIN_WORKING_SIDE, "min_detection_side": MIN_DETECTION_SIDE,
     }
     return settings, ModelFile("centerface.onnx", _runnable_detector(str(path), path.stat().st_mtime_ns))
 
