@@ -62,8 +62,8 @@ def model_input(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """The tail shared by eval and training: an S x S PIL crop -> float32 (3, S, S), normalised.
 
     Computed as torchvision's ToImage -> ToDtype(float32, scale=True) -> Normalize does it
-    (multiply by 1/255, subtract the mean, divide by the std, all in float32), so models trained
-    before this module moved off torchvision see bit-for-bit the same input.
+    (multiply by 1/255, subtract the mean, divide by the std, all in float32), so a model trained
+    through torchvision's steps sees bit-for-bit the same input here.
     """
     if spec.color_mode == "grayscale":
         # Grey replicated to three channels keeps pretrained RGB stems usable and makes colour

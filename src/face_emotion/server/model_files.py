@@ -1,4 +1,4 @@
-"""The files the page needs to run the served model in the browser ("On this device", issue 18).
+"""The files the page needs to run the served model in the browser ("On this device").
 
     GET /model-files/manifest.json            what to load, and how to preprocess (no-cache)
     GET /model-files/<sha256[:16]>/<name>     the exact bytes the server runs (immutable)
