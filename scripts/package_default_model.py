@@ -131,7 +131,7 @@ def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[
 
 def framed_crops(spec, samples: list[Sample]) -> tuple[list, list[int]]:
     """Every sample's crop in both framings (the detector's where a face is found, and as given)."""
-    from face_emotion.data.datamodule import load_whole_image
+    from face_emotion.data.face_crops import load_whole_image
     from face_emotion.data.face_crops import prepare_face_crops
 
     index = {c: i for i, c in enumerate(spec.classes)}

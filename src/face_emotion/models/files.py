@@ -86,7 +86,7 @@ def bundled_model_path() -> Path:
 def resolve_model(model: str | Path | None = None, formats: Sequence[str] = (SAFETENSORS,)) -> Path:
     """A model argument -> the model file to open; the one resolver of every verb.
 
-    ``model``: None or "bundled" (the bundled model's weights), a run folder, or a model file.
+    ``model``: None or "bundled" (the bundled model's folder), a run folder, or a model file.
     ``formats``: the suffixes the caller can open, in order of preference. A run folder gives its
     ``model<suffix>`` for the first suffix present, except that a ``model.onnx`` older than the
     weights beside it (exported from other weights) is passed over for those weights. A file is
@@ -94,7 +94,10 @@ def resolve_model(model: str | Path | None = None, formats: Sequence[str] = (SAF
     a format that is no model format.
     """
     if model is None or str(model) == BUNDLED:
-        return bundled_model_path()
+        # The folder, not its weights file: it also holds the model's ONNX forms, which the base
+        # install (no torch, so nothing to derive ONNX from) runs.
+        bundled_model_path()  # says clearly when an installation has none
+        return _from_run_folder(BUNDLED_MODEL_DIR, formats)
     path = Path(model)
     if path.is_dir():
         return _from_run_folder(path, formats)
@@ -116,6 +119,25 @@ def _from_run_folder(folder: Path, formats: Sequence[str]) -> Path:
     if found.suffix == ONNX and SAFETENSORS in formats and weights.is_file() and not onnx_is_current(found, weights):
         return weights  # a stale model.onnx beside newer weights: the weights are the model
     return found
+
+
+def shipped_onnx(model: str | Path | None = None, *, int8: bool = False) -> Path | None:
+    """The ONNX form a model folder already holds (``model.onnx``, or ``model.int8.onnx`` with
+    ``int8``), when it was made from the folder's weights as they are now; None otherwise.
+
+    The bundled model ships both, so the base install (no torch) exports and serves it as it is.
+    """
+    if model is None or str(model) == BUNDLED:
+        bundled_model_path()
+        model = BUNDLED_MODEL_DIR
+    folder = Path(model)
+    if not folder.is_dir():
+        return None
+    onnx = folder / f"{Path(WEIGHTS_FILE).stem}{'.int8' if int8 else ''}{ONNX}"
+    weights = folder / WEIGHTS_FILE
+    if not onnx.is_file() or (weights.is_file() and not onnx_is_current(onnx, weights)):
+        return None
+    return onnx
 
 
 def file_sha256(path: str | Path) -> str:

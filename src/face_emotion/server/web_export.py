@@ -53,20 +53,27 @@ def export_web(model: str | Path | None, output: Path, *, int8: bool = False, ca
     """Write the static site for ``model`` (models.files.resolve_model: None or "bundled", a run
     folder, a .safetensors or .onnx file) into ``output``.
 
-    The classifier is the ONNX file `serve` would run (a .safetensors model's derived form), or with
-    ``int8`` a fresh int8 export of it (inference.export, with its own parity check).
+    The classifier is the ONNX file `serve` would run (a folder's current model.onnx, else the
+    derived form of its weights); with ``int8``, the int8 file shipped beside the weights (made
+    from exactly them), else a fresh int8 export (inference.export, with its own parity check).
     ``detector``: "centerface" (default) or "none" (every image is one face).
     """
-    from face_emotion.models.files import ONNX, resolve_model
+    from face_emotion.models.files import ONNX, SAFETENSORS, resolve_model, shipped_onnx
 
     output = Path(output)
     # The user's own arguments are checked first, before anything is exported or written.
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise WebExportError(f"{output} exists and is not an empty folder: choose a new one")
-    source = resolve_model(model)  # a run folder's weights, whose derived form `serve` runs; a .onnx as named
-    _check_runtime()
     if not int8:
+        # A folder's current model.onnx, else its weights, run through their derived form as `serve` does.
+        source = resolve_model(model, (ONNX, SAFETENSORS))
+        _check_runtime()
         return _write_site(source if source.suffix.lower() == ONNX else _derived(source), output, detector)
+    source = resolve_model(model)  # the weights to quantise
+    _check_runtime()
+    shipped = shipped_onnx(model, int8=True) if calibration_dir is None else None
+    if shipped is not None:
+        return _write_site(shipped, output, detector)
     import tempfile
 
     from face_emotion.inference.export import export_onnx

@@ -23,7 +23,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    balance: str = "none"  # "none", "loss" (class-weighted loss) or "sampler" (balanced batches)
+    balance: str = "none"  # "none", "loss" (class-weighted loss), "sqrt" (weights by
+    # inverse square-root frequency) or "sampler" (balanced batches)
     augment: str = "default"  # "default", "light" or "none"
     head_epochs: int = 0  # > 0: train only the head this many epochs first
     patience: int = 6  # early stopping on validation macro-F1

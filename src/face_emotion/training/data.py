@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from face_emotion.data.datamodule import FaceDataModule, class_weights, load_whole_image
+from face_emotion.data.datamodule import FaceDataModule, class_weights
+from face_emotion.data.face_crops import load_whole_image
 from face_emotion.data.scan import DatasetScan, read_split_csv, stratified_split
 from face_emotion.errors import DatasetError
 from face_emotion.models.spec import PreprocessSpec
@@ -52,7 +53,9 @@ def _framings(config: TrainConfig) -> tuple[bool, bool]:
 
 
 def loss_weights(config: TrainConfig, splits: dict, classes: list[str]) -> list[float] | None:
-    return class_weights(splits["train"], classes).tolist() if config.balance == "loss" else None
+    if config.balance not in ("loss", "sqrt"):
+        return None
+    return class_weights(splits["train"], classes, power=0.5 if config.balance == "sqrt" else 1.0).tolist()
 
 
 def _check_splits(splits: dict) -> None:

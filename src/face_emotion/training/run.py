@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from face_emotion.version import __version__
@@ -245,8 +246,9 @@ def _score(config: TrainConfig, network, preprocess: PreprocessSpec, classes: li
 
     framings = list(loaders)  # the primary framing first: the detector's crop when detecting
     val_scored = {f: score(splits["val"], f) for f in framings}
-    calibration = choose_temperature(torch.cat([v.logits for v in val_scored.values()]),
-                                     torch.cat([v.targets for v in val_scored.values()]))
+    # One temperature for every framing: a user's crops may come either way.
+    calibration = choose_temperature(np.concatenate([v.logits for v in val_scored.values()]),
+                                     np.concatenate([v.targets for v in val_scored.values()]))
     temperature = calibration["temperature"]
     if calibration.get("note"):
         print(f"temperature: {calibration['note']}", flush=True)
