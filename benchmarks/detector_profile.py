@@ -56,8 +56,13 @@ def int8_against_fp32(repeat: int) -> None:
     import onnxruntime as ort
     from onnx import version_converter
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from skimage import data
 
     from face_emotion.faces.centerface_detector import OUTPUT_NAMES, default_model_path

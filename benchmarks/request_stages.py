@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 STAGES = ("decode", "detect", "crop", "transform", "classify", "results")
 
 
@@ -121,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     predictors = setups(model, args.threads)
     timings: dict[str, list[dict[str, float]]] = {name: [] for name in predictors}
-    for name, predictor in predictors.items():  # warm-up
+    for predictor in predictors.values():  # warm-up
         one_request(predictor, data_bytes)
     for _ in range(args.repeat):
         for name, predictor in predictors.items():

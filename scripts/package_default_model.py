@@ -33,7 +33,7 @@ import torch
 from face_emotion.data.scan import Sample, read_split_csv
 from face_emotion.evaluation.evaluate import evaluate_folder
 from face_emotion.evaluation.model_card import intended_use, known_limits
-from face_emotion.evaluation.scoring import Scored, collect_logits, metrics_from_scores, score_samples
+from face_emotion.evaluation.scoring import Scored, metrics_from_scores, score_samples
 from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
 from face_emotion.models.files import BUNDLED_MODEL_DIR
 from face_emotion.models.store import load_model, save_model
@@ -61,7 +61,8 @@ def original_fer_labels(samples: list[Sample]) -> list[Sample]:
     return out
 
 
-def choose_fp32_nodes(model_dir: Path, spec, calibration: list, selection: list, keep_best: int = 6) -> tuple[list[str], dict]:
+def choose_fp32_nodes(model_dir: Path, spec, calibration: list, selection: list,
+                      keep_best: int = 6) -> tuple[list[str], dict]:
     """Mixed precision for the shipped int8 file: which convolutions, kept in fp32 beside the
     defaults, most raise top-1 agreement with fp32 on real validation crops (``selection``, not
     the calibration crops). Each candidate is quantised alone; the best ``keep_best`` are kept."""
@@ -103,7 +104,8 @@ def choose_fp32_nodes(model_dir: Path, spec, calibration: list, selection: list,
     return chosen, {"selection_crops": len(x_sel), "agreement_defaults": baseline, "agreement_chosen": final}
 
 
-def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[str], test_crops: list, targets, out: Path) -> dict:
+def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[str], test_crops: list, targets,
+               out: Path) -> dict:
     """Quantise on real validation crops, ship the int8 file, compare it with fp32 on test crops."""
     from face_emotion.inference.export import export_onnx
 
@@ -118,7 +120,8 @@ def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[
         rows = {}
         for name in ("fp32", "int8"):
             predictor = Predictor.load(Path(tmp) / f"{name}.onnx", detector=WHOLE_IMAGE)
-            rows[name] = np.concatenate([predictor.logits(test_crops[i : i + 256]) for i in range(0, len(test_crops), 256)])
+            rows[name] = np.concatenate([predictor.logits(test_crops[i : i + 256])
+                                         for i in range(0, len(test_crops), 256)])
         shutil.copy(Path(tmp) / "int8.onnx", out)
     accuracy = {k: float((v.argmax(1) == targets).mean()) for k, v in rows.items()}
     return {
@@ -131,8 +134,7 @@ def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[
 
 def framed_crops(spec, samples: list[Sample]) -> tuple[list, list[int]]:
     """Every sample's crop in both framings (the detector's where a face is found, and as given)."""
-    from face_emotion.data.face_crops import load_whole_image
-    from face_emotion.data.face_crops import prepare_face_crops
+    from face_emotion.data.face_crops import load_whole_image, prepare_face_crops
 
     index = {c: i for i, c in enumerate(spec.classes)}
     found, loader, _ = prepare_face_crops(samples, spec.preprocess)
@@ -176,7 +178,8 @@ def table(metrics: dict) -> str:
 def confusion(metrics: dict) -> str:
     classes = metrics["classes"]
     rows = ["| true \\ predicted | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-    rows += [f"| {c} | " + " | ".join(str(n) for n in row) + " |" for c, row in zip(classes, metrics["confusion_matrix"])]
+    rows += [f"| {c} | " + " | ".join(str(n) for n in row) + " |"
+             for c, row in zip(classes, metrics["confusion_matrix"])]
     return "\n".join(rows)
 
 
@@ -255,11 +258,11 @@ Both are brought to {spec.preprocess.face_resolution} px (`face_resolution`, the
 {spec.preprocess.image_size} px input, as `predict`, `evaluate` and `serve` do.
 
 ## Recipe
-{spec.architecture}, input {spec.preprocess.image_size} px {spec.preprocess.color_mode}, dropout {spec.dropout}, AdamW lr {t.get("lr")}
-(warm-up, then cosine to zero), weight decay {t.get("weight_decay")}, batch {t.get("batch_size")}, label smoothing
-{t.get("label_smoothing")} for one-hot targets, crops in memory (`--crops memory`) with batch augmentation
-(zoom {t.get("zoom_out")}x out to 0.84x in, roll up to 15 degrees, shift, mirror, brightness/contrast,
-random erasing). Epochs: {t.get("epochs_run")}. Budget: {budget}.
+{spec.architecture}, input {spec.preprocess.image_size} px {spec.preprocess.color_mode}, dropout {spec.dropout},
+AdamW lr {t.get("lr")} (warm-up, then cosine to zero), weight decay {t.get("weight_decay")},
+batch {t.get("batch_size")}, label smoothing {t.get("label_smoothing")} for one-hot targets, crops in memory
+(`--crops memory`) with batch augmentation (zoom {t.get("zoom_out")}x out to 0.84x in, roll up to 15 degrees,
+shift, mirror, brightness/contrast, random erasing). Epochs: {t.get("epochs_run")}. Budget: {budget}.
 Weights are stored in fp16 ({size_mb:.1f} MB).
 
 ## Against the previous model and the GPU check, same files, same framings
@@ -335,7 +338,8 @@ def main() -> None:
     brief = lambda metrics: {k: metrics[k] for k in SUMMARY_KEYS} | {  # noqa: E731
         "per_source": {s: {k: v[k] for k in SUMMARY_KEYS} for s, v in metrics.get("per_source", {}).items()}}
     measured = {k: None if v is None else brief(v) for k, v in m.items() if k != "photos"}
-    measured["photos_detected"] = None if m["photos"] is None else {k: m["photos"][k] for k in ("accuracy", "macro_f1", "n")}
+    measured["photos_detected"] = (None if m["photos"] is None
+                                   else {k: m["photos"][k] for k in ("accuracy", "macro_f1", "n")})
     measured |= {"comparison": rows}
     test = m["test_detected"]
     spec = spec.replace(
@@ -361,8 +365,8 @@ def main() -> None:
     fp32_nodes, search = choose_fp32_nodes(args.out, spec, calibration_crops, selection_crops)
     test_crops, targets = framed_crops(spec, splits["test"])
     # Twice: the export calibrates on the first half of its folder, so every crop calibrates.
-    int8 = int8_check(args.out, spec, calibration_crops + calibration_crops, fp32_nodes, test_crops, np.asarray(targets),
-                      args.out / "model.int8.onnx") | search
+    int8 = int8_check(args.out, spec, calibration_crops + calibration_crops, fp32_nodes, test_crops,
+                      np.asarray(targets), args.out / "model.int8.onnx") | search
     table_md = comparison_table(rows, columns)
     (args.out / "MODEL_CARD.md").write_text(model_card(spec, m, int8, args.budget, size_mb, table_md))
     (args.out / "metrics.json").write_text(json.dumps(m | {"int8": int8, "comparison": rows}, indent=1) + "\n")

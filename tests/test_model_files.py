@@ -21,7 +21,6 @@ from face_emotion.inference.loading import open_backend
 from face_emotion.inference.predictor import Predictor
 from face_emotion.models.files import SPEC_METADATA_KEY, ModelLoadError
 from face_emotion.models.store import load_model, read_spec
-
 from support.models import TINY_CLASSES
 
 

@@ -121,7 +121,8 @@ def test_every_step_matches_python_bit_for_bit(photo_name, preprocess, photos, t
     if "outputs" not in job:
         return
     small, scale = working_copy(image, detector.working_side(max(image.size)))
-    assert (out["working"]["width"], out["working"]["height"], out["working"]["scale"]) == (small.width, small.height, scale)
+    working = out["working"]
+    assert (working["width"], working["height"], working["scale"]) == (small.width, small.height, scale)
     assert bytes.fromhex(out["working"]["data"]) == np.asarray(small).tobytes()
     assert [f["box"] for f in out["faces"]] == [list(f.box_xywh) for f in faces]
     for got, face in zip(out["faces"], faces):

@@ -14,8 +14,6 @@ from PIL import Image
 from face_emotion.cli import main
 
 
-
-
 @pytest.fixture()
 def photos(tmp_path) -> Path:
     """Three good images (two share a file name in different folders), a corrupt one, a text file."""

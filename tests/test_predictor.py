@@ -18,8 +18,6 @@ from face_emotion.models.store import load_model
 from face_emotion.transforms import eval_transform
 
 
-
-
 def noise_image(width: int = 80, height: int = 60, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
@@ -162,7 +160,8 @@ def test_tta_averages_crop_and_mirror_in_the_same_batch(tiny_model_dir):
     assert len(backend.batches) == 1 and backend.batches[0].shape == (4, 3, 32, 32)
     from face_emotion.faces.crop import crop_for_model
 
-    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in sorted(TwoFaces().detect(image), key=lambda f: -f.area)]
+    detected = sorted(TwoFaces().detect(image), key=lambda f: -f.area)
+    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in detected]
     mirrored = [c.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for c in crops]
     expected = (reference_probs(tiny_model_dir, crops) + reference_probs(tiny_model_dir, mirrored)) / 2
     for face, row in zip(faces, expected):
@@ -178,7 +177,8 @@ def test_scoring_logits_with_tta_give_back_the_served_probabilities(tiny_model_d
     faces = predictor.predict(image)
     from face_emotion.faces.crop import crop_for_model
 
-    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in sorted(TwoFaces().detect(image), key=lambda f: -f.area)]
+    detected = sorted(TwoFaces().detect(image), key=lambda f: -f.area)
+    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in detected]
     scored = torch.softmax(torch.from_numpy(predictor.logits(crops)) / predictor.spec.temperature, dim=1).numpy()
     for face, row in zip(faces, scored):
         np.testing.assert_allclose(probs_of(face, predictor.spec.classes), row, atol=1e-5)

@@ -18,8 +18,7 @@ from face_emotion.inference.backends import OnnxRuntimeBackend, PyTorchBackend
 from face_emotion.inference.loading import open_backend
 from face_emotion.inference.onnx_cache import derive_onnx, open_derived_onnx
 from face_emotion.inference.predictor import Predictor
-from face_emotion.models.files import bundled_model_path
-from face_emotion.models.files import ModelLoadError
+from face_emotion.models.files import ModelLoadError, bundled_model_path
 
 pytest.importorskip("onnxruntime")
 WEIGHTS = "model.safetensors"

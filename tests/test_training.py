@@ -20,20 +20,20 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from support import odd_images as odd
-from support.models import make_tiny_model
-from support.synthetic import make_learnable_dataset
 from face_emotion.cli import main
 from face_emotion.data.scan import read_split_csv
 from face_emotion.evaluation.calibration import fit_temperature
 from face_emotion.evaluation.evaluate import evaluate_folder
 from face_emotion.evaluation.metrics import expected_calibration_error
 from face_emotion.models.backbones import WeightsUnavailableError, create_network
-from face_emotion.models.spec import ModelSpec, PreprocessSpec
 from face_emotion.models.files import SPEC_METADATA_KEY, ModelLoadError
+from face_emotion.models.spec import ModelSpec, PreprocessSpec
 from face_emotion.models.store import load_model, read_spec
 from face_emotion.training.config import TrainConfig
 from face_emotion.training.run import run_training
+from support import odd_images as odd
+from support.models import make_tiny_model
+from support.synthetic import make_learnable_dataset
 
 RUN_FILES = ("model.safetensors", "model.json", "metrics.json", "confusion_matrix.png", "training_curves.png",
              "split.csv", "model_card.md", "skipped.csv", "checkpoints/last.ckpt", "logs/metrics.csv")
@@ -171,7 +171,8 @@ def test_saved_model_reproduces_the_test_metrics(learned_run, tmp_path, monkeypa
 def test_evaluating_on_the_models_own_training_images_is_counted(learned_run, learnable_dataset):
     scored = evaluate_folder(learned_run.out_dir, learnable_dataset)
     assert scored["n_images"] == 120 and scored["model_training_images"] == 84
-    result = CliRunner().invoke(main, ["evaluate", str(learnable_dataset), "--model", str(learned_run.out_dir), "--no-detect"])
+    result = CliRunner().invoke(main, ["evaluate", str(learnable_dataset), "--model", str(learned_run.out_dir),
+                                       "--no-detect"])
     assert result.exit_code == 0, result.output
     assert "84 of 120 images were in this model's training split" in result.output
 
@@ -314,8 +315,9 @@ def test_a_lone_last_training_image_is_left_for_the_next_epoch(n_train, dropped)
 
 
 def test_imagenet_weights_unavailable_stop_with_a_clear_message(tmp_path, monkeypatch):
-    import torch.hub
     import urllib.request
+
+    import torch.hub
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable (test)")
@@ -422,8 +424,8 @@ def model_copy(tiny_model_dir, tmp_path) -> Path:
 
 
 def _rewrite_spec(path: Path, **changes) -> None:
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(path), framework="pt") as handle:
         spec = json.loads(handle.metadata()[SPEC_METADATA_KEY])

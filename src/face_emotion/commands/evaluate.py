@@ -10,7 +10,8 @@ import click
 
 @click.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "model_path", help="Run folder, .safetensors or .onnx (fp32 or int8) file (default: the bundled model).")
+@click.option("--model", "model_path",
+              help="Run folder, .safetensors or .onnx (fp32 or int8) file (default: the bundled model).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--no-detect", is_flag=True, help="Images are face crops already: the whole image is the face.")
 @click.option("--detector", help="Face detector name (default: the package default).")

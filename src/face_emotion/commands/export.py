@@ -74,8 +74,8 @@ def _copy_shipped(model_path, output: Path, *, int8: bool, calibration_dir, as_j
 
     shipped = None if calibration_dir is not None else shipped_onnx(model_path, int8=int8)
     if shipped is None:
-        require_extra("train", "exporting ONNX from a .safetensors model" + (" with --calibration" if calibration_dir else ""),
-                      ("torch", "onnx"))
+        what = "exporting ONNX from a .safetensors model" + (" with --calibration" if calibration_dir else "")
+        require_extra("train", what, ("torch", "onnx"))
     if output.exists():
         _fail(f"{output} exists: choose a new file name")
     if not output.parent.is_dir():

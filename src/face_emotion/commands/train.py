@@ -55,14 +55,16 @@ from face_emotion.models.spec import ALIGN_MODES
               help="memory: decode every crop once and augment batches on the training device (fast on a GPU); "
                    "files: decode per sample.")
 @click.option("--framings", type=click.Choice(["both", "template", "given"]),
-              help="With detection: train on the detector's crop, the file as given (as --no-detect reads it), or both.")
+              help="With detection: train on the detector's crop, the file as given (as --no-detect reads it), "
+                   "or both.")
 @click.option("--zoom-out", type=float, help="Augmentation may show up to this times the crop's side (--crops memory).")
 @click.option("--distill", type=click.Path(exists=True, dir_okay=False),
               help="CSV of a bigger model's logits per file (sha256_prefix, then one column per class): distillation.")
 @click.option("--distill-alpha", type=float, help="Weight of the distillation term.")
 @click.option("--distill-temperature", type=float, help="Softening temperature of distillation.")
 @click.option("--soft-labels", type=click.Path(exists=True, dir_okay=False),
-              help="CSV of class distributions per file (sha256_prefix, then one column per class), e.g. annotator votes.")
+              help="CSV of class distributions per file (sha256_prefix, then one column per class), "
+                   "e.g. annotator votes.")
 @click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="Learning-rate schedule.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:

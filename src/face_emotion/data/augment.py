@@ -83,7 +83,8 @@ def normalise(images: torch.Tensor, mean, std, grey: bool) -> torch.Tensor:
     return (images - m) / s
 
 
-def random_erase(images: torch.Tensor, p: float, area: tuple[float, float], generator: torch.Generator | None = None) -> torch.Tensor:
+def random_erase(images: torch.Tensor, p: float, area: tuple[float, float],
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Blank one random rectangle (aspect 0.3-3.3) in a fraction ``p`` of the images, with zeros
     of the normalised input, as torchvision's RandomErasing does by default."""
     if p <= 0:
@@ -100,6 +101,8 @@ def random_erase(images: torch.Tensor, p: float, area: tuple[float, float], gene
     left = torch.rand(b, generator=generator, device=device) * (w - ew)
     ys = torch.arange(h, device=device).view(1, h, 1)
     xs = torch.arange(w, device=device).view(1, 1, w)
-    mask = (ys >= top.view(b, 1, 1)) & (ys < (top + eh).view(b, 1, 1)) & (xs >= left.view(b, 1, 1)) & (xs < (left + ew).view(b, 1, 1))
+    rows = (ys >= top.view(b, 1, 1)) & (ys < (top + eh).view(b, 1, 1))
+    columns = (xs >= left.view(b, 1, 1)) & (xs < (left + ew).view(b, 1, 1))
+    mask = rows & columns
     mask &= chosen.view(b, 1, 1)
     return images.masked_fill(mask.unsqueeze(1), 0.0)

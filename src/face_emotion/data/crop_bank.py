@@ -90,7 +90,8 @@ def detect_largest_faces(
                 errors[row["digest"]] = row["error"]
             else:
                 known[row["digest"]] = _face_from_dict(row["face"])
-    todo = [s for s in dict((s.digest, s) for s in samples).values() if s.digest not in known and s.digest not in errors]
+    unique = dict((s.digest, s) for s in samples).values()
+    todo = [s for s in unique if s.digest not in known and s.digest not in errors]
     if todo:
         iterator = todo
         if progress:
@@ -124,7 +125,8 @@ def _face_from_dict(data: dict | None) -> Face | None:
     if data is None:
         return None
     landmarks = data.get("landmarks")
-    return Face(tuple(data["box_xywh"]), data["score"], None if landmarks is None else {k: tuple(v) for k, v in landmarks.items()})
+    points = None if landmarks is None else {k: tuple(v) for k, v in landmarks.items()}
+    return Face(tuple(data["box_xywh"]), data["score"], points)
 
 
 def _to_array(image: Image.Image, side: int, grey: bool) -> np.ndarray:
@@ -181,7 +183,8 @@ def build_crop_bank(
         faces, skipped = detect_largest_faces(samples, detector, progress=progress)
     if cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
-            bank = CropBank(data["pixels"], data["sample_index"], data["kind"], float(data["core_fraction"]), samples, faces)
+            bank = CropBank(data["pixels"], data["sample_index"], data["kind"], float(data["core_fraction"]),
+                            samples, faces)
         return bank, skipped + _faceless(samples, faces, detect, given)
     pixels, owners, kinds = [], [], []
     unreadable = {s.path for s in skipped}

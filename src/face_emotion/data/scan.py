@@ -144,9 +144,10 @@ def scan_dataset(
         layouts.append(splits is not None)
         if splits:
             for split, folder in splits.items():
-                entries += [(p, l, source, split) for p, l in _collect(folder, classes, skipped_folders, skipped)]
+                found = _collect(folder, classes, skipped_folders, skipped)
+                entries += [(p, label, source, split) for p, label in found]
         else:
-            entries += [(p, l, source, None) for p, l in _collect(root, classes, skipped_folders, skipped)]
+            entries += [(p, label, source, None) for p, label in _collect(root, classes, skipped_folders, skipped)]
     if any(layouts) and not all(layouts):
         raise DatasetError("mix of split (train/val/test) and plain class-folder datasets; use one layout")
 
@@ -185,7 +186,8 @@ def scan_dataset(
     if classes is not None:
         missing = [c for c in classes if c not in found]
         if missing:
-            raise DatasetError(f"--classes names {missing}, but no images of them were found in {', '.join(map(str, roots))}")
+            raise DatasetError(f"--classes names {missing}, but no images of them were found in "
+                               f"{', '.join(map(str, roots))}")
         class_list = list(classes)
     else:
         class_list = found

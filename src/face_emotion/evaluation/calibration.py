@@ -55,5 +55,6 @@ def choose_temperature(logits: torch.Tensor, targets: torch.Tensor) -> dict:
     if not after < before:
         note = (note + "; " if note else "") + (
             f"scaling by {fitted:.3f} did not lower validation ECE ({before:.4f} -> {after:.4f}), kept T = 1")
-        return {"temperature": 1.0, "fitted_temperature": fitted, "val_ece_before": before, "val_ece_after": before, "note": note}
+        return {"temperature": 1.0, "fitted_temperature": fitted, "val_ece_before": before, "val_ece_after": before,
+                "note": note}
     return {"temperature": fitted, "val_ece_before": before, "val_ece_after": after, "note": note}

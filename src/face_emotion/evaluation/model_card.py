@@ -19,7 +19,9 @@ def _initial_weights(training: dict) -> str:
     which the backbone only used when there was no --init."""
     init = training.get("init")
     if init:
-        return "the bundled face-emotion model (--init bundled)" if str(init) == "bundled" else f"the face-emotion model {init} (--init)"
+        if str(init) == "bundled":
+            return "the bundled face-emotion model (--init bundled)"
+        return f"the face-emotion model {init} (--init)"
     return str(training.get("weights", "n/a"))
 
 
@@ -89,7 +91,8 @@ def render_model_card(spec: ModelSpec, extra_limits: list[str] | None = None) ->
 ## Results on the held-out test split
 - Accuracy: {_pct(metrics.get("accuracy"))}
 - Macro-F1: {metrics.get("macro_f1", float("nan")):.3f}
-- Expected calibration error: {calibration.get("test_ece_before", float("nan")):.3f} before, {calibration.get("test_ece_after", float("nan")):.3f} after temperature scaling
+- Expected calibration error: {calibration.get("test_ece_before", float("nan")):.3f} before,
+  {calibration.get("test_ece_after", float("nan")):.3f} after temperature scaling
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|

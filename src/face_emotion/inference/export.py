@@ -21,7 +21,6 @@ If static quantisation fails, dynamic quantisation (weights only) is the fallbac
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -182,7 +181,8 @@ def default_fp32_nodes(onnx_path: Path) -> list[str]:
     return convs[:1] + products[-1:]
 
 
-def quantize_int8(fp32_path: Path, output: Path, calibration: np.ndarray, work: Path, fp32_nodes: Sequence[str] | None = None) -> str:
+def quantize_int8(fp32_path: Path, output: Path, calibration: np.ndarray, work: Path,
+                  fp32_nodes: Sequence[str] | None = None) -> str:
     """Write the int8 model; return how it was made. ``fp32_nodes``: nodes left unquantised
     (None: :func:`default_fp32_nodes`)."""
     from onnxruntime.quantization import (
@@ -344,8 +344,10 @@ def export_onnx(
                    else _Calibration([], [], []))
     notes = list(calibration.notes)
     # Image inputs: the caller's, synthetic ones, and calibration-folder images held out.
-    image_inputs = probs.preprocess(_as_images(check_images) + synthetic_images(check_samples, seed=1) + calibration.held_out)
-    random_inputs = np.random.default_rng(0).standard_normal((check_samples, 3, probs.size, probs.size)).astype(np.float32)
+    images = _as_images(check_images) + synthetic_images(check_samples, seed=1) + calibration.held_out
+    image_inputs = probs.preprocess(images)
+    shape = (check_samples, 3, probs.size, probs.size)
+    random_inputs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     check_inputs = np.concatenate([random_inputs, image_inputs])
 
     with tempfile.TemporaryDirectory(prefix="face-emotion-export-") as tmp:
@@ -354,7 +356,8 @@ def export_onnx(
         # so a failed export never leaves a plausible-looking file behind.
         fp32_path = work / "model.fp32.onnx"
         _export_fp32(network, spec, fp32_path, opset)
-        write_metadata(fp32_path, onnx_metadata(spec, source_sha256, "none"), f"{spec.name}: face emotion classifier (logits)")
+        write_metadata(fp32_path, onnx_metadata(spec, source_sha256, "none"),
+                       f"{spec.name}: face emotion classifier (logits)")
         fp32, fp32_diff = _check_fp32(probs, fp32_path, check_inputs, source, num_threads)
         fp32_bytes = fp32_path.stat().st_size
         final, quantization, made_from, agreement, int8_diff = fp32_path, "none", None, None, None
@@ -414,7 +417,8 @@ def _write_int8(source: Path, source_sha256: str, spec, fp32_path: Path, final: 
     if shipped is not None:
         shutil.copy(shipped, final)
         quantization = OnnxRuntimeBackend(final, num_threads=num_threads).metadata.get(ONNX_QUANTIZATION_KEY, "int8")
-        return quantization, f"shipped with the model ({shipped.name}, quantised on real face crops when it was packaged)"
+        return quantization, (f"shipped with the model ({shipped.name}, quantised on real face crops when it was "
+                              f"packaged)")
     images = calibration.images
     if images:
         made_from = f"{len(images)} images from {calibration_dir}"

@@ -49,7 +49,8 @@ def _export_elsewhere(source: Path, partial: Path) -> None:
     if "torch" in sys.modules:
         _export_for_cache(str(source), str(partial))
         return
-    call = "import sys; from face_emotion.inference.onnx_cache import _export_for_cache as e; e(sys.argv[1], sys.argv[2])"
+    call = ("import sys; from face_emotion.inference.onnx_cache import _export_for_cache as e; "
+            "e(sys.argv[1], sys.argv[2])")
     try:
         done = subprocess.run([sys.executable, "-c", call, str(source), str(partial)], capture_output=True, text=True,
                               timeout=DERIVE_TIMEOUT_S, env={**os.environ, "PYTHONPATH": _package_root_path()})
@@ -81,8 +82,9 @@ def derive_onnx(source: str | Path, *, cache_dir: str | Path | None = None) -> P
         cache.mkdir(parents=True, exist_ok=True)
         lock = open(cache / f"{target.name}.lock", "w")
     except OSError as error:
-        raise ModelLoadError(f"cannot write the ONNX form of {source} into {cache} ({error}): set FACE_EMOTION_CACHE "
-                             f"to a writable folder, or export it with `face-emotion export` and pass the .onnx") from None
+        raise ModelLoadError(f"cannot write the ONNX form of {source} into {cache} ({error}): set "
+                             f"FACE_EMOTION_CACHE to a writable folder, or export it with `face-emotion export` "
+                             f"and pass the .onnx") from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.is_file():  # another process exported it while this one waited
@@ -96,7 +98,8 @@ def derive_onnx(source: str | Path, *, cache_dir: str | Path | None = None) -> P
             raise
         except Exception as error:  # noqa: BLE001 - whatever the exporter met, the model cannot be derived
             partial.unlink(missing_ok=True)
-            raise ModelLoadError(f"could not derive the ONNX form of {source}: {type(error).__name__}: {error}") from None
+            raise ModelLoadError(f"could not derive the ONNX form of {source}: "
+                                 f"{type(error).__name__}: {error}") from None
         if not partial.is_file():
             raise ModelLoadError(f"could not derive the ONNX form of {source}: the export wrote no file")
         os.replace(partial, target)

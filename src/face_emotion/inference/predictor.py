@@ -55,7 +55,8 @@ def heatmap_png(cam: np.ndarray, geometry: "CropGeometry", box: Box) -> bytes:
     side = geometry.side
     full = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
     to_box = np.array(geometry.matrix, dtype=np.float64) - np.array([[0, 0, box.x], [0, 0, box.y]], dtype=np.float64)
-    warped = cv2.warpAffine(full, to_box, (box.width, box.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.warpAffine(full, to_box, (box.width, box.height), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
     pixels = np.clip(warped * 255.0 + 0.5, 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)
@@ -140,7 +141,8 @@ class Predictor:
 
             width, height = image.size
             # The whole image is the crop: crop pixel (u, v) is photo pixel (u, v) scaled.
-            whole = CropGeometry(max(width, height), ((width / max(width, height), 0.0, 0.0), (0.0, height / max(width, height), 0.0)))
+            side = max(width, height)
+            whole = CropGeometry(side, ((width / side, 0.0, 0.0), (0.0, height / side, 0.0)))
             return [FaceCrop(Box(0, 0, width, height), 1.0, image, whole)]
         # Detectors promise largest first; sorting again (stably) keeps that true for any plug-in.
         found = sorted(self.detector.detect(image), key=lambda f: f.box_xywh[2] * f.box_xywh[3], reverse=True)

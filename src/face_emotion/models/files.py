@@ -105,7 +105,8 @@ def resolve_model(model: str | Path | None = None, formats: Sequence[str] = (SAF
     if not path.is_file():
         raise no_model_error(path)
     if path.suffix.lower() not in MODEL_FORMATS:
-        raise ModelLoadError(f"{path}: unknown model format {path.suffix.lower()!r}; expected one of {sorted(MODEL_FORMATS)}")
+        raise ModelLoadError(f"{path}: unknown model format {path.suffix.lower()!r}; "
+                             f"expected one of {sorted(MODEL_FORMATS)}")
     return path
 
 

@@ -47,7 +47,8 @@ class PreprocessSpec:
         if self.face_align not in ALIGN_MODES:
             raise InvalidArgumentError(f"face_align must be one of {', '.join(ALIGN_MODES)}, not {self.face_align!r}")
         if self.face_resolution is not None and not 8 <= int(self.face_resolution) <= 1024:
-            raise InvalidArgumentError(f"face_resolution must be between 8 and 1024 pixels or None, not {self.face_resolution}")
+            raise InvalidArgumentError(f"face_resolution must be between 8 and 1024 pixels or None, "
+                                       f"not {self.face_resolution}")
         if not 16 <= int(self.image_size) <= 1024:
             raise InvalidArgumentError(f"image_size must be between 16 and 1024 pixels, not {self.image_size}")
 

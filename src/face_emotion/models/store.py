@@ -52,7 +52,8 @@ def read_spec(path: str | Path) -> ModelSpec:
     except Exception as error:
         raise ModelLoadError(f"{path} is not a readable safetensors model (truncated or tampered?): {error}") from None
     if SPEC_METADATA_KEY not in metadata:
-        raise ModelLoadError(f"{path} holds weights but no face-emotion description; it was not written by face-emotion")
+        raise ModelLoadError(f"{path} holds weights but no face-emotion description; "
+                             f"it was not written by face-emotion")
     try:
         return ModelSpec.from_dict(json.loads(metadata[SPEC_METADATA_KEY]))
     except (ValueError, json.JSONDecodeError) as error:

@@ -42,7 +42,8 @@ def init_from_model(model: str, arch: str, classes: list[str], dropout: float) -
             new_state[bias][row] = old_state[bias][old_row].to(new_state[bias].dtype)
     network.load_state_dict(new_state)
     known = [c for c in classes if c in old_spec.classes]
-    log.info("initialised from %s: backbone and %d of %d head rows (%s)", model, len(known), len(classes), ", ".join(known))
+    log.info("initialised from %s: backbone and %d of %d head rows (%s)", model, len(known), len(classes),
+             ", ".join(known))
     return network
 
 

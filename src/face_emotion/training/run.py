@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from face_emotion.version import __version__
 from face_emotion.data.scan import (
     DatasetScan,
     scan_dataset,
@@ -27,6 +26,7 @@ from face_emotion.models.transfer import init_from_model, with_head
 from face_emotion.training.config import TrainConfig, cuda_in_use
 from face_emotion.training.data import bank_data, file_data, loss_weights, run_splits
 from face_emotion.training.outputs import read_logged_rows, restore_logged_history, write_run_folder
+from face_emotion.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +206,11 @@ def _fit(config: TrainConfig, out: Path, module, datamodule, backbone, scan: Dat
     epochs_run = trainer.current_epoch
     if stopper.stopped_epoch:
         print(f"early stopping: validation macro-F1 did not improve for {config.patience} epochs; "
-              f"stopped after {epochs_run} of {config.epochs} epochs (best {float(best.best_model_score or 0):.4f})", flush=True)
+              f"stopped after {epochs_run} of {config.epochs} epochs (best {float(best.best_model_score or 0):.4f})",
+              flush=True)
     elif epochs_run < config.epochs:
-        print(f"stopped after {epochs_run} of {config.epochs} epochs (time limit --max-minutes {config.max_time_minutes})", flush=True)
+        print(f"stopped after {epochs_run} of {config.epochs} epochs "
+              f"(time limit --max-minutes {config.max_time_minutes})", flush=True)
     if best.best_model_path:
         _load_best_weights(module, best.best_model_path)
     return epochs_run, float(best.best_model_score or float("nan"))
@@ -260,15 +262,17 @@ def _score(config: TrainConfig, network, preprocess: PreprocessSpec, classes: li
     calibration |= {"test_ece_before": metrics["ece_before_temperature"], "test_ece_after": metrics["ece"]}
     metrics["calibration"] = calibration
     val_metrics = metrics_from_scores(val_scored[framings[0]], classes, classes, temperature)
+    headline = ("accuracy", "macro_f1", "n")
     other_framings = {
-        f: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n": m["n"],
-            "per_source": {s: {k: v[k] for k in ("accuracy", "macro_f1", "n")} for s, v in m.get("per_source", {}).items()}}
+        f: {**{k: m[k] for k in headline},
+            "per_source": {s: {k: v[k] for k in headline} for s, v in m.get("per_source", {}).items()}}
         for f, m in by_framing.items() if f != framings[0]
     }
     if other_framings:
         metrics["other_framings"] = other_framings
         for f, m in other_framings.items():
-            print(f"{metrics['split']} ({f} framing): accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}", flush=True)
+            print(f"{metrics['split']} ({f} framing): accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}",
+                  flush=True)
     return _Scores(metrics, val_metrics, calibration, other_framings)
 
 
@@ -288,7 +292,8 @@ def _final_spec(config: TrainConfig, preprocess: PreprocessSpec, classes: list[s
         temperature=scores.calibration["temperature"], name=config.name, version=__version__, data=data_summary,
         metrics={"test": {k: metrics[k] for k in ("accuracy", "macro_f1", "per_class", "n")},
                  "val": {k: scores.val_metrics[k] for k in ("accuracy", "macro_f1", "n")},
-                 "test_per_source": {s: {k: m[k] for k in ("accuracy", "macro_f1", "n")} for s, m in per_source.items()},
+                 "test_per_source": {s: {k: m[k] for k in ("accuracy", "macro_f1", "n")}
+                                     for s, m in per_source.items()},
                  "test_framing": metrics["framing"], "test_other_framings": scores.other_framings,
                  "calibration": scores.calibration},
         training=training | {"train_sha256_prefixes": "".join(s.digest[:TRAIN_DIGEST_CHARS] for s in splits["train"])},
