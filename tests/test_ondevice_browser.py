@@ -160,7 +160,8 @@ def test_on_this_device_answers_as_the_server_does_on_real_photos(local_page, se
     pairs, unpaired, photos = [], 0, face_photos(tmp_path / "photos")
     for path in photos:
         kind = "image/png" if path.suffix == ".png" else "image/jpeg"
-        request = urllib.request.Request(server.url + "/predict", data=path.read_bytes(), headers={"Content-Type": kind})
+        request = urllib.request.Request(server.url + "/predict", data=path.read_bytes(),
+                                         headers={"Content-Type": kind})
         with urllib.request.urlopen(request, timeout=300) as response:
             python = json.loads(response.read())
         page.set_input_files("#file-input", str(path))
