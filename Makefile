@@ -30,6 +30,7 @@ run: setup
 test: setup
 	bash scripts/install_browser_deps.sh
 	$(BIN)/python -m pytest
+	bash scripts/check_base_install.sh
 
 FAST_TESTS := -m "not slow and not browser"
 test-fast: setup

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.base_install
-
 # Import names of what the extras bring (face_emotion.errors.EXTRA_MODULES), plus their heavy deps.
 HEAVY = ("torch", "torchvision", "pytorch_lightning", "lightning", "torchmetrics", "onnx", "matplotlib", "av",
          "trackers", "supervision", "pyarrow", "ray", "scipy", "pandas")
