@@ -13,7 +13,6 @@ a model argument means is decided above this module (inference.loading).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
@@ -25,8 +24,6 @@ from face_emotion.models.spec import ModelSpec
 
 if TYPE_CHECKING:
     from torch import nn
-
-log = logging.getLogger(__name__)
 
 
 @runtime_checkable
