@@ -88,9 +88,9 @@ def resolve_model(model: str | Path | None = None, formats: Sequence[str] = (SAF
 
     ``model``: None or "bundled" (the bundled model's folder), a run folder, or a model file.
     ``formats``: the suffixes the caller can open, in order of preference. A run folder gives its
-    ``model<suffix>`` for the first suffix present, except that a ``model.onnx`` older than the
-    weights beside it (exported from other weights) is passed over for those weights. A file is
-    taken as named. Raises ModelLoadError: a pickle (refused by name, never read), a missing model,
+    ``model<suffix>`` for the first suffix present, except that a ``model.onnx`` exported from other
+    weights than those beside it (a stale one) is passed over for those weights. A file is taken
+    as named. Raises ModelLoadError: a pickle (refused by name, never read), a missing model,
     a format that is no model format.
     """
     if model is None or str(model) == BUNDLED:
