@@ -10,8 +10,9 @@ Runtime on the CPU) once with the fp32 pair and once with each lighter pair, and
 paired by box overlap. Reported per pair: file sizes (raw and gzip), faces, top-1 agreement (a
 face found on one side only counts against it), the largest gap between the fp32 answer's top two
 probabilities where the labels differ (a near-tie flips on any rounding), largest probability
-difference, smallest box IoU and largest box-corner difference (px). ``--crops``: also the classifier alone on face crops as
-given (`evaluate --no-detect`'s reading), a larger sample for top-1 agreement.
+difference, smallest box IoU and largest box-corner difference (px). ``--crops``: also the
+classifier alone on face crops as given (`evaluate --no-detect`'s reading), a larger sample for
+top-1 agreement.
 """
 
 from __future__ import annotations
