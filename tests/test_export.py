@@ -218,3 +218,18 @@ def test_an_int8_file_shipped_beside_the_weights_is_used_for_exactly_those_weigh
     shutil.copy(run / "model.int8.onnx", other / "model.int8.onnx")
     fresh = export_onnx(other, tmp_path / "fresh.onnx", int8=True, num_threads=1)
     assert "synthetic" in fresh.calibration
+
+
+def test_web_export_without_the_browser_runtime_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    """A checkout that skipped `make setup` (or a broken install) lacks onnxruntime-web's files."""
+    from face_emotion.server import model_files
+
+    empty = tmp_path / "no-runtime"
+    empty.mkdir()
+    monkeypatch.setattr(model_files, "RUNTIME_DIR", empty)
+    output = tmp_path / "site"
+    result = CliRunner().invoke(main, ["export", "--format", "web", "--output", str(output)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "onnxruntime-web is not installed" in line and "ort-wasm-simd-threaded.wasm" in line
+    assert not output.exists()

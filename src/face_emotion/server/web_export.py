@@ -94,7 +94,8 @@ def _check_runtime() -> None:
     missing = [name for name in RUNTIME_FILES if not (RUNTIME_DIR / name).is_file()]
     if missing:
         raise WebExportError(f"onnxruntime-web is not installed ({', '.join(missing)} missing under {RUNTIME_DIR}): "
-                             f"run `make setup` (npm ci in web/) first")
+                             f"in a checkout run `python web/vendor_runtime.py` (or `make setup`); "
+                             f"a pip install has them: reinstall face-emotion-kit")
 
 
 def _derived(weights: Path) -> Path:
