@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from face_emotion.errors import InvalidArgumentError
+from face_emotion.models.files import BUNDLED, WEIGHTS_FILE, ModelLoadError
 from face_emotion.models.spec import PreprocessSpec
 
 
@@ -97,10 +99,6 @@ class TrainConfig:
 
 def _check_init(init: str) -> None:
     """A missing --init is told in --init's words: the model layer's own message asks for --model."""
-    from pathlib import Path
-
-    from face_emotion.models.files import BUNDLED, WEIGHTS_FILE, ModelLoadError
-
     path = Path(init)
     if str(init) == BUNDLED or path.is_file() or (path / WEIGHTS_FILE).is_file():
         return
