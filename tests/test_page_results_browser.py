@@ -144,7 +144,8 @@ def _video_labels(page, t):
     return page.evaluate("""() => [...document.querySelectorAll('#clip-overlay .clip-box')].map(b => {
         const r = b.querySelector('.face-label').getBoundingClientRect(), q = b.getBoundingClientRect();
         return {text: b.textContent, colour: getComputedStyle(b).borderTopColor,
-                label: {x: r.x, y: r.y, w: r.width, h: r.height}, box: {x: q.x, y: q.y, w: q.width, h: q.height}}; })""")
+                label: {x: r.x, y: r.y, w: r.width, h: r.height},
+                box: {x: q.x, y: q.y, w: q.width, h: q.height}}; })""")
 
 
 def test_video_first_frame_boxes_are_numbered_and_labels_stay_apart(page, annotated_clip):
@@ -207,7 +208,6 @@ def test_a_clip_analysis_downloads_as_json_and_csv(page, annotated_clip):
 @pytest.mark.slow
 def test_a_clip_downloads_with_its_boxes_burnt_in(page, annotated_clip, tmp_path):
     av = pytest.importorskip("av")
-    import numpy as np
 
     frames = [(round(0.2 * k, 1), [_tracked(100 + 4 * k, 60, 90, 100, 1), _tracked(250, 120, 90, 100, 2)])
               for k in range(16)]

@@ -82,5 +82,6 @@ def test_webcam_frames_are_pipelined_two_at_a_time(face_camera_browser, server_u
     assert in_flight["answered"] >= 4
     assert in_flight["most"] == 2  # pipelined, and never more than two frames on their way
     assert label.startswith("1 face"), label
-    assert {"webcam:capture+encode", "webcam:upload+server", "webcam:server", "webcam:json", "webcam:draw"} <= set(measures)
+    stages = {"webcam:capture+encode", "webcam:upload+server", "webcam:server", "webcam:json", "webcam:draw"}
+    assert stages <= set(measures)
     assert in_flight["answered"] - stopped_at <= 0  # nothing is sent once the camera is off

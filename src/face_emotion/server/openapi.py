@@ -15,8 +15,8 @@ from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from flask import Flask
 
-from face_emotion.version import __version__
 from face_emotion.inference.results import Box, FacePrediction
+from face_emotion.version import __version__
 
 OPENAPI_VERSION = "3.0.3"
 _METHOD_ORDER = ("get", "post", "put", "patch", "delete")
@@ -41,7 +41,8 @@ _FIELD_NOTES = {
     ("Face", "emotion"): "the most probable class",
     ("Face", "confidence"): "probability of `emotion`, 0-1",
     ("Face", "probabilities"): "every class of the model; sums to 1",
-    ("Face", "heatmap_png"): "base64 8-bit PNG heatmap (occlusion sensitivity) covering the face box (only with ?explain=1)",
+    ("Face", "heatmap_png"): "base64 8-bit PNG heatmap (occlusion sensitivity) covering the face box "
+                             "(only with ?explain=1)",
 }
 
 

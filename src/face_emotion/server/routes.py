@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 
 from flask import Blueprint, Request, current_app, jsonify, render_template, request
 from markupsafe import Markup, escape
@@ -127,7 +128,10 @@ def predict():
         multipart/form-data:
           schema: {$ref: "#/components/schemas/ImageUpload"}
           encoding:
-            image: {contentType: "image/jpeg, image/png, image/webp, image/bmp, image/tiff, image/gif, application/octet-stream"}
+            image:
+              contentType: >-
+                image/jpeg, image/png, image/webp, image/bmp, image/tiff, image/gif,
+                application/octet-stream
         image/*:
           schema: {$ref: "#/components/schemas/ImageBytes"}
         application/octet-stream:
@@ -173,7 +177,10 @@ def predict_batch():
         multipart/form-data:
           schema: {$ref: "#/components/schemas/BatchUpload"}
           encoding:
-            images: {contentType: "image/jpeg, image/png, image/webp, image/bmp, image/tiff, image/gif, application/octet-stream"}
+            images:
+              contentType: >-
+                image/jpeg, image/png, image/webp, image/bmp, image/tiff, image/gif,
+                application/octet-stream
     responses:
       "200":
         description: One result or error per image, in order.
@@ -327,7 +334,10 @@ def predict_video():
         multipart/form-data:
           schema: {$ref: "#/components/schemas/VideoUpload"}
           encoding:
-            video: {contentType: "video/mp4, video/quicktime, video/x-matroska, video/webm, video/x-msvideo, video/mp2t, application/octet-stream"}
+            video:
+              contentType: >-
+                video/mp4, video/quicktime, video/x-matroska, video/webm, video/x-msvideo, video/mp2t,
+                application/octet-stream
     responses:
       "200":
         description: The summary and the per-frame timeline (a clip without faces has no tracks).
@@ -344,8 +354,15 @@ def predict_video():
     from face_emotion.server.service import DeadlineExceeded
 
     require_extra("video", "analysing video on this server")
-    from face_emotion.video import (DEFAULT_SMOOTH_S, AnalysisTimeout, VideoDecodeError, VideoLimits, VideoOptions,
-                                    VideoTooLargeError, analyse_clip)
+    from face_emotion.video import (
+        DEFAULT_SMOOTH_S,
+        AnalysisTimeout,
+        VideoDecodeError,
+        VideoLimits,
+        VideoOptions,
+        VideoTooLargeError,
+        analyse_clip,
+    )
 
     start = time.perf_counter()
     config = service().config
@@ -370,7 +387,7 @@ def predict_video():
     try:
         options = VideoOptions(sample_fps=sample_fps, smooth_s=smooth_s)
         analysis = service()._run_before(
-            deadline, lambda: analyse_clip(service_predictor, data, options, limits=limits, deadline=deadline))
+            deadline, partial(analyse_clip, service_predictor, data, options, limits=limits, deadline=deadline))
     except VideoTooLargeError:
         raise  # its code names the limit; server.errors maps it to 413
     except VideoDecodeError as error:
