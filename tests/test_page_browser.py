@@ -220,7 +220,7 @@ def test_on_this_device_the_heatmap_switch_and_its_legend_are_hidden(page):
 
 
 def test_the_static_export_opened_as_a_file_says_how_to_serve_it(browser, tiny_model_dir, tmp_path):
-    from face_emotion.inference.web_export import export_web
+    from face_emotion.server.web_export import export_web
 
     site = tmp_path / "site"
     export_web(tiny_model_dir, site, detector=None if default_detector_available() else "none")
