@@ -15,8 +15,9 @@ front. This worker is that buffer, in the event loop (a selector) gthread alread
   average ``MIN_BODY_RATE`` after its first ``body_timeout_s``; otherwise 408 and close;
 - a body larger than its route allows is answered 413 from its Content-Length, before it is read;
 - past ``max_connections`` (this worker's open connections: arriving, queued, answered or kept
-  alive) a new connection is answered 503 at once; so is a body that would take the bytes this
-  worker holds for unfinished uploads past ``max_buffer_bytes``.
+  alive) a new connection is answered 503, after a moment's pause in which workers with room may
+  take it; so is a body that would take the bytes this worker holds for unfinished uploads past
+  ``max_buffer_bytes``.
 
 Idle kept-alive connections are closed by gthread itself after its keepalive setting. Every
 answer given here is JSON {"error": {"code", "message"}}, as the app's own errors, with
@@ -34,6 +35,7 @@ import struct
 import time
 from dataclasses import dataclass
 from functools import partial
+from urllib.parse import urlsplit
 
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
@@ -56,6 +58,12 @@ RECV_BYTES = 256 * 1024
 SWEEP_S = 0.25
 # New connections accepted per wake-up of the listening socket (a flood is taken in quickly).
 ACCEPTS_PER_WAKE = 32
+# The cap is per worker, and the kernel does not spread connections evenly between workers. So a
+# worker at its cap first stops accepting for GIVE_WAY_S, leaving newcomers to workers with room;
+# then for REFUSE_S it answers them 503 itself, since every worker may be full.
+GIVE_WAY_S = 0.2
+REFUSE_S = 0.5
+ACCEPT_ALL = 1 << 30
 
 _REASONS = {408: "Request Timeout", 413: "Payload Too Large", 431: "Request Header Fields Too Large",
             503: "Service Unavailable"}
@@ -165,10 +173,13 @@ class BufferingWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.limits: HoldLimits = getattr(self.app, "hold_limits", None) or HoldLimits()
-        # gthread stops accepting at worker_connections; this worker keeps accepting to answer 503
-        # past its own cap, so gthread's is lifted and kept-alive connections bounded by the cap.
-        self.worker_connections = 1 << 30
+        # gthread's loop stops accepting while nr_conns >= worker_connections; this worker keeps
+        # accepting past its cap to answer 503, so the setting is lifted (and dropped to 0 while the
+        # worker gives way, see accept); kept-alive connections are bounded by the cap.
+        self.worker_connections = ACCEPT_ALL
         self.max_keepalived = self.limits.max_connections
+        self._resume_at = 0.0  # while giving way: when to accept again
+        self._refuse_until = 0.0  # until then, newcomers past the cap are answered 503
         self._incoming: dict[_Conn, _Incoming] = {}
         self._lingering: dict[socket.socket, float] = {}
         self._buffered = 0  # bytes reserved by requests being read or waiting for a thread
@@ -177,6 +188,13 @@ class BufferingWorker(ThreadWorker):
     # ---- connections arriving -------------------------------------------------------------
     def accept(self, listener):
         for _ in range(ACCEPTS_PER_WAKE):
+            now = time.monotonic()
+            if self.nr_conns >= self.limits.max_connections and now >= self._refuse_until:
+                self._resume_at = now + GIVE_WAY_S
+                self._refuse_until = self._resume_at + REFUSE_S
+                self.worker_connections = 0
+                self.set_accept_enabled(False)
+                return
             try:
                 sock, address = listener.accept()
             except OSError as error:
@@ -300,7 +318,7 @@ class BufferingWorker(ThreadWorker):
                            f"the request line and headers are over {MAX_HEADER_BYTES // 1024} kB")
         lines = bytes(data[:end]).decode("latin-1").split("\r\n")
         target = lines[0].split(" ")
-        incoming.path = target[1].split("?", 1)[0] if len(target) > 1 else ""
+        incoming.path = urlsplit(target[1]).path if len(target) > 1 else ""  # absolute-form targets too
         lengths, codings, expect = [], [], False
         for line in lines[1:]:
             name, _, value = line.partition(":")
@@ -444,9 +462,16 @@ class BufferingWorker(ThreadWorker):
         sock.close()
 
     # ---- deadlines (gthread's loop calls murder_pending every turn) ------------------------
+    def wait_for_and_dispatch_events(self, timeout):
+        if self.worker_connections == 0:  # giving way: wake up in time to accept again
+            timeout = min(timeout, max(0.0, self._resume_at - time.monotonic()))
+        super().wait_for_and_dispatch_events(timeout)
+
     def murder_pending(self):
         super().murder_pending()
         now = time.monotonic()
+        if self.worker_connections == 0 and (now >= self._resume_at or self.nr_conns < self.limits.max_connections):
+            self.worker_connections = ACCEPT_ALL  # gthread's loop accepts again on its next turn
         if not self.alive:
             for incoming in list(self._incoming.values()):
                 self._drop(incoming)
@@ -458,8 +483,7 @@ class BufferingWorker(ThreadWorker):
                 self._finish_reading(incoming)
                 self.nr_conns -= 1
                 if incoming.header_end is None:
-                    message = (f"the request's headers did not arrive within {self.limits.header_timeout_s:g} s "
-                               "of the connection")
+                    message = f"the request's headers did not arrive within {self.limits.header_timeout_s:g} s"
                 else:
                     message = (f"the request body stalled (nothing for {self.limits.body_timeout_s:g} s, or under "
                                f"{MIN_BODY_RATE} bytes a second)")
