@@ -318,7 +318,10 @@ def predict_video():
       "415": {$ref: "#/components/responses/UnsupportedType"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
+    from face_emotion.errors import require_extra
     from face_emotion.server.service import DeadlineExceeded
+
+    require_extra("video", "analysing video on this server")
     from face_emotion.video import (DEFAULT_SMOOTH_S, AnalysisTimeout, VideoDecodeError, VideoLimits, VideoOptions,
                                     VideoTooLargeError, analyse_clip)
 
