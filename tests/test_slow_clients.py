@@ -26,6 +26,7 @@ HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 2.0
 KEEPALIVE_S = 2
 MAX_CONNECTIONS = 32
+MAX_BUFFER_MB = 2  # so that two uploads of 1 MB (the upload limit here) fill a worker's buffer
 # The deadlines are checked about once a second: an answer is due within this much past its deadline.
 SLACK_S = 2.5
 NORMAL_S = 2.0  # what a normal client may wait while others are slow
@@ -71,8 +72,11 @@ def server(tiny_model_dir, tmp_path_factory):
     command = serve_command(port, "--model", str(tiny_model_dir), "--workers", "1", "--threads", "2",
                             "--inference-threads", "1", "--detector", "none",
                             "--header-timeout", str(HEADER_TIMEOUT_S), "--body-timeout", str(BODY_TIMEOUT_S),
-                            "--keepalive", str(KEEPALIVE_S), "--max-connections", str(MAX_CONNECTIONS))
-    process = ServerProcess(command, port, tmp_path_factory.mktemp("slow-clients") / "serve.log", name="serve")
+                            "--keepalive", str(KEEPALIVE_S), "--max-connections", str(MAX_CONNECTIONS),
+                            "--max-upload-mb", "1")
+    env = {"FACE_EMOTION_MAX_VIDEO_MB": "1", "FACE_EMOTION_MAX_BUFFER_MB": str(MAX_BUFFER_MB)}
+    process = ServerProcess(command, port, tmp_path_factory.mktemp("slow-clients") / "serve.log", env=env,
+                            name="serve")
     try:
         process.start(timeout_s=120)
     except RuntimeError as error:
@@ -353,3 +357,26 @@ def test_a_body_over_its_route_limit_is_refused_before_it_is_sent(server, socket
     sock = sockets.connect()
     sock.sendall(b"GET /health HTTP/1.1\r\n" + b"X-Big: " + b"a" * 70000 + b"\r\n\r\n")
     assert_error(read_answer(sock, 2), 431, "headers_too_large")
+
+
+@pytest.mark.slow
+def test_uploads_past_the_worker_buffer_get_503_until_it_empties(server, sockets, jpeg):
+    def head(length: int) -> bytes:
+        return (f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {length}\r\n\r\n").encode()
+
+    filling = [sockets.connect() for _ in range(2)]
+    for sock in filling:  # each declares (and so reserves) nearly 1 MB, then sends a little of it
+        sock.sendall(head(1000 * 1024) + b"x" * 100)
+    time.sleep(0.5)
+    third = sockets.connect()
+    third.sendall(head(200 * 1024))
+    answer = read_answer(third, 2)
+    assert_error(answer, 503, "server_busy")
+    assert answer[1]["retry-after"]
+    for sock in filling:  # gone: their reservations are released
+        sock.close()
+    time.sleep(0.5)
+    upload = sockets.connect()
+    upload.sendall(head(len(jpeg)) + jpeg)
+    assert read_answer(upload, 5)[0] == 200
