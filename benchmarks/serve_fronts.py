@@ -4,14 +4,16 @@
         [--base-src DIR] [--site DIR ...] [--duration 10] [--slow-duration 12] [--json FILE]
 
 Each candidate serves the same app (the bundled model unless --model, the default detector) on a
-free loopback port, one candidate at a time, and gets the same measurements:
+free loopback port, all started at once, and gets the same measurements:
 - p50 latency at 1 client and req/s at 8 clients (closed loop, the page's 320 px photo as a
   multipart upload; serve_throughput.load), with the server's CPU ms per request (far less
-  sensitive to the shared machine's other load than req/s);
+  sensitive to the shared machine's other load than req/s); the rows alternate between the
+  candidates, --rounds times, the order reversed every other round;
 - resident memory after heatmaps: 12 POST /predict?explain=1 of a real face, then the RSS of
   every process of the server (largest single process and all together);
 - the slow and idle client scenarios of reliability.py (a normal client must be answered within
-  2 s while others hold connections; the held ones must end with a JSON 408 or 503).
+  2 s while others hold connections; the held ones must end with a JSON 408 or 503), one
+  candidate at a time while the others idle.
 
 Candidates:
 - buffered: `face-emotion serve` as shipped (gunicorn, BufferingWorker: server/buffering.py);
@@ -163,39 +165,76 @@ def heatmap_memory(port: int, pgid: int, requests: int = 12) -> dict:
             "total_mb": round(sum(rss), 0), "processes": len(rss)}
 
 
-def measure(candidate: Candidate, work: Path, args, body: bytes, content_type: str, log) -> dict:
-    port = free_port()
-    server = ServerProcess(candidate.command(port), port, work / f"{candidate.name.split()[0]}.log",
-                           env={**candidate.env, "OMP_WAIT_POLICY": "PASSIVE"}, name=candidate.name)
-    row: dict = {"candidate": candidate.name, "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
-    server.start(timeout_s=300)
+def throughput(port: int, pgid: int, body: bytes, content_type: str, clients: int, args) -> dict:
+    cpu = cpu_seconds(pgid)
+    latencies, errors, seconds, _, answered = load(port, body, content_type, clients, args.duration, args.warmup,
+                                                   100_000)
+    return {"latencies": latencies, "seconds": seconds, "errors": errors, "answered": answered,
+            "cpu_s": cpu_seconds(pgid) - cpu}
+
+
+def summary(parts: list[dict]) -> dict:
+    latencies = sorted(x for part in parts for x in part["latencies"])
+    seconds, answered = sum(p["seconds"] for p in parts), sum(p["answered"] for p in parts)
+    return {"req_s": round(len(latencies) / seconds, 1) if seconds else None,
+            "errors": sum(p["errors"] for p in parts),
+            "p50_ms": round(latencies[len(latencies) // 2], 0) if latencies else None,
+            "cpu_ms_per_req": round(1000 * sum(p["cpu_s"] for p in parts) / answered, 1) if answered else None}
+
+
+def measure_all(chosen: list[Candidate], work: Path, args, body: bytes, content_type: str, log) -> list[dict]:
+    """Every candidate up at once; the load rows alternate between them (in turn, the order reversed
+    every other round) so that the shared machine's changing load falls on all alike; then memory
+    and the slow scenarios, one candidate at a time while the others idle."""
+    servers = []
+    for candidate in chosen:
+        port = free_port()
+        servers.append(ServerProcess(candidate.command(port), port, work / f"{candidate.name.split()[0]}.log",
+                                     env={**candidate.env, "OMP_WAIT_POLICY": "PASSIVE"}, name=candidate.name))
+    rows = [{"candidate": c.name} for c in chosen]
     try:
-        time.sleep(2)  # every worker booted
-        for clients in (1, 8):
-            cpu = cpu_seconds(server.pid)
-            latencies, errors, seconds, _, answered = load(port, body, content_type, clients, args.duration,
-                                                           args.warmup, 100_000)
-            cpu = cpu_seconds(server.pid) - cpu
-            ordered = sorted(latencies)
-            row[f"c{clients}"] = {"req_s": round(len(latencies) / seconds, 1), "errors": errors,
-                                  "p50_ms": round(ordered[len(ordered) // 2], 0) if ordered else None,
-                                  "cpu_ms_per_req": round(1000 * cpu / answered, 0) if answered else None}
-            log(f"{candidate.name}: {clients} client(s): {row[f'c{clients}']}")
-        row["memory"] = heatmap_memory(port, server.pid)
-        log(f"{candidate.name}: memory {row['memory']}")
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready(timeout_s=300)
+        time.sleep(3)  # every worker booted
+        loadavg = [Path("/proc/loadavg").read_text().split()[:3]]
+        parts: dict[tuple[int, int], list[dict]] = {}
+        for round_index in range(args.rounds):
+            order = list(range(len(servers)))[:: -1 if round_index % 2 else 1]
+            for clients in (1, 8):
+                for i in order:
+                    part = throughput(servers[i].port, servers[i].pid, body, content_type, clients, args)
+                    parts.setdefault((i, clients), []).append(part)
+                    log(f"{servers[i].name}: round {round_index + 1}, {clients} client(s): "
+                        f"{summary([part])}")
+        loadavg.append(Path("/proc/loadavg").read_text().split()[:3])
         words = [w.strip() for w in (args.scenarios or "").split(",") if w.strip()]
         scenarios = [s for s in SLOW_SCENARIOS if not words or any(w in s.name for w in words)]
-        row["slow"] = slow_phase(server.url, args.slow_duration, cap=candidate.cap, scenarios=scenarios,
-                                 log=lambda t: log(f"  {t}"))
+        for i, (candidate, server, row) in enumerate(zip(chosen, servers, rows, strict=True)):
+            row["c1"], row["c8"] = summary(parts[(i, 1)]), summary(parts[(i, 8)])
+            row["loadavg_load"] = loadavg
+            row["memory"] = heatmap_memory(server.port, server.pid)
+            log(f"{candidate.name}: memory {row['memory']}")
+            row["loadavg_before"] = Path("/proc/loadavg").read_text().split()[:3]
+            row["slow"] = slow_phase(server.url, args.slow_duration, cap=candidate.cap, scenarios=scenarios,
+                                     log=lambda t, name=candidate.name: log(f"  {name}: {t}"))
+            row["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     finally:
-        server.stop()
-    row["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
-    return row
+        for server in servers:
+            server.stop()
+    return rows
 
 
 def format_rows(rows: list[dict]) -> str:
-    lines = ["| candidate | p50 ms, 1 client | req/s, 8 clients | CPU ms/req (8) | largest process after heatmaps, MB "
-             "| slow scenarios passed | load avg before / after |", "|---|---:|---:|---:|---:|---:|---|"]
+    if rows:
+        load = rows[0]["loadavg_load"]
+        lines = [f"Load rows, interleaved: load average {' '.join(load[0])} before, {' '.join(load[-1])} after.", ""]
+    else:
+        lines = []
+    lines += ["| candidate | p50 ms, 1 client | req/s, 8 clients | CPU ms/req (8) | largest process after heatmaps, MB "
+              "| slow scenarios passed | load avg before / after the slow scenarios |",
+              "|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         passed = sum(r["passed"] for r in row["slow"])
         lines.append(f"| {row['candidate']} | {row['c1']['p50_ms']} | {row['c8']['req_s']} | "
@@ -229,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site", action="append", default=[], help="folder with waitress / gevent installed")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds at 1 and at 8 clients")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the load rows over all candidates")
     parser.add_argument("--slow-duration", type=float, default=12.0, help="seconds of each slow scenario")
     parser.add_argument("--scenarios", help="comma-separated words: run only the slow scenarios whose name "
                                              "holds one (default: all)")
@@ -243,12 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         table = candidates(args, work)
-        for name in names:
-            try:
-                rows.append(measure(table[name], work, args, body, content_type,
-                                    lambda text: print(text, file=sys.stderr, flush=True)))
-            except RuntimeError as error:  # a candidate that does not start: say so and go on
-                print(f"{name}: {error}", file=sys.stderr)
+        rows = measure_all([table[name] for name in names], work, args, body, content_type,
+                           lambda text: print(text, file=sys.stderr, flush=True))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(format_rows(rows))
