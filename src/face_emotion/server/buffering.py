@@ -56,8 +56,10 @@ LINGER_S = 5.0
 RECV_BYTES = 256 * 1024
 # Deadlines are checked at most this often (each check walks the waiting connections).
 SWEEP_S = 0.25
-# New connections accepted per wake-up of the listening socket (a flood is taken in quickly).
-ACCEPTS_PER_WAKE = 32
+# New connections accepted per wake-up of the listening socket. One, as gthread: every worker is
+# woken by a newcomer, so taking one at a time spreads a burst of connections over the workers
+# (each has one inference slot) instead of the first awake taking them all.
+ACCEPTS_PER_WAKE = 1
 # The cap is per worker, and the kernel does not spread connections evenly between workers. So a
 # worker at its cap first stops accepting for GIVE_WAY_S, leaving newcomers to workers with room;
 # then for REFUSE_S it answers them 503 itself, since every worker may be full.
