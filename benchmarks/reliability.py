@@ -111,7 +111,8 @@ def bad_payloads() -> list[Payload]:
     """Cheap bad uploads mixed into the soak: each must get its 4xx JSON answer, every time."""
     truncated = encode(photo(128), "JPEG")[:600]
     return [
-        Payload("not-an-image", "/predict", b"hello, not a photo" * 10, "image/jpeg", frozenset({400}), "invalid_image"),
+        Payload("not-an-image", "/predict", b"hello, not a photo" * 10, "image/jpeg", frozenset({400}),
+                "invalid_image"),
         Payload("truncated-jpeg", "/predict", truncated, "image/jpeg", frozenset({400}), "invalid_image"),
         Payload("svg", "/predict", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml", frozenset({415}),
                 "unsupported_media_type"),
@@ -473,7 +474,8 @@ def hostile_phase(server: Server, report: Report) -> None:
     summary = summarise(outcomes)
     summary["per_payload"] = {o.payload: f"{o.status} {o.kind}" for o in outcomes}
     report.phases["hostile"] = summary
-    report.checks["hostile: every answer the expected 4xx JSON or a correct prediction"] = summary["ok"] == len(outcomes)
+    report.checks["hostile: every answer the expected 4xx JSON or a correct prediction"] = (
+        summary["ok"] == len(outcomes))
     report.checks["hostile: no worker died"] = server.worker_pids() == pids
     report.checks["hostile: /health answers after"] = status == 200 and json.loads(body)["status"] == "ok"
 

@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 from reliability import SLOW_SCENARIOS, format_slow, slow_phase  # noqa: E402
 from serve_throughput import cpu_seconds, group_pids, load, photo_bytes, process_memory  # noqa: E402
+
 from support.server import ServerProcess, free_port, multipart, serve_command  # noqa: E402
 
 SRC = HERE.parent / "src"

@@ -16,11 +16,11 @@ import threading
 import time
 
 import pytest
-from support.images import encode, photo
-from support.server import ServerProcess, free_port, multipart, serve_command
 
 from face_emotion.server.buffering import HoldLimits, error_answer
 from face_emotion.server.config import ConfigError, RunOptions, ServerConfig, check_buffer
+from support.images import encode, photo
+from support.server import ServerProcess, free_port, multipart, serve_command
 
 HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 2.0
