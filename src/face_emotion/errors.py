@@ -29,3 +29,15 @@ class UnknownNameError(FaceEmotionError, ValueError):
     """A name that no registry holds (a face detector, a backend, an engine); the message lists the choices."""
 
     code = "bad_parameter"
+
+
+class UnreadableFileError(FaceEmotionError):
+    """A file that the operating system would not hand over (missing, permissions, a folder)."""
+
+    code = "unreadable_file"
+
+    @classmethod
+    def of(cls, error: OSError | None = None) -> "UnreadableFileError":
+        """The one wording of this error, for every verb that reads user files."""
+        reason = "" if error is None else f": {error.strerror or error}"
+        return cls(f"cannot read file{reason}")

@@ -19,8 +19,9 @@ from face_emotion.imageio import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "FACE_EMOTION_"
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+# The words a setting or a query flag may use for on and off (the one list, for both).
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 class ConfigError(FaceEmotionError, ValueError):
@@ -29,13 +30,19 @@ class ConfigError(FaceEmotionError, ValueError):
     code = "bad_config"
 
 
-def _parse_bool(name: str, text: str) -> bool:
+def parse_bool(text: str) -> bool | None:
+    """"1", "true", "yes", "on" -> True; "0", "false", "no", "off" -> False (any case); else None."""
     value = text.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be 1 or 0 (true/false), not {text!r}")
+    return True if value in _TRUE else False if value in _FALSE else None
+
+
+def _parse_bool(name: str, text: str) -> bool:
+    if not text.strip():
+        return False  # a variable set to nothing turns its setting off
+    value = parse_bool(text)
+    if value is None:
+        raise ConfigError(f"{name} must be 1 or 0 (true/false), not {text!r}")
+    return value
 
 
 def setting(default: Any, *, flag: str | None = "", env: str = "") -> Any:

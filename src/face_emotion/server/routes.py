@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from flask import Blueprint, Request, current_app, jsonify, render_template, request
 from markupsafe import Markup, escape
 from werkzeug.datastructures import FileStorage
 
 from face_emotion.inference.results import ResultError
+from face_emotion.server.config import parse_bool
 from face_emotion.server.errors import ApiError, result_error
 from face_emotion.server.service import Service
 
@@ -18,8 +20,6 @@ page = Blueprint("page", __name__)
 # Raw-body uploads: any image type PIL may read, plus the generic binary type curl users send.
 # SVG is an image/* type but a vector document we cannot rasterise.
 _UNSUPPORTED_IMAGE_TYPES = {"image/svg+xml"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 def service() -> Service:
@@ -30,12 +30,10 @@ def _flag(name: str, default: bool) -> bool:
     text = request.args.get(name)
     if text is None or text == "":
         return default
-    value = text.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ApiError(400, "bad_parameter", f"query parameter {name!r} must be 1 or 0, not {text!r}")
+    value = parse_bool(text)
+    if value is None:
+        raise ApiError(400, "bad_parameter", f"query parameter {name!r} must be 1 or 0, not {text!r}")
+    return value
 
 
 def _read_file(storage: FileStorage, field: str) -> bytes:
@@ -124,7 +122,8 @@ def predict():
     result = service().predict_bytes(_single_upload(request), explain=explain, detect=detect)
     if not result.ok:
         raise result_error(result.error)
-    return jsonify({**result.to_dict(include_heatmap=explain), **_answered_by(start)})
+    # The answer is the result's own JSON (as `predict --json` prints it), timed over the request.
+    return jsonify(replace(result, elapsed_ms=_elapsed_ms(start)).to_dict(include_heatmap=explain))
 
 
 @api.post("/predict/batch")
@@ -182,16 +181,17 @@ def predict_batch():
     for index, storage in enumerate(files):
         # A deadline passed (DeadlineExceeded) is not this image's fault: it ends the whole request (503).
         result = service().predict_bytes(storage.read(), explain=explain, detect=detect, deadline=deadline)
-        item = result.to_dict(include_heatmap=explain)
+        # model and elapsed_ms are the request's, once, below the list.
+        item = replace(result, model=None, elapsed_ms=None).to_dict(include_heatmap=explain)
         if not result.ok:  # worded as /predict would answer it alone
             public = result_error(result.error)
             item["error"] = ResultError(public.code, public.message).to_dict()
         results.append({"index": index, "filename": storage.filename or None, **item})
-    return jsonify({"results": results, **_answered_by(start)})
+    return jsonify({"results": results, "model": service().model_name, "elapsed_ms": _elapsed_ms(start)})
 
 
-def _answered_by(start: float) -> dict:
-    return {"model": service().model_name, "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1)}
+def _elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 1)
 
 
 @api.get("/health")
@@ -358,13 +358,4 @@ def predict_video():
         raise DeadlineExceeded(config.video_timeout_s) from None
     finally:
         del data
-    return jsonify({
-        "summary": analysis.summary.to_dict(),
-        "frames": [{k: v for k, v in frame.to_dict().items() if k not in ("image", "error")}
-                   for frame in analysis.frames],
-        "classes": list(service().predictor.classes),
-        "sample_fps": sample_fps,
-        "smooth_s": smooth_s,
-        "model": service().model_name,
-        "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1),
-    })
+    return jsonify(analysis.to_dict(sample_fps=sample_fps, smooth_s=smooth_s, elapsed_ms=_elapsed_ms(start)))

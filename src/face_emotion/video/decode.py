@@ -78,6 +78,10 @@ class DecodedFrame:
     index: int  # 0-based position among the clip's decoded frames
     time_s: float  # presentation time from the clip's start
     rgb: np.ndarray  # (height, width, 3) uint8
+    # Live sources only (None for clips): when the frame was decoded (time.monotonic()), and how
+    # many frames the source skipped so far because analysis was behind.
+    decoded_at: float | None = None
+    dropped: int | None = None
 
 
 def is_video_path(path: Path) -> bool:
@@ -102,6 +106,8 @@ class VideoSource:
 
     ``source``: a path or the clip's bytes (bytes are decoded from memory, never written to disk).
     """
+
+    live = False  # every frame, in order (video.stream.LiveSource is the live kind)
 
     def __init__(self, source: str | Path | bytes, limits: VideoLimits | None = None) -> None:
         import av
