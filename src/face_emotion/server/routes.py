@@ -13,6 +13,7 @@ from face_emotion.inference.results import ResultError
 from face_emotion.server.config import parse_bool
 from face_emotion.server.errors import ApiError, result_error
 from face_emotion.server.service import Service
+from face_emotion.video.smoothing import DEFAULT_SMOOTH_S
 
 api = Blueprint("api", __name__)
 page = Blueprint("page", __name__)
@@ -245,7 +246,8 @@ def openapi_json():
 def index():
     config = service().config
     return render_template("index.html", model=service().model_info(), max_upload_mb=config.max_upload_mb,
-                           max_video_mb=config.max_video_mb, max_video_s=config.max_video_s)
+                           max_video_mb=config.max_video_mb, max_video_s=config.max_video_s,
+                           video_settings=config.page_video_settings())
 
 
 @page.get("/docs")
@@ -292,12 +294,12 @@ def predict_video():
     parameters:
       - name: sample_fps
         in: query
-        description: frames analysed per second of clip (default FACE_EMOTION_VIDEO_SAMPLE_FPS, 5).
+        description: frames analysed per second of clip (by default the server's FACE_EMOTION_VIDEO_SAMPLE_FPS).
         schema: {type: number, minimum: 0.1, maximum: 60}
       - name: smooth
         in: query
         description: time constant in seconds of each track's smoothing; 0 turns it off.
-        schema: {type: number, minimum: 0, maximum: 10, default: 0.5}
+        schema: {type: number, minimum: 0, maximum: 10, default: DEFAULT_SMOOTH_S}
     requestBody:
       required: true
       content:
@@ -319,8 +321,14 @@ def predict_video():
       "503": {$ref: "#/components/responses/Timeout"}
     """
     from face_emotion.server.service import DeadlineExceeded
-    from face_emotion.video import (DEFAULT_SMOOTH_S, AnalysisTimeout, VideoDecodeError, VideoLimits, VideoOptions,
-                                    VideoTooLargeError, analyse_clip)
+    from face_emotion.video import (
+        AnalysisTimeout,
+        VideoDecodeError,
+        VideoLimits,
+        VideoOptions,
+        VideoTooLargeError,
+        analyse_clip,
+    )
 
     start = time.perf_counter()
     config = service().config
@@ -359,3 +367,7 @@ def predict_video():
     finally:
         del data
     return jsonify(analysis.to_dict(sample_fps=sample_fps, smooth_s=smooth_s, elapsed_ms=_elapsed_ms(start)))
+
+
+# The smoothing default has one home (video/smoothing.py); the OpenAPI text names it, not a copy.
+predict_video.__doc__ = predict_video.__doc__.replace("DEFAULT_SMOOTH_S", str(DEFAULT_SMOOTH_S))
