@@ -100,6 +100,17 @@ class VideoAnalyser:
         self.times = StageTimes()
         self.model = None if getattr(predictor, "spec", None) is None else str(predictor.spec.name)
 
+    def warm_up(self) -> None:
+        """Imports and first runs (tracker, optical flow, detector, model) done now: a live
+        source's first frames must not wait seconds for them while the stream runs on."""
+        blank = np.full((64, 64, 3), 128, np.uint8)
+        FaceTracker(25.0).update([], 0.0)
+        FaceFollower().prepare(blank)
+        image = Image.fromarray(blank)
+        if not self.predictor.whole_image:
+            self.predictor.detect(image, max_side=self.options.detect_max_side)
+        self.predictor.probabilities(self.predictor.batch([self.predictor.whole_crop(image).crop]))
+
     def run(self, video, *, path: str | None = None) -> Iterator[AnalysedFrame]:
         """Every decoded frame of an opened source, in order, with a result for each analysed one.
 

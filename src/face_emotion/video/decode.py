@@ -130,7 +130,7 @@ class VideoSource:
             fileobj.seek(0)
             container_format = sniff_container(head)
             if container_format is None:
-                what = _describe_other(head)
+                what = describe_other(head)
                 raise VideoDecodeError(f"not a video we can read ({what}); send MP4/MOV, MKV/WebM, AVI or MPEG-TS")
             try:
                 self._container = av.open(fileobj, mode="r", format=container_format)
@@ -296,7 +296,8 @@ def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
-def _describe_other(head: bytes) -> str:
+def describe_other(head: bytes) -> str:
+    """What a file that is not a clip seems to be, from its first bytes (for error messages)."""
     from PIL import Image
 
     try:
