@@ -246,6 +246,8 @@ class LiveSource:
             _close(container)
             if self._stop.is_set():
                 reason = "stopped"
+            if reason == "stalled" and index > before and self.spec.url.lower().startswith(("udp:", "rtp:")):
+                reason = "end"  # datagrams have no end of stream: silence after frames is how a sender stops
             if index > before:
                 failures = 0  # a connection that gave frames earns a fresh set of retries
             if reason == "stopped" or failures >= self.reconnect:
