@@ -224,13 +224,14 @@ def test_each_bad_input_is_one_line_within_the_timeout(case, stream, tiny_model_
 
 
 def test_watch_without_the_video_extra_says_what_to_install(monkeypatch):
-    from face_emotion.commands import watch as command
+    import importlib.util
 
-    monkeypatch.setattr(command, "missing_video_libraries", lambda: ["PyAV", "trackers"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("av", "trackers", "supervision")
+                        else real(name, *a))
     result = CliRunner().invoke(main, ["watch", "0"])
     assert result.exit_code == 1
-    assert result.output.strip() == ("Error: watch needs PyAV, trackers, in the video extra: "
-                                     "pip install 'face-emotion-kit[video]'")
+    assert result.output.strip() == "Error: watch needs the 'video' extra: pip install 'face-emotion-kit[video]'"
 
 
 # -------------------------------------------------------------------------------------- the Python API

@@ -108,8 +108,11 @@ class FaceEmotion:
         breaking out of the loop or calling ``close()`` (``with model.stream(...) as frames:``
         works too): the decoder and classifier threads end with it.
         """
+        from face_emotion.errors import require_extra
         from face_emotion.video import VideoAnalyser, VideoOptions
         from face_emotion.video.stream import DEFAULT_TIMEOUT_S, LiveSource, LiveStream
+
+        require_extra("video", "FaceEmotion.stream", ("av", "trackers", "supervision"))
 
         given = {"sample_fps": sample_fps, "smooth_s": smooth_s, "detect_interval_s": detect_interval_s}
         options = VideoOptions(**{k: v for k, v in given.items() if v is not None})

@@ -24,15 +24,8 @@ from face_emotion.inference.backends import backend_names
 from face_emotion.video.analyse import DEFAULT_DETECT_INTERVAL_S
 from face_emotion.video.smoothing import DEFAULT_SMOOTH_S
 
-# The libraries of the video extra: `watch` says in one line how to get them.
-_VIDEO_LIBRARIES = {"av": "PyAV", "trackers": "trackers", "supervision": "supervision", "cv2": "OpenCV"}
-VIDEO_EXTRA = "pip install 'face-emotion-kit[video]'"
-
-
-def missing_video_libraries() -> list[str]:
-    import importlib.util
-
-    return [name for module, name in _VIDEO_LIBRARIES.items() if importlib.util.find_spec(module) is None]
+# What watch needs of the video extra (its timeline plots are not used here).
+WATCH_MODULES = ("av", "trackers", "supervision")
 
 
 @click.command()
@@ -81,12 +74,11 @@ def watch(source, model_path, as_json, csv_path, annotate_path, summary_path, ma
     (frame decoded to line written) and dropped. Without --json or --csv, a line per face is
     kept up to date on a terminal. Ctrl-C finishes every output and exits 0.
     """
+    from face_emotion.errors import require_extra
     from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
     from face_emotion.video import VideoAnalyser, VideoOptions
 
-    missing = missing_video_libraries()
-    if missing:
-        _fail(f"watch needs {', '.join(missing)}, in the video extra: {VIDEO_EXTRA}")
+    require_extra("video", "watch", WATCH_MODULES)
     if as_json and csv_path is not None and str(csv_path) == "-":
         _fail("--json and --csv - both write to stdout: choose one")
     if no_detect and detector not in (None, WHOLE_IMAGE):

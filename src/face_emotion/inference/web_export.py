@@ -48,6 +48,10 @@ def export_web(model: Path, output: Path, *, int8: bool = False, calibration_dir
     """
     if not int8:
         return _write_site(model, output, None, detector)
+    from face_emotion.inference.backends import shipped_onnx
+
+    if calibration_dir is None and (shipped := shipped_onnx(model, int8=True)) is not None:
+        return _write_site(model, output, shipped, detector)
     import tempfile
 
     from face_emotion.inference.export import export_onnx
@@ -60,9 +64,7 @@ def export_web(model: Path, output: Path, *, int8: bool = False, calibration_dir
 
 def _write_site(model: Path, output: Path, onnx_file: Path | None, detector: str | None) -> WebExportResult:
     from face_emotion.faces import create_detector
-    from face_emotion.inference.backends import OnnxRuntimeBackend, derive_onnx
-    from face_emotion.models.bundled import resolve_model_argument
-    from face_emotion.models.store import resolve_model_path
+    from face_emotion.inference.backends import OnnxRuntimeBackend, derive_onnx, resolve_model
     from face_emotion.server.config import ServerConfig
     from face_emotion.server.model_files import RUNTIME_DIR, RUNTIME_FILES, build_site_files
 
@@ -74,8 +76,7 @@ def _write_site(model: Path, output: Path, onnx_file: Path | None, detector: str
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise WebExportError(f"{output} exists and is not an empty folder: choose a new one")
     if onnx_file is None:
-        source = resolve_model_argument(model)
-        path = source if source.suffix == ".onnx" else resolve_model_path(source)
+        path, _ = resolve_model(model)  # a folder's current model.onnx, else its weights
         onnx_file = path if path.suffix == ".onnx" else derive_onnx(path)
     backend = OnnxRuntimeBackend(onnx_file, num_threads=1)
     face_detector = None if detector == "none" else create_detector(detector or "centerface")
