@@ -143,7 +143,7 @@
     });
   }
 
-  /* A clip (object URL) -> the /predict/video answer, computed here: a frame every 1 / sample_fps s,
+  /* A clip (object URL, and options.file: its File) -> the /predict/video answer, computed here: a frame every 1 / sample_fps s,
    * faces numbered and smoothed by tracking.js (the webcam's rules), the answer built by
    * tracking.js clipAnswer (the mirror of ClipAnalysis.to_dict). Sample rate and smoothing
    * default to the server's (the page's settings). */
@@ -153,7 +153,8 @@
     const sampleFps = options.sampleFps || settings.sample_fps;
     const smoothS = options.smoothS === undefined ? settings.smooth_s : options.smoothS;
     const start = performance.now();
-    const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
+    // The file itself (the page's policy lets it fetch nothing but its own origin, not blob: URLs).
+    const bytes = new Uint8Array(await options.file.arrayBuffer());
     const video = document.createElement("video");
     video.muted = true;
     video.preload = "auto";
@@ -165,8 +166,10 @@
     const tracker = new window.FaceTracking.Tracker(settings, smoothS);
     const frames = [];
     const step = 1 / sampleFps;
-    for (let k = 0; k * step <= duration + 1e-6; k++) {
-      const t = Math.min(k * step, Math.max(0, duration - 1e-3));
+    // The frames the server's sampling takes: one at or after each step, none at the very end
+    // (the last frame starts one frame before the clip's duration).
+    for (let k = 0; k * step < duration - 1e-6; k++) {
+      const t = k * step;
       if (Math.abs(video.currentTime - t) > 1e-4) {
         const seeked = waitFor(video, "seeked");
         video.currentTime = t;

@@ -82,7 +82,7 @@
         // On this device (local.js): the clip is played and analysed here; nothing is uploaded.
         say("Analysing the clip in this browser…");
         const analysis = await window.FaceLocal.analyseClip(state.url, {
-          onProgress: (done) => say("Analysing the clip in this browser… " + pct(done)),
+          file: file, onProgress: (done) => say("Analysing the clip in this browser… " + pct(done)),
         });
         if (file === state.file) show(analysis);
         return;
