@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -77,6 +78,7 @@ def test_errors_share_one_base_with_a_code():
 
 
 def test_train_with_a_missing_init_file_is_one_line(tmp_path):
+    pytest.importorskip("torch", reason="train needs the 'train' extra")
     result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"),
                                        "--init", str(tmp_path / "missing.safetensors")])
     assert result.exit_code == 1

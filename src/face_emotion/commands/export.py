@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,6 +50,9 @@ def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> No
         return
     if output.is_dir():
         _fail(f"{output} is a folder: give the .onnx file to write")
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
+        _copy_shipped(model_path, output, int8=int8, calibration_dir=calibration_dir, as_json=as_json)
+        return
     try:
         result = export_onnx(resolve_model_argument(model_path), output, int8=int8, opset=opset,
                              calibration_dir=calibration_dir)
@@ -68,3 +73,28 @@ def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> No
                    f"size {_megabytes(result.fp32_bytes)} -> {_megabytes(result.output_bytes)}")
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+
+
+def _copy_shipped(model_path, output: Path, *, int8: bool, calibration_dir, as_json: bool) -> None:
+    """Without torch (the base install) there is nothing to export from: a model folder's own ONNX
+    form (the bundled model ships fp32 and int8, each checked when it was made) is copied as it is."""
+    from face_emotion.errors import require_extra
+    from face_emotion.inference.backends import shipped_onnx
+
+    shipped = None if calibration_dir is not None else shipped_onnx(model_path, int8=int8)
+    if shipped is None:
+        require_extra("train", "exporting ONNX from a .safetensors model" + (" with --calibration" if calibration_dir else ""),
+                      ("torch", "onnx"))
+    if output.exists():
+        _fail(f"{output} exists: choose a new file name")
+    if not output.parent.is_dir():
+        _fail(f"no folder {output.parent} to write {output.name} into")
+    shutil.copyfile(shipped, output)
+    size = output.stat().st_size
+    if as_json:
+        json.dump({"output": str(output), "source": str(shipped), "output_bytes": size, "int8": int8,
+                   "copied": True}, sys.stdout)
+        sys.stdout.write("\n")
+        return
+    click.echo(f"wrote {output} ({_megabytes(size)}; copied from {shipped}, checked when it was made; "
+               f"install face-emotion-kit[train] to export afresh)")

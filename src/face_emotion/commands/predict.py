@@ -124,6 +124,10 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
         _fail(f"no images or videos found in {', '.join(str(p) for p in paths)} "
               f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
     clips = sum(1 for item in inputs if is_video_path(item.path))
+    if clips:
+        from face_emotion.errors import require_extra
+
+        require_extra("video", f"analysing video ({plural(clips, 'clip')})")
     video_options = VideoOptions(sample_fps=sample_fps, detect_interval_s=detect_interval_s, smooth_s=smooth_s)
     predictor = Predictor.load(
         model_path, detector=WHOLE_IMAGE if no_detect else detector, backend=backend, tta=tta, num_threads=threads

@@ -22,8 +22,9 @@ from face_emotion.models.spec import ALIGN_MODES
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
 @click.option("--label-smoothing", type=float)
-@click.option("--balance", type=click.Choice(["none", "loss", "sampler"]),
-              help="Against class imbalance: class-weighted loss or balanced sampling.")
+@click.option("--balance", type=click.Choice(["none", "loss", "sqrt", "sampler"]),
+              help="Against class imbalance: class-weighted loss (inverse frequency, or its square root: "
+                   "milder, for rare classes that are also noisy) or balanced sampling.")
 @click.option("--augment", type=click.Choice(["default", "light", "none"]))
 @click.option("--head-epochs", type=int, help="Train only the head first for N epochs.")
 @click.option("--patience", type=int, help="Early stopping on validation macro-F1.")
@@ -66,6 +67,9 @@ from face_emotion.models.spec import ALIGN_MODES
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
     """Train on DATA_DIRS (folder per class, or train/ val/ test/ folders) and write a run folder."""
+    from face_emotion.errors import require_extra
+
+    require_extra("train", "training")
     from face_emotion.classes import parse_class_list
     from face_emotion.models.backbones import WeightsUnavailableError
     from face_emotion.training.run import TrainConfig, run_training
@@ -100,7 +104,11 @@ def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
 
 def _with_defaults(command: click.Command) -> click.Command:
     # Importing training.run pulls in torch; `face-emotion train --help` is worth that, the
-    # other verbs never load this module.
+    # other verbs never load this module. Without the extra, the command itself says what to install.
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return command
     from face_emotion.training.run import TrainConfig
 
     return help_defaults_from(command, TrainConfig)

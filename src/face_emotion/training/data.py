@@ -54,7 +54,9 @@ def _framings(config: TrainConfig) -> tuple[bool, bool]:
 
 
 def loss_weights(config: TrainConfig, splits: dict, classes: list[str]) -> list[float] | None:
-    return class_weights(splits["train"], classes).tolist() if config.balance == "loss" else None
+    if config.balance not in ("loss", "sqrt"):
+        return None
+    return class_weights(splits["train"], classes, power=0.5 if config.balance == "sqrt" else 1.0).tolist()
 
 
 def _check_splits(splits: dict) -> None:

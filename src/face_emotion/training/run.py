@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from face_emotion import __version__
@@ -43,7 +44,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    balance: str = "none"  # "none", "loss" (class-weighted loss) or "sampler" (balanced batches)
+    balance: str = "none"  # "none", "loss" (class-weighted loss), "sqrt" (weights by
+    # inverse square-root frequency) or "sampler" (balanced batches)
     augment: str = "default"  # "default", "light" or "none"
     head_epochs: int = 0  # > 0: train only the head this many epochs first
     patience: int = 6  # early stopping on validation macro-F1
@@ -303,8 +305,8 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     framings = list(loaders)  # the primary framing first: the detector's crop when detecting
     val_scored = {f: score(splits["val"], f) for f in framings}
     # One temperature for every framing: a user's crops may come either way.
-    calibration = choose_temperature(torch.cat([v.logits for v in val_scored.values()]),
-                                     torch.cat([v.targets for v in val_scored.values()]))
+    calibration = choose_temperature(np.concatenate([v.logits for v in val_scored.values()]),
+                                     np.concatenate([v.targets for v in val_scored.values()]))
     temperature = calibration["temperature"]
     if calibration.get("note"):
         print(f"temperature: {calibration['note']}", flush=True)
