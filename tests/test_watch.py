@@ -262,6 +262,64 @@ def test_stream_yields_frame_results_and_stops_cleanly(stream, tiny_model_dir):
         assert short and short[-1].time_s < 1.0 + 3.0
 
 
+def _paced(send, data, chunks, stop: threading.Event) -> None:
+    """The stream's bytes handed to ``send`` at their times, as a live encoder hands them over."""
+    start = time.monotonic()
+    send(data[: chunks[0].offset])
+    for i, chunk in enumerate(chunks):
+        if stop.wait(max(0.0, start + chunk.time_s - time.monotonic())):
+            return
+        send(data[chunk.offset: chunks[i + 1].offset if i + 1 < len(chunks) else len(data)])
+
+
+def test_stream_over_udp_and_tcp(stream, tiny_model_dir):
+    """MPEG-TS sent to a UDP port (silence after it is its end) and served by a TCP socket."""
+    from face_emotion import FaceEmotion
+
+    data, chunks, seconds = stream
+    model = FaceEmotion(tiny_model_dir, num_threads=1)
+    stop = threading.Event()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+        def datagrams(piece: bytes) -> None:
+            for at in range(0, len(piece), 1316):  # 7 TS packets a datagram, as FFmpeg sends them
+                out.sendto(piece[at: at + 1316], ("127.0.0.1", port))
+
+        sender = threading.Thread(target=lambda: (stop.wait(1.0), _paced(datagrams, data, chunks, stop)))
+        sender.start()
+        try:
+            over_udp = list(model.stream(f"udp://127.0.0.1:{port}", timeout_s=3))
+        finally:
+            stop.set()
+            sender.join()
+    assert len(over_udp) >= 10 and over_udp[-1].time_s > seconds - 2.5 and not _our_threads()
+
+    stop.clear()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                try:
+                    _paced(connection.sendall, data, chunks, stop)
+                except OSError:
+                    pass
+
+        sender = threading.Thread(target=serve)
+        sender.start()
+        try:
+            over_tcp = list(model.stream(f"tcp://127.0.0.1:{listener.getsockname()[1]}", timeout_s=5))
+        finally:
+            stop.set()
+            sender.join()
+    assert len(over_tcp) >= 10 and over_tcp[-1].time_s > seconds - 1.5 and not _our_threads()
+    assert {t for r in over_tcp for t in r.track_ids} >= {1, 2}
+
+
 def test_stream_raises_for_a_source_it_cannot_open(tiny_model_dir):
     from face_emotion import FaceEmotion, FaceEmotionError
 
