@@ -93,6 +93,39 @@ def test_plain_text_without_a_terminal_says_when_a_face_appears_or_changes(strea
     assert any("frames analysed over" in line for line in lines)  # the summary of the tracks
 
 
+def test_live_text_on_a_terminal_rewrites_its_lines_in_place():
+    import io
+
+    from face_emotion.commands.watch import _LiveText
+    from face_emotion.inference.results import Box, FacePrediction, ImageResult
+    from face_emotion.video.results import FrameResult
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def frame(time_s, labels):
+        faces = [FacePrediction.of(Box(10 * i, 0, 8, 8), 0.9, [0.8, 0.2] if label == "a" else [0.3, 0.7], ("a", "b"))
+                 for i, label in enumerate(labels)]
+        return FrameResult(0, time_s, ImageResult.of((64, 64), faces), tuple(range(1, len(labels) + 1)), True,
+                           latency_ms=5.0, dropped=2)
+
+    out = Terminal()
+    text = _LiveText(out)
+    text.show(frame(0.5, ["a", "b"]))
+    first = out.getvalue()
+    text.show(frame(0.6, ["b"]))
+    second = out.getvalue()[len(first):]
+    assert first.count("\n") == 2 and "face 1: a" in first and "face 2: b" in first
+    assert second.startswith("\x1b[2F") and second.endswith("\x1b[J") and "face 1: b" in second  # two lines up, rewritten
+
+    log = io.StringIO()  # not a terminal: a line when a face appears or changes its label
+    text = _LiveText(log)
+    for t, labels in ((0.1, ["a"]), (0.2, ["a"]), (0.3, ["b"])):
+        text.show(frame(t, labels))
+    assert log.getvalue().splitlines() == ["0.1 s: face 1 a 0.80", "0.3 s: face 1 b 0.70"]
+
+
 def test_a_source_that_stalls_ends_within_the_timeout(stream, tiny_model_dir, tmp_path):
     data, chunks, _ = stream
     with LiveServer(data, chunks, stall_after_s=1.5) as server:
@@ -221,6 +254,21 @@ def test_each_bad_input_is_one_line_within_the_timeout(case, stream, tiny_model_
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output
     assert took < 2 + 15  # the model's loading included
+
+
+def test_a_password_in_the_url_is_never_shown(stream, tiny_model_dir):
+    from face_emotion.video.stream import parse_source
+
+    assert parse_source("rtsp://admin:s3cret@10.0.0.5:554/live").text == "rtsp://admin:***@10.0.0.5:554/live"
+    data, chunks, _ = stream
+    with LiveServer(data, chunks) as server:
+        url = server.url().replace("http://", "http://viewer:s3cret@")
+        done, _ = _watch(url, "--model", str(tiny_model_dir), "--threads", "1", "--json", "--max-seconds", "1.5")
+        refused = CliRunner().invoke(main, ["watch", _closed_port().replace("http://", "http://viewer:s3cret@"),
+                                            "--model", str(tiny_model_dir), "--timeout", "2"])
+    assert done.returncode == 0, done.stderr
+    assert "s3cret" not in done.stdout + done.stderr and "viewer:***@" in done.stdout
+    assert refused.exit_code == 1 and "s3cret" not in refused.output and "viewer:***@" in refused.output
 
 
 def test_watch_without_the_video_extra_says_what_to_install(monkeypatch):

@@ -127,17 +127,16 @@ class _Watch:
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:
             signal.signal(signal.SIGINT, on_interrupt)
-        clip = ClipRun(self.predictor, source, self.options, path=self.source_text)
+        clip = ClipRun(self.predictor, source, self.options, path=source.spec.text)
         try:
             self._open_outputs(source.info)
-            frames = analysed = 0
+            analysed = 0
             latest = None
             items = iter(clip)
             try:
                 for item in items:
                     if self.max_seconds is not None and item.decoded.time_s >= self.max_seconds:
                         break
-                    frames += 1
                     if item.result is not None:
                         analysed += 1
                         latest = self._write(item)
@@ -157,7 +156,9 @@ class _Watch:
             if in_main:
                 signal.signal(signal.SIGINT, previous)
             source.request_stop()
-            source.close()
+            # After Ctrl-C the outputs are finished: the process need not wait for a decoder
+            # blocked on a silent source (a daemon thread, it ends with the process).
+            source.close(wait=not self.stop.is_set())
         if source.error is not None and not self.stop.is_set():
             click.echo(f"Error: {source.error.message}", err=True)
             return 1

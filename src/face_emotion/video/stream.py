@@ -59,7 +59,7 @@ class NotVideoError(StreamError):
 class SourceSpec:
     """Where frames come from: what the user typed, and how FFmpeg opens it."""
 
-    text: str  # as given
+    text: str  # as given, with any password in a URL masked: what messages and results show
     url: str  # what av.open gets
     kind: str  # "camera", "network" or "file"
     format: str | None = None  # FFmpeg demuxer to use (v4l2, avfoundation, dshow), None: probe
@@ -79,7 +79,9 @@ def parse_source(source: str | int | Path, *, format: str | None = None) -> Sour
     text = str(source).strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in NETWORK_SCHEMES:
-        return SourceSpec(text, text, "network", format)
+        # rtsp://user:password@camera/... : the password stays out of every line and file written.
+        shown = re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", text)
+        return SourceSpec(shown, text, "network", format)
     if scheme:
         raise StreamError(f"cannot watch {text}: {scheme}:// is not a stream this reads "
                           f"(use {', '.join(s + '://' for s in NETWORK_SCHEMES[:8])}, a camera or a file)")
@@ -362,13 +364,14 @@ class LiveSource:
         """Ends :meth:`frames` at once (safe from a signal handler); :meth:`close` still joins."""
         self._stop.set()
 
-    def close(self) -> None:
-        """Stops the decoder thread and closes the source (waits at most a read timeout for it)."""
+    def close(self, *, wait: bool = True) -> None:
+        """Stops the decoder thread and closes the source. ``wait``: until the thread has ended
+        (at most a read timeout, when it is blocked on a source that sends nothing)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         thread = getattr(self, "_thread", None)
-        if thread is not None and thread is not threading.current_thread():
+        if wait and thread is not None and thread is not threading.current_thread():
             thread.join(self.timeout_s + 2.0)
         if thread is None and self._container is not None:
             self._container.close()
