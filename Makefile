@@ -29,11 +29,15 @@ run: setup
 
 test: setup
 	bash scripts/install_browser_deps.sh
+	$(BIN)/ruff check src tests benchmarks scripts web
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 	bash scripts/check_base_install.sh
 
 FAST_TESTS := -m "not slow and not browser"
 test-fast: setup
+	$(BIN)/ruff check src tests benchmarks scripts web
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(FAST_TESTS)
 
 clean:

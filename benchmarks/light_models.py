@@ -10,8 +10,9 @@ Runtime on the CPU) once with the fp32 pair and once with each lighter pair, and
 paired by box overlap. Reported per pair: file sizes (raw and gzip), faces, top-1 agreement (a
 face found on one side only counts against it), the largest gap between the fp32 answer's top two
 probabilities where the labels differ (a near-tie flips on any rounding), largest probability
-difference, smallest box IoU and largest box-corner difference (px). ``--crops``: also the classifier alone on face crops as
-given (`evaluate --no-detect`'s reading), a larger sample for top-1 agreement.
+difference, smallest box IoU and largest box-corner difference (px). ``--crops``: also the
+classifier alone on face crops as given (`evaluate --no-detect`'s reading), a larger sample for
+top-1 agreement.
 """
 
 from __future__ import annotations
@@ -102,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from face_emotion.faces.centerface_detector import CenterFaceDetector, default_model_path, runnable_model
     from face_emotion.imageio import load_image
-    from face_emotion.inference.backends import OnnxRuntimeBackend, derive_onnx
+    from face_emotion.inference.backends import OnnxRuntimeBackend
     from face_emotion.inference.compact_onnx import MIN_ELEMENTS, compact_onnx
+    from face_emotion.inference.onnx_cache import derive_onnx
     from face_emotion.inference.predictor import Predictor
-    from face_emotion.models.bundled import BUNDLED_MODEL_DIR, bundled_model_path
+    from face_emotion.models.files import BUNDLED_MODEL_DIR, bundled_model_path
 
     images = [load_image(p) for p in _images(args.photos)]
     fp32_classifier = derive_onnx(bundled_model_path()).read_bytes()

@@ -16,11 +16,11 @@ from face_emotion.data.scan import read_split_csv
 from face_emotion.evaluation.scoring import metrics_from_scores, score_samples
 from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
 from face_emotion.models.spec import TRAIN_DIGEST_CHARS
-from face_emotion.models.store import read_spec, resolve_model_path
+from face_emotion.models.store import read_spec
 
 
 def trained_on(model: str) -> set[str]:
-    digests = read_spec(resolve_model_path(model)).training.get("train_sha256_prefixes", "")
+    digests = read_spec(model).training.get("train_sha256_prefixes", "")
     return {digests[i : i + TRAIN_DIGEST_CHARS] for i in range(0, len(digests), TRAIN_DIGEST_CHARS)}
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="also score each model mirror-averaged (a NAME +mirror row)")
     args = parser.parse_args()
 
-    spec = read_spec(resolve_model_path(args.run))
+    spec = read_spec(args.run)
     samples = read_split_csv(args.run / "split.csv", spec.data["roots"])[args.split]
     seen = set().union(*(trained_on(m) for m in args.unseen_by)) if args.unseen_by else set()
     samples = [s for s in samples if s.digest[:TRAIN_DIGEST_CHARS] not in seen]

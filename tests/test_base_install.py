@@ -110,7 +110,7 @@ def test_export_without_torch_copies_the_shipped_onnx(tmp_path, int8):
     out = tmp_path / "bundled.onnx"
     run = _cli("export", "--output", str(out), *(["--int8"] if int8 else []), block=("torch",))
     assert run.returncode == 0, run.stderr
-    from face_emotion.models.bundled import BUNDLED_MODEL_DIR
+    from face_emotion.models.files import BUNDLED_MODEL_DIR
 
     assert out.read_bytes() == (BUNDLED_MODEL_DIR / ("model.int8.onnx" if int8 else "model.onnx")).read_bytes()
     again = _cli("export", "--output", str(out), block=("torch",))

@@ -129,11 +129,11 @@ def test_the_browser_reads_what_the_server_reads_from_a_clip_header(tmp_path):
     """fps, frames, duration, container and codec of MP4s (what the on-device JSON summary lacked);
     the container of the other families."""
     pytest.importorskip("av")
+    from face_emotion.video import VideoSource
     from support.clips import blank_clip, moving_face_clip, write_clip
 
-    from face_emotion.video import VideoSource
-
-    clips = [moving_face_clip(tmp_path / "a.mp4", count=30, fps=25)[0], blank_clip(tmp_path / "b.mp4", count=12, fps=30),
+    clips = [moving_face_clip(tmp_path / "a.mp4", count=30, fps=25)[0],
+             blank_clip(tmp_path / "b.mp4", count=12, fps=30),
              write_clip(tmp_path / "c.webm", [np.full((64, 64, 3), 99, np.uint8)] * 3, codec="libvpx-vp9")]
     infos = _node({"clips": [str(c) for c in clips]})["infos"]
     for clip, info in zip(clips, infos):
@@ -146,9 +146,8 @@ def test_the_browser_reads_what_the_server_reads_from_a_clip_header(tmp_path):
 
 
 def test_the_page_gets_the_servers_video_defaults(tmp_path):
-    from support.fakes import FakePredictor
-
     from face_emotion.server import create_app
+    from support.fakes import FakePredictor
 
     app = create_app({"video_sample_fps": 2.5}, predictor=FakePredictor())
     page = app.test_client().get("/").get_data(as_text=True)

@@ -103,8 +103,8 @@ def test_a_detector_the_browser_cannot_run_is_said_so(onnx_model):
 def test_export_web_writes_a_self_contained_site(onnx_model, tmp_path):
     import gzip
 
-    from face_emotion.inference.web_export import WebExportError, export_web
     from face_emotion.server.model_files import RUNTIME_DIR, RUNTIME_FILES, runtime_digest
+    from face_emotion.server.web_export import WebExportError, export_web
 
     if not (RUNTIME_DIR / "ort.wasm.min.js").is_file():
         pytest.fail("onnxruntime-web is not installed: run `make setup`")

@@ -121,7 +121,7 @@ def _get(url: str, headers: dict | None = None) -> tuple[bytes, dict]:
 def test_model_files_are_the_bytes_the_server_runs_named_by_their_hash(server):
     from face_emotion.faces.centerface_detector import default_model_path, runnable_model
     from face_emotion.inference.compact_onnx import compact_onnx
-    from face_emotion.models.bundled import BUNDLED_MODEL_DIR
+    from face_emotion.models.files import BUNDLED_MODEL_DIR
     from face_emotion.server.model_files import RUNTIME_DIR
 
     body, headers = _get(server.url + "/model-files/manifest.json")
@@ -188,8 +188,9 @@ def test_on_this_device_answers_as_the_server_does_on_real_photos(browser, serve
     photos = face_photos(tmp_path / "photos")
     python = {}
     for path in photos:
+        kind = "image/png" if path.suffix == ".png" else "image/jpeg"
         request = urllib.request.Request(server.url + "/predict", data=path.read_bytes(),
-                                         headers={"Content-Type": "image/png" if path.suffix == ".png" else "image/jpeg"})
+                                         headers={"Content-Type": kind})
         with urllib.request.urlopen(request, timeout=300) as response:
             python[path] = json.loads(response.read())
     # weights, least top-1 agreement, largest probability difference, largest box difference (px)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from support.fakes import FakePredictor
-from support.images import solid_image_bytes
 
 from face_emotion.errors import UnreadableFileError
 from face_emotion.server import create_app
 from face_emotion.server.config import ConfigError, ServerConfig, parse_bool
+from support.fakes import FakePredictor
+from support.images import solid_image_bytes
 
 
 def test_the_static_site_carries_the_servers_policy():
-    from face_emotion.inference.web_export import _render_page
+    from face_emotion.server.web_export import _render_page
 
     header = create_app({}, predictor=FakePredictor()).test_client().get("/").headers["Content-Security-Policy"]
     page = _render_page(FakePredictor().spec, ServerConfig())

@@ -18,7 +18,8 @@ from support.fakes import FakePredictor
 
 def png(size=(40, 30)) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, "PNG")
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -64,7 +65,7 @@ def test_an_unexpected_failure_is_one_result_not_an_exception(caplog):
 def test_errors_share_one_base_with_a_code():
     from face_emotion.faces.base import DetectorUnavailableError
     from face_emotion.imageio import ImageDecodeError, ImageTooLargeError
-    from face_emotion.models.store import ModelLoadError
+    from face_emotion.models.files import ModelLoadError
     from face_emotion.server.config import ConfigError
     from face_emotion.video.decode import VideoDecodeError
 

@@ -20,18 +20,20 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from support import odd_images as odd
-from support.models import make_tiny_model
-from support.synthetic import make_learnable_dataset
 from face_emotion.cli import main
 from face_emotion.data.scan import read_split_csv
 from face_emotion.evaluation.calibration import fit_temperature
 from face_emotion.evaluation.evaluate import evaluate_folder
 from face_emotion.evaluation.metrics import expected_calibration_error
 from face_emotion.models.backbones import WeightsUnavailableError, create_network
+from face_emotion.models.files import SPEC_METADATA_KEY, ModelLoadError
 from face_emotion.models.spec import ModelSpec, PreprocessSpec
-from face_emotion.models.store import SPEC_METADATA_KEY, ModelLoadError, load_model, read_spec
-from face_emotion.training.run import TrainConfig, run_training
+from face_emotion.models.store import load_model, read_spec
+from face_emotion.training.config import TrainConfig
+from face_emotion.training.run import run_training
+from support import odd_images as odd
+from support.models import make_tiny_model
+from support.synthetic import make_learnable_dataset
 
 RUN_FILES = ("model.safetensors", "model.json", "metrics.json", "confusion_matrix.png", "training_curves.png",
              "split.csv", "model_card.md", "skipped.csv", "checkpoints/last.ckpt", "logs/metrics.csv")
@@ -169,7 +171,8 @@ def test_saved_model_reproduces_the_test_metrics(learned_run, tmp_path, monkeypa
 def test_evaluating_on_the_models_own_training_images_is_counted(learned_run, learnable_dataset):
     scored = evaluate_folder(learned_run.out_dir, learnable_dataset)
     assert scored["n_images"] == 120 and scored["model_training_images"] == 84
-    result = CliRunner().invoke(main, ["evaluate", str(learnable_dataset), "--model", str(learned_run.out_dir), "--no-detect"])
+    result = CliRunner().invoke(main, ["evaluate", str(learnable_dataset), "--model", str(learned_run.out_dir),
+                                       "--no-detect"])
     assert result.exit_code == 0, result.output
     assert "84 of 120 images were in this model's training split" in result.output
 
@@ -216,6 +219,26 @@ def test_train_cli_reports_the_data_and_every_epoch_without_a_progress_bar(tmp_p
     assert "train: 18 images; anger 6, happiness 6, sadness 6" in result.output  # split per class
     assert "epoch 1/2:" in result.output and "epoch 2/2:" in result.output and "val_macro_f1" in result.output
     assert "litlogger" not in result.output and "LeafSpec" not in result.output
+
+
+@pytest.mark.parametrize(("mistake", "arguments", "said"), [
+    ("precision", ["--precision", "bogus"], "--precision"),
+    ("classes", ["--classes", "anger,angry"], "twice"),
+    ("image size", ["--image-size", "8"], "image_size must be between"),
+    ("one class", ["--classes", "anger"], "at least two classes"),
+])
+def test_train_mistakes_are_one_line_and_leave_no_run_folder(tmp_path, mistake, arguments, said):
+    """Every user mistake is a FaceEmotionError, caught once by the CLI: one line, exit status 1."""
+    data = make_learnable_dataset(tmp_path / "data", per_class=4)
+    out = tmp_path / "run"
+    base = ["train", str(data), "--out", str(out), "--arch", "resnet18", "--weights", "none", "--image-size", "32",
+            "--epochs", "1", "--no-detect", "--batch-size", "4", "--no-progress", "--accelerator", "cpu"]
+    result = CliRunner().invoke(main, base + arguments)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not an uncaught exception
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert said in line
+    assert not out.exists()
 
 
 def test_temperature_scaling_fixes_overconfidence():
@@ -292,8 +315,9 @@ def test_a_lone_last_training_image_is_left_for_the_next_epoch(n_train, dropped)
 
 
 def test_imagenet_weights_unavailable_stop_with_a_clear_message(tmp_path, monkeypatch):
-    import torch.hub
     import urllib.request
+
+    import torch.hub
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable (test)")
@@ -400,8 +424,8 @@ def model_copy(tiny_model_dir, tmp_path) -> Path:
 
 
 def _rewrite_spec(path: Path, **changes) -> None:
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(path), framework="pt") as handle:
         spec = json.loads(handle.metadata()[SPEC_METADATA_KEY])
@@ -587,7 +611,7 @@ def test_photo_datasets_train_on_detected_faces_and_name_faceless_images(tmp_pat
 
 
 def test_train_help_shows_the_defaults_of_the_one_config():
-    from face_emotion.training.run import TrainConfig
+    from face_emotion.training.config import TrainConfig
 
     text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
     assert f"--epochs INTEGER [default: {TrainConfig.epochs}]" in text

@@ -12,8 +12,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from support.clips import (astronaut_face, audio_only_file, blank_clip, crossing_faces_clip,
-                           default_detector_available, moving_face_clip, write_clip)
+from support.clips import (
+    astronaut_face,
+    audio_only_file,
+    blank_clip,
+    crossing_faces_clip,
+    default_detector_available,
+    moving_face_clip,
+    write_clip,
+)
 
 av = pytest.importorskip("av")
 
@@ -30,7 +37,6 @@ from face_emotion.video import (  # noqa: E402
 )
 from face_emotion.video.decode import sniff_container  # noqa: E402
 from face_emotion.video.smoothing import ProbabilitySmoother, ema_weight  # noqa: E402
-
 
 needs_detector = pytest.mark.skipif(not default_detector_available(),
                                     reason="the default face detector is not installed")
@@ -354,8 +360,8 @@ def test_predict_reports_each_bad_clip_and_goes_on(clips, tiny_model_dir, tmp_pa
             "--json", "--annotate", str(out), "--summary", str(tmp_path / "s.json"), "--threads", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output  # the blank clip was read
-    errors = {json.loads(l)["path"]: json.loads(l)["error"] for l in result.stdout.splitlines()
-              if json.loads(l)["error"]}
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    errors = {line["path"]: line["error"] for line in lines if line["error"]}
     assert set(errors) == {str(tmp_path / n) for n in bad}
     assert errors[str(tmp_path / "audio.mp4")]["code"] == "no_video_stream"
     assert "PNG image" in errors[str(tmp_path / "photo.mp4")]["message"]

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from support.clips import crossing_faces_clip, default_detector_available
 
 av = pytest.importorskip("av")
@@ -52,7 +53,8 @@ def _watch(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProces
 
 
 def _our_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("face-emotion")]
+    """The threads a live source and the clip loop start (decoder, opener, classifier)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith(("face-emotion-live", "face-emotion-classify"))]
 
 
 # ------------------------------------------------------------------------------------------ the CLI
@@ -117,7 +119,8 @@ def test_live_text_on_a_terminal_rewrites_its_lines_in_place():
     text.show(frame(0.6, ["b"]))
     second = out.getvalue()[len(first):]
     assert first.count("\n") == 2 and "face 1: a" in first and "face 2: b" in first
-    assert second.startswith("\x1b[2F") and second.endswith("\x1b[J") and "face 1: b" in second  # two lines up, rewritten
+    # Two lines up, then rewritten.
+    assert second.startswith("\x1b[2F") and second.endswith("\x1b[J") and "face 1: b" in second
 
     log = io.StringIO()  # not a terminal: a line when a face appears or changes its label
     text = _LiveText(log)

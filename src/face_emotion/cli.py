@@ -8,7 +8,7 @@ import os
 
 import click
 
-from face_emotion import __version__
+from face_emotion.version import __version__
 
 # Idle OpenMP threads sleep instead of spinning. On a small shared machine (a server's workers,
 # a detector and a model in one process, or anything running beside training) spinning threads

@@ -31,6 +31,25 @@ class UnknownNameError(FaceEmotionError, ValueError):
     code = "bad_parameter"
 
 
+class InvalidArgumentError(FaceEmotionError, ValueError):
+    """A value a user gave that cannot work: out of range, or at odds with another option."""
+
+    code = "bad_parameter"
+
+
+class DatasetError(FaceEmotionError, ValueError):
+    """A dataset (or a data file beside it) that cannot be used as it is: no usable images, no
+    class in common with the model, a split left empty, a table without the columns it needs."""
+
+    code = "bad_dataset"
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """A dataset folder that does not exist."""
+
+    code = "not_found"
+
+
 class UnreadableFileError(FaceEmotionError):
     """A file that the operating system would not hand over (missing, permissions, a folder)."""
 

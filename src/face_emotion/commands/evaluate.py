@@ -7,12 +7,11 @@ import sys
 
 import click
 
-from face_emotion.commands.common import fail as _fail
-
 
 @click.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "model_path", help="Run folder, .safetensors or .onnx (fp32 or int8) file (default: the bundled model).")
+@click.option("--model", "model_path",
+              help="Run folder, .safetensors or .onnx (fp32 or int8) file (default: the bundled model).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--no-detect", is_flag=True, help="Images are face crops already: the whole image is the face.")
 @click.option("--detector", help="Face detector name (default: the package default).")
@@ -27,11 +26,8 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, tta, batch_size
     from face_emotion.evaluation.evaluate import evaluate_folder
     from face_emotion.inference.results import plural
 
-    try:
-        metrics = evaluate_folder(model_path, data_dir, detect=not no_detect, detector=detector,
-                                  batch_size=batch_size, progress=not as_json, tta=tta)
-    except (ValueError, FileNotFoundError) as error:  # no class in common; a vanished folder
-        _fail(str(error))
+    metrics = evaluate_folder(model_path, data_dir, detect=not no_detect, detector=detector,
+                              batch_size=batch_size, progress=not as_json, tta=tta)
     seen = metrics["model_training_images"]
     if seen:
         click.echo(f"warning: {seen} of {metrics['n_images']} images were in this model's training split; "

@@ -30,19 +30,12 @@ def _megabytes(size: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the self-check as one JSON object.")
 def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> None:
     """Export a model for ONNX Runtime, check it against PyTorch, and report the check."""
-    from face_emotion.inference.export import export_onnx
-    from face_emotion.models.bundled import resolve_model_argument
-
     if calibration_dir is not None and not int8:
         _fail("--calibration is only used with --int8")
     if fmt == "web":
-        from face_emotion.inference.web_export import WebExportError, export_web
+        from face_emotion.server.web_export import export_web
 
-        try:
-            site = export_web(resolve_model_argument(model_path), output, int8=int8, calibration_dir=calibration_dir,
-                              opset=opset)
-        except (ModelLoadError, ExportCheckError, WebExportError, ValueError, FileNotFoundError) as error:
-            _fail(str(error))
+        site = export_web(model_path, output, int8=int8, calibration_dir=calibration_dir, opset=opset)
         click.echo(json.dumps(site.to_dict()) if as_json else
                    f"wrote {site.output}/ ({site.files} files, {_megabytes(site.bytes)}; model {site.model}, "
                    f"{'fp32' if site.quantization == 'none' else 'int8'} weights, detector {site.detector}): "
@@ -53,11 +46,9 @@ def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> No
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
         _copy_shipped(model_path, output, int8=int8, calibration_dir=calibration_dir, as_json=as_json)
         return
-    try:
-        result = export_onnx(resolve_model_argument(model_path), output, int8=int8, opset=opset,
-                             calibration_dir=calibration_dir)
-    except (ValueError, FileNotFoundError) as error:  # a bad --output name, a vanished folder
-        _fail(str(error))
+    from face_emotion.inference.export import export_onnx
+
+    result = export_onnx(model_path, output, int8=int8, opset=opset, calibration_dir=calibration_dir)
     if as_json:
         json.dump(result.to_dict(), sys.stdout)
         sys.stdout.write("\n")
@@ -79,12 +70,12 @@ def _copy_shipped(model_path, output: Path, *, int8: bool, calibration_dir, as_j
     """Without torch (the base install) there is nothing to export from: a model folder's own ONNX
     form (the bundled model ships fp32 and int8, each checked when it was made) is copied as it is."""
     from face_emotion.errors import require_extra
-    from face_emotion.inference.backends import shipped_onnx
+    from face_emotion.models.files import shipped_onnx
 
     shipped = None if calibration_dir is not None else shipped_onnx(model_path, int8=int8)
     if shipped is None:
-        require_extra("train", "exporting ONNX from a .safetensors model" + (" with --calibration" if calibration_dir else ""),
-                      ("torch", "onnx"))
+        what = "exporting ONNX from a .safetensors model" + (" with --calibration" if calibration_dir else "")
+        require_extra("train", what, ("torch", "onnx"))
     if output.exists():
         _fail(f"{output} exists: choose a new file name")
     if not output.parent.is_dir():

@@ -73,7 +73,8 @@ def _annotation_path(out_dir: Path, name: Path, used: set[Path]) -> Path:
 @click.option("--model", "model_path", help="Run folder, .safetensors or .onnx file (default: the bundled model).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line on stdout.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              help="Write one row per face (and one per image without faces or with an error) to this file; - for stdout.")
+              help="Write one row per face (and one per image without faces or with an error) to this file; "
+                   "- for stdout.")
 @click.option("--no-detect", is_flag=True, help="Images are face crops already: each whole image is one face.")
 @click.option("--detector", help="Face detector name (default: the package's default detector).")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from face_emotion.commands.common import fail as _fail, help_defaults_from, parse_devices
+from face_emotion.commands.common import help_defaults_from, parse_devices
 from face_emotion.models.spec import ALIGN_MODES
 
 
@@ -55,14 +55,16 @@ from face_emotion.models.spec import ALIGN_MODES
               help="memory: decode every crop once and augment batches on the training device (fast on a GPU); "
                    "files: decode per sample.")
 @click.option("--framings", type=click.Choice(["both", "template", "given"]),
-              help="With detection: train on the detector's crop, the file as given (as --no-detect reads it), or both.")
+              help="With detection: train on the detector's crop, the file as given (as --no-detect reads it), "
+                   "or both.")
 @click.option("--zoom-out", type=float, help="Augmentation may show up to this times the crop's side (--crops memory).")
 @click.option("--distill", type=click.Path(exists=True, dir_okay=False),
               help="CSV of a bigger model's logits per file (sha256_prefix, then one column per class): distillation.")
 @click.option("--distill-alpha", type=float, help="Weight of the distillation term.")
 @click.option("--distill-temperature", type=float, help="Softening temperature of distillation.")
 @click.option("--soft-labels", type=click.Path(exists=True, dir_okay=False),
-              help="CSV of class distributions per file (sha256_prefix, then one column per class), e.g. annotator votes.")
+              help="CSV of class distributions per file (sha256_prefix, then one column per class), "
+                   "e.g. annotator votes.")
 @click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="Learning-rate schedule.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
@@ -71,21 +73,18 @@ def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
 
     require_extra("train", "training")
     from face_emotion.classes import parse_class_list
-    from face_emotion.models.backbones import WeightsUnavailableError
-    from face_emotion.training.run import TrainConfig, run_training
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
 
-    try:
-        given = {k: v for k, v in options.items() if v is not None}
-        if devices is not None:
-            given["devices"] = parse_devices(devices)
-        config = TrainConfig(
-            data_dirs=list(data_dirs), out_dir=out_dir,
-            classes=parse_class_list(classes) if classes else None,
-            progress=not no_progress, **given,
-        )
-        result = run_training(config)
-    except (WeightsUnavailableError, ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+    given = {k: v for k, v in options.items() if v is not None}
+    if devices is not None:
+        given["devices"] = parse_devices(devices)
+    config = TrainConfig(
+        data_dirs=list(data_dirs), out_dir=out_dir,
+        classes=parse_class_list(classes) if classes else None,
+        progress=not no_progress, **given,
+    )
+    result = run_training(config)
     if result is None:  # a non-zero DDP rank: rank 0 reports
         return
     m = result.metrics
@@ -103,13 +102,8 @@ def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
 
 
 def _with_defaults(command: click.Command) -> click.Command:
-    # Importing training.run pulls in torch; `face-emotion train --help` is worth that, the
-    # other verbs never load this module. Without the extra, the command itself says what to install.
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        return command
-    from face_emotion.training.run import TrainConfig
+    # The settings' module is light (no torch), so `train --help` shows the defaults on any install.
+    from face_emotion.training.config import TrainConfig
 
     return help_defaults_from(command, TrainConfig)
 

@@ -250,7 +250,8 @@ class _LiveText:
         for track, prediction in faces:
             if track is not None and self.labels.get(track) != prediction.emotion:
                 self.labels[track] = prediction.emotion
-                self.out.write(f"{result.time_s:.1f} s: face {track} {prediction.emotion} {prediction.confidence:.2f}\n")
+                self.out.write(f"{result.time_s:.1f} s: face {track} {prediction.emotion} "
+                               f"{prediction.confidence:.2f}\n")
                 self.out.flush()
 
     def end(self) -> None:

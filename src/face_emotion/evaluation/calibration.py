@@ -42,7 +42,7 @@ def choose_temperature(logits: torch.Tensor, targets: torch.Tensor) -> dict:
     degenerate model that the user should hear about, not a number to print silently).
     """
     from face_emotion.evaluation.metrics import expected_calibration_error
-    from face_emotion.inference.predictor import softmax
+    from face_emotion.inference.backends import softmax
 
     logits, targets = np.asarray(logits, dtype=np.float32), np.asarray(targets, dtype=np.int64)
     before = expected_calibration_error(softmax(logits), targets)
@@ -55,5 +55,6 @@ def choose_temperature(logits: torch.Tensor, targets: torch.Tensor) -> dict:
     if not after < before:
         note = (note + "; " if note else "") + (
             f"scaling by {fitted:.3f} did not lower validation ECE ({before:.4f} -> {after:.4f}), kept T = 1")
-        return {"temperature": 1.0, "fitted_temperature": fitted, "val_ece_before": before, "val_ece_after": before, "note": note}
+        return {"temperature": 1.0, "fitted_temperature": fitted, "val_ece_before": before, "val_ece_after": before,
+                "note": note}
     return {"temperature": fitted, "val_ece_before": before, "val_ece_after": after, "note": note}

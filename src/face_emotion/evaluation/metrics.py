@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from face_emotion.errors import DatasetError
+
 ECE_BINS = 15
 
 
@@ -45,7 +47,7 @@ def classification_metrics(probs, targets, classes: list[str]) -> dict:
     """
     probs, targets = np.asarray(probs, dtype=np.float64), np.asarray(targets, dtype=np.int64)
     if len(targets) == 0:
-        raise ValueError("no images to score")
+        raise DatasetError("no images to score")
     matrix = confusion_matrix(probs.argmax(axis=1), targets, len(classes))
     hits = np.diag(matrix).astype(np.float64)
     support, answered = matrix.sum(axis=1), matrix.sum(axis=0)

@@ -17,7 +17,7 @@ import numpy as np
 
 from face_emotion.data.scan import Sample
 from face_emotion.evaluation.metrics import classification_metrics, expected_calibration_error
-from face_emotion.inference.predictor import softmax
+from face_emotion.inference.backends import softmax
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -107,7 +107,8 @@ def score_samples(
         missed = [s for s in samples if s.digest not in kept]
         reasons = {item.path: item.reason for item in skipped}
         samples = found
-    logits, targets = collect_logits(predictor, samples, classes, loader=loader, batch_size=batch_size, progress=progress)
+    logits, targets = collect_logits(predictor, samples, classes, loader=loader, batch_size=batch_size,
+                                     progress=progress)
     index = {name: i for i, name in enumerate(classes)}
     return Scored(logits, targets, samples, missed, [index[s.label] for s in missed],
                   {str(s.path): reasons.get(str(s.path), "no face found") for s in missed})
@@ -142,13 +143,16 @@ def metrics_from_scores(
         metrics["ece"] = expected_calibration_error(probs, targets) if len(targets) else float("nan")
     else:
         metrics = classification_metrics(probs, targets, classes)
-    metrics["ece_before_temperature"] = expected_calibration_error(softmax(logits), targets) if len(targets) else float("nan")
-    metrics["no_face"] = {"images": n_missed, "files": [{"path": str(m.path), "reason": scored.reasons.get(str(m.path), "")} for m in scored.missed]}
+    metrics["ece_before_temperature"] = (expected_calibration_error(softmax(logits), targets) if len(targets)
+                                         else float("nan"))
+    metrics["no_face"] = {"images": n_missed,
+                          "files": [{"path": str(m.path), "reason": scored.reasons.get(str(m.path), "")}
+                                    for m in scored.missed]}
     sources = sorted({s.source for s in scored.samples} | {s.source for s in scored.missed})
     if per_source and len(sources) > 1:
         metrics["per_source"] = {
-            source: metrics_from_scores(scored.subset(lambda s: s.source == source), classes, model_classes,
-                                        temperature, per_source=False)
+            source: metrics_from_scores(scored.subset(lambda s, wanted=source: s.source == wanted), classes,
+                                        model_classes, temperature, per_source=False)
             for source in sources
         }
     return metrics

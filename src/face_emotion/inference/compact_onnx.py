@@ -27,6 +27,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from face_emotion.errors import FaceEmotionError
+
 # Smaller tensors stay float32: 4096 values (16 kB) is past any bias or BatchNorm vector of these
 # networks.
 MIN_ELEMENTS = 4096
@@ -47,8 +49,10 @@ _FLOAT, _INT8, _FLOAT16 = 1, 3, 10
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 
-class CompactError(ValueError):
+class CompactError(FaceEmotionError, ValueError):
     """The bytes are not an ONNX model this rewrite can read."""
+
+    code = "unreadable_model"
 
 
 def compact_onnx(model: bytes, *, int8_min_elements: int | None = None, min_elements: int = MIN_ELEMENTS) -> bytes:

@@ -1,4 +1,4 @@
-"""The files the page needs to run the served model in the browser ("On this device", issue 18).
+"""The files the page needs to run the served model in the browser ("On this device").
 
     GET /model-files/manifest.json                   what to load, and how to preprocess (no-cache)
     GET /model-files/<sha256[:16]>/<name>            a model file, named by its content (immutable)
@@ -34,6 +34,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, url_for
 
+from face_emotion.errors import FaceEmotionError
 from face_emotion.server.compression import Encoded, encode, encoded_file, mimetype_of, respond
 from face_emotion.server.errors import ApiError
 
@@ -49,8 +50,10 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 ISOLATION_HEADERS = {"Cross-Origin-Embedder-Policy": "require-corp", "Cross-Origin-Resource-Policy": "same-origin"}
 
 
-class OnDeviceUnavailable(RuntimeError):
+class OnDeviceUnavailable(FaceEmotionError, RuntimeError):
     """The served model cannot run in the browser; the message says why."""
+
+    code = "on_device_unavailable"
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,8 @@ class SiteFiles:
 def classifier_onnx(predictor) -> Path:
     """The ONNX file that ``predictor``'s backend runs; a PyTorch-served .safetensors model gets its
     derived form (the file `serve` would run by default)."""
-    from face_emotion.inference.backends import derive_onnx
-    from face_emotion.models.store import ModelLoadError
+    from face_emotion.inference.onnx_cache import derive_onnx
+    from face_emotion.models.files import ModelLoadError
 
     path = Path(getattr(predictor.backend, "path", "") or "")
     if path.suffix == ".onnx" and path.is_file():
@@ -108,7 +111,7 @@ def detector_settings(detector) -> tuple[dict[str, Any], tuple[ModelFile, ModelF
     no detector)."""
     from face_emotion.faces.base import MIN_DETECTION_SIDE
     from face_emotion.faces.centerface_detector import (
-        _MIN_WORKING_SIDE,
+        MIN_WORKING_SIDE,
         RELIABLE_FACE_PX,
         CenterFaceDetector,
         default_model_path,
@@ -122,7 +125,7 @@ def detector_settings(detector) -> tuple[dict[str, Any], tuple[ModelFile, ModelF
     settings = {
         "name": "centerface", "threshold": detector.threshold, "max_side": detector.max_side,
         "min_face": detector.min_face, "nms_iou": detector.nms_iou, "reliable_face_px": RELIABLE_FACE_PX,
-        "min_working_side": _MIN_WORKING_SIDE, "min_detection_side": MIN_DETECTION_SIDE,
+        "min_working_side": MIN_WORKING_SIDE, "min_detection_side": MIN_DETECTION_SIDE,
     }
     exact, light = _detector_files(str(path), path.stat().st_mtime_ns)
     return settings, (ModelFile("centerface.onnx", exact), ModelFile("centerface.fp16.onnx", light, "fp16"))

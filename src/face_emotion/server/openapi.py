@@ -15,7 +15,7 @@ from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from flask import Flask
 
-from face_emotion import __version__
+from face_emotion.version import __version__
 from face_emotion.inference.results import Box, FacePrediction
 
 OPENAPI_VERSION = "3.0.3"

@@ -324,8 +324,14 @@ def predict_video():
     from face_emotion.server.service import DeadlineExceeded
 
     require_extra("video", "analysing video on this server")
-    from face_emotion.video import (AnalysisTimeout, VideoDecodeError, VideoLimits, VideoOptions, VideoTooLargeError,
-                                    analyse_clip)
+    from face_emotion.video import (
+        AnalysisTimeout,
+        VideoDecodeError,
+        VideoLimits,
+        VideoOptions,
+        VideoTooLargeError,
+        analyse_clip,
+    )
 
     start = time.perf_counter()
     config = service().config

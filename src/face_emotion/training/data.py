@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from face_emotion.data.datamodule import FaceDataModule, class_weights, load_whole_image
+from face_emotion.data.datamodule import FaceDataModule, class_weights
+from face_emotion.data.face_crops import load_whole_image
 from face_emotion.data.scan import DatasetScan, read_split_csv, stratified_split
+from face_emotion.errors import DatasetError
 from face_emotion.models.spec import PreprocessSpec
-
-if TYPE_CHECKING:
-    from face_emotion.training.run import TrainConfig
+from face_emotion.training.config import TrainConfig
 
 
 def run_splits(config: TrainConfig, scan: DatasetScan, out: Path) -> dict:
@@ -25,12 +24,14 @@ def run_splits(config: TrainConfig, scan: DatasetScan, out: Path) -> dict:
         carve = {"val": config.val_fraction if not splits["val"] else 0.0,
                  "test": config.test_fraction if not splits["test"] else 0.0}
         if carve["val"] or carve["test"]:
-            carved = stratified_split(splits["train"], val_fraction=carve["val"], test_fraction=carve["test"], seed=config.seed)
+            carved = stratified_split(splits["train"], val_fraction=carve["val"], test_fraction=carve["test"],
+                                      seed=config.seed)
             splits["train"] = carved["train"]
             splits["val"] = splits["val"] or carved["val"]
             splits["test"] = splits["test"] or carved["test"]
         return splits
-    return stratified_split(scan.samples, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
+    return stratified_split(scan.samples, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                            seed=config.seed)
 
 
 def report_data(splits: dict, classes: list[str], skipped: list) -> None:
@@ -41,7 +42,8 @@ def report_data(splits: dict, classes: list[str], skipped: list) -> None:
     for split in ("train", "val", "test"):
         counts = Counter(s.label for s in splits.get(split, []))
         sources = Counter(s.source for s in splits.get(split, []))
-        lines.append(f"  {split:>5}: {len(splits.get(split, []))} images; " + ", ".join(f"{c} {counts.get(c, 0)}" for c in classes)
+        per_class = ", ".join(f"{c} {counts.get(c, 0)}" for c in classes)
+        lines.append(f"  {split:>5}: {len(splits.get(split, []))} images; {per_class}"
                      + (f"; per source: {dict(sorted(sources.items()))}" if len(sources) > 1 else ""))
     print("\n".join(lines), flush=True)
 
@@ -62,7 +64,7 @@ def loss_weights(config: TrainConfig, splits: dict, classes: list[str]) -> list[
 def _check_splits(splits: dict) -> None:
     for split in ("train", "val"):
         if not splits[split]:
-            raise ValueError(f"the {split} split is empty: the dataset is too small to split")
+            raise DatasetError(f"the {split} split is empty: the dataset is too small to split")
 
 
 def file_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: list[str], preprocess: PreprocessSpec):
@@ -73,7 +75,8 @@ def file_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: lis
 
         # Detect once over every split; one loader serves them all (the DataModule takes one).
         everything = [sample for split_samples in splits.values() for sample in split_samples]
-        _, loader, no_face = prepare_face_crops(everything, preprocess, detector=config.detector, progress=config.progress)
+        _, loader, no_face = prepare_face_crops(everything, preprocess, detector=config.detector,
+                                                progress=config.progress)
         scan.skipped.extend(no_face)
         splits = {name: [s for s in samples if s.digest in loader.faces] for name, samples in splits.items()}
     _check_splits(splits)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 from PIL import Image
 
+from face_emotion.errors import FaceEmotionError
 from face_emotion.faces.base import Face
 from face_emotion.inference.results import FacePrediction, ImageResult
 from face_emotion.video.decode import DecodedFrame, VideoLimits, VideoSource
@@ -274,8 +275,10 @@ class _Pending:
     work_s: float  # detection or following, tracking and cropping of this frame
 
 
-class AnalysisTimeout(TimeoutError):
+class AnalysisTimeout(FaceEmotionError, TimeoutError):
     """The analysis passed its deadline and was stopped (what was decoded so far is dropped)."""
+
+    code = "timeout"
 
 
 class ClipRun:

@@ -2,7 +2,7 @@
 
     DIR/index.html                         the page, "On this device" only (there is no server)
     DIR/static/...                         its scripts and styles
-    DIR/model-files/manifest.json          what to load and how to preprocess (server/model_files.py)
+    DIR/model-files/manifest.json          what to load and how to preprocess (model_files.py)
     DIR/model-files/<sha256[:16]>/...      the classifier and CenterFace, light and exact, named by hash
     DIR/model-files/runtime/<sha256[:16]>/ onnxruntime-web, named by a hash of its files
     DIR/**/NAME.gz                         gzip copies of the files that compress (the server's bytes)
@@ -21,11 +21,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-SERVER_DIR = Path(__file__).resolve().parents[1] / "server"
+from face_emotion.errors import FaceEmotionError
+
+SERVER_DIR = Path(__file__).resolve().parent
 
 
-class WebExportError(RuntimeError):
+class WebExportError(FaceEmotionError, RuntimeError):
     """The site could not be written; the message says how to fix it."""
+
+    code = "export_failed"
 
 
 @dataclass(frozen=True)
@@ -42,46 +46,65 @@ class WebExportResult:
                 "detector": self.detector, "files": self.files, "bytes": self.bytes, "format": "web"}
 
 
-def export_web(model: Path, output: Path, *, int8: bool = False, calibration_dir: Path | None = None,
+def export_web(model: str | Path | None, output: Path, *, int8: bool = False, calibration_dir: Path | None = None,
                opset: int = 17, detector: str | None = None) -> WebExportResult:
-    """Write the static site for ``model`` (a run folder, .safetensors or .onnx file) into ``output``.
+    """Write the static site for ``model`` (models.files.resolve_model: None or "bundled", a run
+    folder, a .safetensors or .onnx file) into ``output``.
 
-    The classifier is the ONNX file `serve` would run (a .safetensors model's derived form), or with
-    ``int8`` a fresh int8 export of it (inference.export, with its own parity check).
+    The classifier is the ONNX file `serve` would run (a folder's current model.onnx, else the
+    derived form of its weights); with ``int8``, the int8 file shipped beside the weights (made
+    from exactly them), else a fresh int8 export (inference.export, with its own parity check).
     ``detector``: "centerface" (default) or "none" (every image is one face).
     """
-    if not int8:
-        return _write_site(model, output, None, detector)
-    from face_emotion.inference.backends import shipped_onnx
+    from face_emotion.models.files import ONNX, SAFETENSORS, resolve_model, shipped_onnx
 
-    if calibration_dir is None and (shipped := shipped_onnx(model, int8=True)) is not None:
-        return _write_site(model, output, shipped, detector)
+    output = Path(output)
+    # The user's own arguments are checked first, before anything is exported or written.
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise WebExportError(f"{output} exists and is not an empty folder: choose a new one")
+    if not int8:
+        # A folder's current model.onnx, else its weights, run through their derived form as `serve` does.
+        source = resolve_model(model, (ONNX, SAFETENSORS))
+        _check_runtime()
+        return _write_site(source if source.suffix.lower() == ONNX else _derived(source), output, detector)
+    source = resolve_model(model)  # the weights to quantise
+    _check_runtime()
+    shipped = shipped_onnx(model, int8=True) if calibration_dir is None else None
+    if shipped is not None:
+        return _write_site(shipped, output, detector)
     import tempfile
 
     from face_emotion.inference.export import export_onnx
 
     with tempfile.TemporaryDirectory() as scratch:
         quantised = Path(scratch) / "model-int8.onnx"
-        export_onnx(model, quantised, int8=True, opset=opset, calibration_dir=calibration_dir)
-        return _write_site(model, output, quantised, detector)
+        export_onnx(source, quantised, int8=True, opset=opset, calibration_dir=calibration_dir)
+        return _write_site(quantised, output, detector)
 
 
-def _write_site(model: Path, output: Path, onnx_file: Path | None, detector: str | None) -> WebExportResult:
-    from face_emotion.faces import create_detector
-    from face_emotion.inference.backends import OnnxRuntimeBackend, derive_onnx, resolve_model
-    from face_emotion.server.config import ServerConfig
-    from face_emotion.server.model_files import RUNTIME_DIR, RUNTIME_FILES, build_site_files, runtime_digest
+def _check_runtime() -> None:
+    from face_emotion.server.model_files import RUNTIME_DIR, RUNTIME_FILES
 
     missing = [name for name in RUNTIME_FILES if not (RUNTIME_DIR / name).is_file()]
     if missing:
         raise WebExportError(f"onnxruntime-web is not installed ({', '.join(missing)} missing under {RUNTIME_DIR}): "
-                             f"run `make setup` (npm ci in web/) first")
-    output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise WebExportError(f"{output} exists and is not an empty folder: choose a new one")
-    if onnx_file is None:
-        path, _ = resolve_model(model)  # a folder's current model.onnx, else its weights
-        onnx_file = path if path.suffix == ".onnx" else derive_onnx(path)
+                             f"in a checkout run `python web/vendor_runtime.py` (or `make setup`); "
+                             f"a pip install has them: reinstall face-emotion-kit")
+
+
+def _derived(weights: Path) -> Path:
+    """The ONNX form `serve` would run for a .safetensors model."""
+    from face_emotion.inference.onnx_cache import derive_onnx
+
+    return derive_onnx(weights)
+
+
+def _write_site(onnx_file: Path, output: Path, detector: str | None) -> WebExportResult:
+    from face_emotion.faces import create_detector
+    from face_emotion.inference.backends import OnnxRuntimeBackend
+    from face_emotion.server.config import ServerConfig
+    from face_emotion.server.model_files import RUNTIME_DIR, RUNTIME_FILES, build_site_files, runtime_digest
+
     backend = OnnxRuntimeBackend(onnx_file, num_threads=1)
     face_detector = None if detector == "none" else create_detector(detector or "centerface")
     site = build_site_files(backend.spec, Path(onnx_file), face_detector, quantization=backend.quantization)
@@ -182,6 +205,6 @@ def _render_page(spec, config) -> str:
              "classes": list(spec.classes)}
     return env.get_template("index.html").render(
         model=model, max_upload_mb=config.max_upload_mb, max_video_mb=config.max_video_mb,
-        max_video_s=config.max_video_s, video_settings=config.page_video_settings(), static_site=True, manifest_url="model-files/manifest.json",
-        csp=content_security_policy(meta=True),
+        max_video_s=config.max_video_s, video_settings=config.page_video_settings(), static_site=True,
+        manifest_url="model-files/manifest.json", csp=content_security_policy(meta=True),
     )
