@@ -13,6 +13,10 @@
         print(clip.summary().to_dict())
     summary = summarise(analysis.frames, predictor.classes)  # the same summary, from frames you kept
 
+Live sources (cameras, network streams, files at their own pace) go through the same loop:
+video.stream.LiveSource is another kind of input to ClipRun (`face-emotion watch`,
+FaceEmotion.stream).
+
 Heavy libraries (PyAV, OpenCV, trackers, matplotlib) are imported when first used.
 """
 
