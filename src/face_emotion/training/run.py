@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -196,8 +197,13 @@ def _fit(config: TrainConfig, out: Path, module, datamodule, backbone, scan: Dat
     ckpt_path = str(max(candidates, key=lambda p: p.stat().st_mtime)) if config.resume and candidates else None
     if config.resume and ckpt_path is None:
         log.warning("--resume: no checkpoint in %s, starting from the beginning", checkpoints)
-    logged = out / "logs" / "metrics.csv"
+    log_dir = Path(trainer.logger.log_dir)
+    logged = log_dir / "metrics.csv"
     history = read_logged_rows(logged) if ckpt_path and logged.is_file() else []
+    if ckpt_path and log_dir.is_dir():
+        # The epochs logged so far are held in `history` and put back after fit; left in place,
+        # Lightning's CSV logger would delete them itself, warning that it does.
+        shutil.rmtree(log_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if not trainer.is_global_zero:
         return None
@@ -296,5 +302,30 @@ def _final_spec(config: TrainConfig, preprocess: PreprocessSpec, classes: list[s
                                      for s, m in per_source.items()},
                  "test_framing": metrics["framing"], "test_other_framings": scores.other_framings,
                  "calibration": scores.calibration},
-        training=training | {"train_sha256_prefixes": "".join(s.digest[:TRAIN_DIGEST_CHARS] for s in splits["train"])},
+        training=training | _provenance(config, [s.digest[:TRAIN_DIGEST_CHARS] for s in splits["train"]]),
     )
+
+
+def _provenance(config: TrainConfig, train_digests: list[str]) -> dict:
+    """The spec's record of where the weights came from and which images they learnt from.
+
+    A run started from another model (--init) learnt from that model's training images too: it
+    inherits their digests (so `evaluate` still warns about them), and says it started from that
+    model rather than from the --weights default it never used.
+    """
+    if not config.init:
+        return {"train_sha256_prefixes": "".join(train_digests)}
+    from face_emotion.models.store import read_spec
+
+    start = read_spec(config.init)
+    packed = start.training.get("train_sha256_prefixes") or ""
+    width = TRAIN_DIGEST_CHARS
+    inherited = [packed[i : i + width] for i in range(0, len(packed), width)]
+    digests = list(dict.fromkeys(inherited + train_digests))  # once each, the start's first
+    return {
+        "weights": f"init: {start.name} {start.version}".strip(),
+        "init_model": {"argument": str(config.init), "name": start.name, "version": start.version,
+                       "architecture": start.architecture, "classes": list(start.classes),
+                       "train_images": len(inherited)},
+        "train_sha256_prefixes": "".join(digests),
+    }
