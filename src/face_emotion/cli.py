@@ -22,6 +22,7 @@ COMMANDS = {
     "train": "Train on folders of labelled photos and write a run folder.",
     "evaluate": "Score a model on a labelled folder dataset.",
     "predict": "Emotions of the faces in image files or folders (text, JSON lines or CSV).",
+    "watch": "Emotions of the faces in a camera or a live stream, as they happen.",
     "export": "Export a model to ONNX (fp32 or int8) and check it against PyTorch.",
     "serve": "Serve the JSON API and the web page (gunicorn).",
     "batch": "Many images (folders, lists, URIs) into Parquet, one row per face; locally or on Ray.",
