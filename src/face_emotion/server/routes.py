@@ -145,8 +145,10 @@ def predict():
           application/json:
             schema: {$ref: "#/components/schemas/Prediction"}
       "400": {$ref: "#/components/responses/BadRequest"}
+      "408": {$ref: "#/components/responses/SlowClient"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "431": {$ref: "#/components/responses/HeadersTooLarge"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
     start = time.perf_counter()
@@ -191,8 +193,10 @@ def predict_batch():
           application/json:
             schema: {$ref: "#/components/schemas/BatchPrediction"}
       "400": {$ref: "#/components/responses/BadRequest"}
+      "408": {$ref: "#/components/responses/SlowClient"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "431": {$ref: "#/components/responses/HeadersTooLarge"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
     start = time.perf_counter()
@@ -350,8 +354,10 @@ def predict_video():
           application/json:
             schema: {$ref: "#/components/schemas/VideoPrediction"}
       "400": {$ref: "#/components/responses/BadRequest"}
+      "408": {$ref: "#/components/responses/SlowClient"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "431": {$ref: "#/components/responses/HeadersTooLarge"}
       "501": {$ref: "#/components/responses/MissingExtra"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
