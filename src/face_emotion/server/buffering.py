@@ -40,6 +40,8 @@ from urllib.parse import urlsplit
 from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 
+from face_emotion.errors import FaceEmotionError
+
 # The route whose bodies may be as large as a clip (ServerConfig.max_video_mb); every other
 # route takes at most ServerConfig.max_upload_mb.
 VIDEO_PATH = "/predict/video"
@@ -158,15 +160,19 @@ class _Incoming:
                    self.body_began + limits.body_timeout_s + received / MIN_BODY_RATE)
 
 
-class _Refusal(Exception):
+class _Refusal(FaceEmotionError):
+    """A request refused before any view sees it; ``answer`` is its JSON error response."""
+
     def __init__(self, status: int, code: str, message: str, extra_headers=()):
-        super().__init__(message)
+        super().__init__(message, code=code)
         self.answer = error_answer(status, code, message, tuple(extra_headers))
 
 
-class _HandOff(Exception):
+class _HandOff(FaceEmotionError):
     """Framing this front does not judge (conflicting lengths, an unknown transfer coding): the
     request goes to gunicorn's parser as it is, which rejects it before reading a body."""
+
+    code = "hand_off"
 
 
 class BufferingWorker(ThreadWorker):
