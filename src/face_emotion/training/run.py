@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,10 +23,22 @@ from face_emotion.evaluation.calibration import choose_temperature
 from face_emotion.models.backbones import create_network, get_backbone
 from face_emotion.models.spec import TRAIN_DIGEST_CHARS, ModelSpec, PreprocessSpec
 from face_emotion.models.transfer import init_from_model, with_head
-from face_emotion.training.data import bank_data, file_data, loss_weights, run_splits
+from face_emotion.training.data import bank_data, file_data, loss_weights, pack_data, run_splits
 from face_emotion.training.outputs import read_logged_rows, restore_logged_history, write_run_folder
 
 log = logging.getLogger(__name__)
+
+# Fine-tuning a face-emotion model (--init) on a small set - a user's own people, a camera -
+# is another job than training on tens of thousands of faces: the start is already good, so the
+# features must move slowly (a tenth of the head's learning rate, pulled back towards where they
+# started by L2-SP), the few photos all train (no test split carved; validation picks the epoch)
+# and the result must never be worse than the start on validation. These replace the options
+# the user left at their defaults (scripts/adaptation_proxy.py measures them).
+ADAPT_MAX_IMAGES = 3000
+ADAPT_DEFAULTS = {
+    "lr": 1e-3, "backbone_lr_ratio": 0.1, "l2sp": 0.01, "epochs": 20, "patience": 100,
+    "schedule": "cosine", "val_fraction": 0.2, "test_fraction": 0.0, "keep_start": True, "keep_classes": True,
+}
 
 
 @dataclass
@@ -81,7 +94,13 @@ class TrainConfig:
     distill_temperature: float = 2.0
     soft_labels: str | None = None  # CSV of per-file class distributions (e.g. annotator votes)
     schedule: str = "plateau"  # "plateau" (reduce on validation loss) or "cosine" (fixed budget)
+    backbone_lr_ratio: float = 1.0  # the backbone's learning rate as a fraction of the head's
+    l2sp: float = 0.0  # strength of the pull back towards the starting weights (with --init)
+    keep_start: bool = False  # with --init: keep the start if it scores higher on validation
+    keep_classes: bool = False  # with --init and no --classes: the start's classes the data lacks stay
+    adapt: str = "auto"  # "auto": ADAPT_DEFAULTS when fine-tuning a model on a small set; "off"
     init: str | None = None  # start from a face-emotion model: "bundled", a run folder or a model file
+    bank: str | None = None  # a training pack (data.pack, `face-emotion pack`) instead of data_dirs
     detect: bool = True  # detect and crop faces first (uncropped photos); False: files are face crops
     detector: str | None = None  # face detector name; None: the default
     extra: dict = field(default_factory=dict)  # free-form notes written into the model description
@@ -113,6 +132,20 @@ class TrainConfig:
             raise ValueError(f"framings must be template, given or both, not {self.framings!r}")
         if (self.distill or self.soft_labels) and self.crops != "memory":
             raise ValueError("--distill and --soft-labels need --crops memory")
+
+
+def settle_adaptation(config: TrainConfig, n_images: int) -> bool:
+    """Apply ADAPT_DEFAULTS to the options left at their defaults when ``config`` fine-tunes a
+    face-emotion model on ``n_images`` <= ADAPT_MAX_IMAGES. Returns whether it did."""
+    if config.adapt == "off" or not config.init or n_images > ADAPT_MAX_IMAGES:
+        return False
+    if config.adapt != "auto":
+        raise ValueError(f"adapt must be auto or off, not {config.adapt!r}")
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for name, value in ADAPT_DEFAULTS.items():
+        if getattr(config, name) == defaults[name]:
+            setattr(config, name, value)
+    return True
 
 
 def _cuda_in_use(accelerator: str) -> bool:
@@ -171,18 +204,35 @@ def run_training(config: TrainConfig) -> TrainResult | None:
         network = None  # built below, once the classes are known
     else:
         network = create_network(config.arch, 2, config.dropout, weights=config.weights)
-    scan = scan_dataset(config.data_dirs, config.classes)
+    pack = None
+    if config.bank:
+        pack, scan = _open_pack(config)
+    else:
+        scan = scan_dataset(config.data_dirs, config.classes)
     classes = scan.classes
     if len(classes) < 2:
         raise ValueError(f"need at least two classes to train, found {classes}")
     if config.init:
+        if settle_adaptation(config, len(scan.samples)):
+            print(f"fine-tuning {config.init} on {len(scan.samples)} images: lr {config.lr:g} (backbone x{config.backbone_lr_ratio:g}), "
+                  f"L2-SP {config.l2sp:g}, {config.epochs} epochs, validation {config.val_fraction:g}, test {config.test_fraction:g}, "
+                  f"keep the start if it is better (--adapt off: plain defaults)", flush=True)
+        if config.keep_classes and config.classes is None:
+            from face_emotion.models.bundled import resolve_init_argument
+            from face_emotion.models.store import read_spec
+
+            start_classes = list(read_spec(resolve_init_argument(config.init)).classes)
+            lacking = [c for c in start_classes if c not in classes]
+            if lacking:
+                print(f"keeping the classes the data lacks: {', '.join(lacking)}", flush=True)
+                classes = start_classes + [c for c in classes if c not in start_classes]
         network = init_from_model(config.init, config.arch, classes, config.dropout)
     else:
         network = with_head(network, config.arch, len(classes), config.dropout)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(config, out, started, backbone, scan, classes, network)
+        return _train(config, out, started, backbone, scan, classes, network, pack)
     except BaseException:
         if created and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave nothing behind
@@ -211,7 +261,28 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
-def _train(config: TrainConfig, out: Path, started: float, backbone, scan: DatasetScan, classes: list[str], network):
+def _open_pack(config: TrainConfig):
+    """A training pack as a scan with given splits; the run's crop geometry becomes the pack's."""
+    from face_emotion.data.pack import read_pack
+
+    if config.data_dirs:
+        raise ValueError("give data folders or --bank, not both")
+    pack = read_pack(config.bank)
+    if config.classes and list(config.classes) != pack.classes:
+        raise ValueError(f"--classes {','.join(config.classes)}: the pack holds {','.join(pack.classes)}")
+    made = pack.meta["preprocess"]
+    if config.color_mode != made["color_mode"]:
+        raise ValueError(f"the pack holds {made['color_mode']} crops; this run wants {config.color_mode}")
+    for name in ("face_margin", "face_align", "face_resolution"):
+        setattr(config, name, made[name])
+    samples = [s for split in pack.splits.values() for s in split]
+    scan = DatasetScan(classes=list(pack.classes), samples=samples, given_splits=pack.splits,
+                       roots={}, duplicates_removed=0)
+    return pack, scan
+
+
+def _train(config: TrainConfig, out: Path, started: float, backbone, scan: DatasetScan, classes: list[str], network,
+           pack=None):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -226,7 +297,9 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     )
     if _cuda_in_use(config.accelerator):
         network = network.to(memory_format=torch.channels_last)  # faster convolutions under bf16
-    if config.crops == "memory":
+    if pack is not None:
+        datamodule, loaders, splits = pack_data(config, pack, splits, classes, preprocess)
+    elif config.crops == "memory":
         datamodule, loaders, splits = bank_data(config, scan, splits, classes, preprocess)
     else:
         datamodule, loaders, splits = file_data(config, scan, splits, classes, preprocess)
@@ -234,7 +307,10 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
         network, len(classes), lr=config.lr, weight_decay=config.weight_decay,
         label_smoothing=config.label_smoothing, class_weights=loss_weights(config, splits, classes),
         schedule=config.schedule, distill_alpha=config.distill_alpha, distill_temperature=config.distill_temperature,
+        head_name=backbone.head_name, backbone_lr_ratio=config.backbone_lr_ratio, l2sp=config.l2sp if config.init else 0.0,
+        trained_classes=[i for i, c in enumerate(classes) if c in scan.classes],
     )
+    start_network = copy.deepcopy(network) if config.init and config.keep_start else None
 
     checkpoints = out / "checkpoints"
     # `best` also writes last.ckpt after every validation; `timed` saves mid-epoch on a clock, as
@@ -303,6 +379,19 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
 
     framings = list(loaders)  # the primary framing first: the detector's crop when detecting
     val_scored = {f: score(splits["val"], f) for f in framings}
+    kept_start = False
+    if start_network is not None:
+        # Never hand back a model worse than the one the run started from: compare both on
+        # validation (macro-F1, then accuracy) in the primary framing.
+        trained = metrics_from_scores(val_scored[framings[0]], classes, classes, 1.0)
+        predictor = Predictor(PyTorchBackend.from_network(start_network.cpu().eval(), draft))
+        start_val = {f: score(splits["val"], f) for f in framings}
+        before = metrics_from_scores(start_val[framings[0]], classes, classes, 1.0)
+        if (before["macro_f1"], before["accuracy"]) >= (trained["macro_f1"], trained["accuracy"]):
+            kept_start, network, val_scored = True, start_network.cpu().eval(), start_val
+            print(f"kept the start: validation macro-F1 {before['macro_f1']:.4f} against {trained['macro_f1']:.4f} after training", flush=True)
+        else:
+            predictor = Predictor(PyTorchBackend.from_network(network, draft))
     # One temperature for every framing: a user's crops may come either way.
     calibration = choose_temperature(torch.cat([v.logits for v in val_scored.values()]),
                                      torch.cat([v.targets for v in val_scored.values()]))
@@ -333,7 +422,7 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     training = {k: v for k, v in asdict(config).items() if k not in ("data_dirs", "out_dir", "extra", "progress")}
     training |= {
         "epochs_run": epochs_run, "best_val_macro_f1": float(best.best_model_score or float("nan")),
-        "minutes": round((time.time() - started) / 60, 1), **config.extra,
+        "minutes": round((time.time() - started) / 60, 1), "kept_start": kept_start, **config.extra,
     }
     spec = ModelSpec(
         architecture=config.arch, classes=tuple(classes), preprocess=preprocess, dropout=config.dropout,
