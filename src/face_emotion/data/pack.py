@@ -134,19 +134,35 @@ def write_pack(path: str | Path, bank: CropBank, splits: dict[str, list[Sample]]
     return path
 
 
-def read_pack(path: str | Path) -> TrainingPack:
-    """The pack at ``path`` as a bank and tables (views decoded, given views padded back)."""
-    path = Path(path)
+def _open(path: Path):
+    """The pack's arrays (lazily) and its header; ValueError for anything else."""
+    not_a_pack = f"{path} is not a training pack (face-emotion pack writes one)"
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a training pack (face-emotion pack writes one): {error}") from None
-    with data:
-        if "header" not in data.files:
-            raise ValueError(f"{path} is not a training pack (face-emotion pack writes one)")
+    except (OSError, ValueError):
+        raise ValueError(not_a_pack) from None
+    if not hasattr(data, "files") or "header" not in data.files:
+        raise ValueError(not_a_pack)
+    try:
         header = json.loads(str(data["header"]))
-        if header.get("format") != PACK_FORMAT:
-            raise ValueError(f"{path}: unknown pack format {header.get('format')!r} (this version reads {PACK_FORMAT})")
+    except (ValueError, TypeError):
+        raise ValueError(not_a_pack) from None
+    if not isinstance(header, dict) or header.get("format") != PACK_FORMAT:
+        raise ValueError(f"{path}: not a pack this version reads ({PACK_FORMAT})")
+    return data, header
+
+
+def pack_header(path: str | Path) -> dict:
+    """The pack's header alone (a quick check before anything slow)."""
+    data, header = _open(Path(path))
+    data.close()
+    return header
+
+
+def read_pack(path: str | Path) -> TrainingPack:
+    """The pack at ``path`` as a bank and tables (views decoded, given views padded back)."""
+    data, header = _open(Path(path))
+    with data:
         side, core, channels = header["side"], header["core"], header["channels"]
         classes = [str(c) for c in data["classes"]]
         sources = [str(s) for s in data["sources"]]

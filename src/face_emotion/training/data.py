@@ -154,11 +154,16 @@ def pack_data(config: TrainConfig, pack, splits: dict, classes: list[str], prepr
     bank = pack.bank
     _check_splits(splits)
     report_data(splits, classes, [])
-    if config.distill or config.soft_labels:
-        raise ValueError("--distill and --soft-labels are read from the pack with --bank; pack them with `face-emotion pack`")
-    if pack.teacher_logits:
-        print(f"distillation: teacher logits for {sum(s.digest in pack.teacher_logits for s in splits['train'])} "
-              f"of {len(splits['train'])} training images (from the pack)", flush=True)
+    from face_emotion.data.crop_bank import read_digest_table
+
+    # The pack's own tables, unless a file names others (a teacher trained on this pack, say).
+    soft = read_digest_table(config.soft_labels, classes) if config.soft_labels else pack.soft_labels
+    teacher = read_digest_table(config.distill, classes) if config.distill else pack.teacher_logits
+    if teacher:
+        from face_emotion.data.crop_bank import lookup
+
+        found = sum(lookup(teacher, s.digest) is not None for s in splits["train"])
+        print(f"distillation: teacher logits for {found} of {len(splits['train'])} training images", flush=True)
     keep = np.ones(len(bank.kind), bool)
     if not template:
         keep &= bank.kind != TEMPLATE
@@ -171,8 +176,8 @@ def pack_data(config: TrainConfig, pack, splits: dict, classes: list[str], prepr
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(config.precision), torch.float32)
     datamodule = CropBankDataModule(
         bank, splits, classes, preprocess, batch_size=config.batch_size, augment=config.augment,
-        zoom_out=config.zoom_out, balanced_sampling=config.balance == "sampler", soft_targets=pack.soft_labels or None,
-        teacher_logits=pack.teacher_logits or None, label_smoothing=config.label_smoothing, precision_dtype=dtype,
+        zoom_out=config.zoom_out, balanced_sampling=config.balance == "sampler", soft_targets=soft or None,
+        teacher_logits=teacher or None, label_smoothing=config.label_smoothing, precision_dtype=dtype,
         seed=config.seed,
     )
     banked = {bank.samples[i].digest for i in set(bank.sample_index.tolist())}

@@ -198,6 +198,10 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     out = Path(config.out_dir)
     _quiet_third_party()
     backbone = get_backbone(config.arch)  # fail on a bad name before scanning thousands of files
+    if config.bank:
+        from face_emotion.data.pack import pack_header
+
+        pack_header(config.bank)  # a wrong file fails before any weights are looked for
     # Weights before data: a missing download must fail in a second, not after a detection
     # pass over every photo, and must leave no run folder behind.
     if config.init:
@@ -274,7 +278,13 @@ def _open_pack(config: TrainConfig):
     if config.color_mode != made["color_mode"]:
         raise ValueError(f"the pack holds {made['color_mode']} crops; this run wants {config.color_mode}")
     for name in ("face_margin", "face_align", "face_resolution"):
-        setattr(config, name, made[name])
+        setattr(config, name, made.get(name))
+    # The framings follow the pack unless asked otherwise; a pack of crops as given has no other.
+    packed = pack.meta.get("framings", "both")
+    if packed == "given":
+        config.detect = False
+    elif config.framings == TrainConfig.framings:
+        config.framings = packed
     samples = [s for split in pack.splits.values() for s in split]
     scan = DatasetScan(classes=list(pack.classes), samples=samples, given_splits=pack.splits,
                        roots={}, duplicates_removed=0)
