@@ -24,9 +24,12 @@ from face_emotion.commands.common import fail as _fail
 @click.option("--seed", type=int)
 @click.option("--detect/--no-detect", default=True, help="--no-detect: the images are face crops already.")
 @click.option("--detector", help="Face detector name (default: the package default).")
-@click.option("--quality", type=click.IntRange(30, 100), default=75, show_default=True, help="JPEG quality of the views.")
+@click.option("--quality", type=click.IntRange(30, 100), default=65, show_default=True,
+              help="JPEG quality of the template views (the detector's crops).")
+@click.option("--given-quality", type=click.IntRange(30, 100), default=80, show_default=True,
+              help="WebP quality of the given views (the files as they are).")
 @click.option("--no-progress", is_flag=True)
-def pack(data_dirs, out_file, classes, no_progress, quality, **options) -> None:
+def pack(data_dirs, out_file, classes, no_progress, quality, given_quality, **options) -> None:
     """Write the crops of DATA_DIRS (both framings), labels, split, soft labels and teacher logits
     into one file that `train --bank FILE` reads on any machine, without the data or a detector."""
     from pathlib import Path
@@ -39,7 +42,7 @@ def pack(data_dirs, out_file, classes, no_progress, quality, **options) -> None:
         given = {k: v for k, v in options.items() if v is not None}
         config = TrainConfig(data_dirs=list(data_dirs), out_dir=str(Path(out_file).parent),
                              classes=parse_class_list(classes) if classes else None, progress=not no_progress, **given)
-        made = write_training_pack(config, out_file, quality=quality)
+        made = write_training_pack(config, out_file, quality=quality, given_quality=given_quality)
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error))
     click.echo(f"pack written to {out_file}: {made['bytes'] / 1e6:.1f} MB, splits {made['splits']}")

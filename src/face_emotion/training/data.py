@@ -191,7 +191,7 @@ def pack_data(config: TrainConfig, pack, splits: dict, classes: list[str], prepr
     return datamodule, loaders, splits
 
 
-def write_training_pack(config: TrainConfig, path: str | Path, *, quality: int = 75) -> dict:
+def write_training_pack(config: TrainConfig, path: str | Path, *, quality: int = 65, given_quality: int = 80) -> dict:
     """Scan, split, detect and decode as `train` does, then write it all into one pack file
     (data.pack) that `train --bank` reads on any machine. Returns the pack's header."""
     from face_emotion.data.crop_bank import DEFAULT_CONTEXT, CropBank, build_crop_bank, read_digest_table
@@ -228,5 +228,6 @@ def write_training_pack(config: TrainConfig, path: str | Path, *, quality: int =
             "framings": config.framings if config.detect else "given", "data": scan.summary(),
             "soft_labels": Path(config.soft_labels).name if config.soft_labels else None,
             "teacher_logits": Path(config.distill).name if config.distill else None}
-    write_pack(path, bank, splits, classes, soft_labels=soft, teacher_logits=teacher, meta=meta, quality=quality)
+    write_pack(path, bank, splits, classes, soft_labels=soft, teacher_logits=teacher, meta=meta, quality=quality,
+               given_quality=given_quality)
     return meta | {"splits": {k: len(v) for k, v in splits.items()}, "bytes": Path(path).stat().st_size}

@@ -279,6 +279,10 @@ def _open_pack(config: TrainConfig):
         raise ValueError(f"the pack holds {made['color_mode']} crops; this run wants {config.color_mode}")
     for name in ("face_margin", "face_align", "face_resolution"):
         setattr(config, name, made.get(name))
+    widest = pack.meta["side"] / pack.meta["core"]
+    if config.zoom_out > widest:
+        print(f"zoom-out {config.zoom_out:g} -> {widest:.3f}: the context the pack holds", flush=True)
+        config.zoom_out = widest
     # The framings follow the pack unless asked otherwise; a pack of crops as given has no other.
     packed = pack.meta.get("framings", "both")
     if packed == "given":
