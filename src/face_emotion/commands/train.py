@@ -72,7 +72,7 @@ from face_emotion.models.spec import ALIGN_MODES
               help="With --init: the start's classes the data lacks stay in the model (left out of the loss).")
 @click.option("--adapt", type=click.Choice(["auto", "off"]),
               help="auto: fine-tuning a face-emotion model on a small set (--init, at most 3,000 images) sets "
-                   "lr 1e-3 with the backbone at x0.1, L2-SP 0.01, 20 epochs cosine, validation 0.2, no test "
+                   "lr 1e-3 with the backbone at x0.1, L2-SP 0.01, 20 epochs cosine in batches of 16, validation 0.2, no test "
                    "split, --keep-start and --keep-classes, for the options left at their defaults; off: plain defaults.")
 @click.option("--bank", type=click.Path(exists=True, dir_okay=False),
               help="Train from a training pack (`face-emotion pack`) instead of DATA_DIRS: crops, labels, soft labels "

@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 # is another job than training on tens of thousands of faces: the start is already good, so the
 # features must move slowly (a tenth of the head's learning rate, pulled back towards where they
 # started by L2-SP), the few photos all train (no test split carved; validation picks the epoch)
-# and the result must never be worse than the start on validation. These replace the options
+# in small batches (steps, not epochs, are what a hundred photos lack), and the result must never
+# be worse than the start on validation. These replace the options
 # the user left at their defaults (scripts/adaptation_proxy.py measures them).
 ADAPT_MAX_IMAGES = 3000
 ADAPT_DEFAULTS = {
-    "lr": 1e-3, "backbone_lr_ratio": 0.1, "l2sp": 0.01, "epochs": 20, "patience": 100,
+    "lr": 1e-3, "backbone_lr_ratio": 0.1, "l2sp": 0.01, "epochs": 20, "batch_size": 16, "patience": 100,
     "schedule": "cosine", "val_fraction": 0.2, "test_fraction": 0.0, "keep_start": True, "keep_classes": True,
 }
 
@@ -219,7 +220,7 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     if config.init:
         if settle_adaptation(config, len(scan.samples)):
             print(f"fine-tuning {config.init} on {len(scan.samples)} images: lr {config.lr:g} (backbone x{config.backbone_lr_ratio:g}), "
-                  f"L2-SP {config.l2sp:g}, {config.epochs} epochs, validation {config.val_fraction:g}, test {config.test_fraction:g}, "
+                  f"L2-SP {config.l2sp:g}, {config.epochs} epochs of batches of {config.batch_size}, validation {config.val_fraction:g}, test {config.test_fraction:g}, "
                   f"keep the start if it is better (--adapt off: plain defaults)", flush=True)
         if config.keep_classes and config.classes is None:
             from face_emotion.models.bundled import resolve_init_argument
