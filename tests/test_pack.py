@@ -211,6 +211,15 @@ def test_fine_tuning_keeps_the_classes_the_data_lacks(tmp_path):
     # Left out of the loss, surprise's head row moves only by weight decay; the trained rows move.
     assert torch.allclose(old[head][3], new[head][3], rtol=1e-2, atol=1e-4)
     assert not torch.allclose(old[head][:3], new[head][:3], atol=1e-4)
+    # A class the start does not know makes a new task: exactly the data's classes.
+    (data / "pain").mkdir()
+    from PIL import Image, ImageOps
+
+    for image in sorted((data / "angry").iterdir())[:5]:
+        ImageOps.flip(Image.open(image)).save(data / "pain" / image.name)
+    new_task = run_training(TrainConfig(data_dirs=[str(data)], out_dir=str(tmp_path / "run2"), init=str(start),
+                                        epochs=1, progress=False, detect=False, augment="light"))
+    assert new_task.spec.classes == ("anger", "happiness", "pain", "sadness")
 
 
 def test_fine_tuning_a_model_on_a_small_set_learns_what_it_did_not_know(tmp_path):

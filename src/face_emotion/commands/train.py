@@ -69,7 +69,8 @@ from face_emotion.models.spec import ALIGN_MODES
 @click.option("--keep-start/--no-keep-start", default=None,
               help="With --init: hand back the start if it scores higher on validation than the result.")
 @click.option("--keep-classes/--no-keep-classes", default=None,
-              help="With --init: the start's classes the data lacks stay in the model (left out of the loss).")
+              help="With --init, when every class of the data is one the start knows: the start's other classes "
+                   "stay in the model (left out of the loss).")
 @click.option("--adapt", type=click.Choice(["auto", "off"]),
               help="auto: fine-tuning a face-emotion model on a small set (--init, at most 3,000 images) sets "
                    "lr 1e-3 with the backbone at x0.1, L2-SP 0.01, 20 epochs cosine in batches of 16, validation 0.2, no test "

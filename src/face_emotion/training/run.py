@@ -98,7 +98,7 @@ class TrainConfig:
     backbone_lr_ratio: float = 1.0  # the backbone's learning rate as a fraction of the head's
     l2sp: float = 0.0  # strength of the pull back towards the starting weights (with --init)
     keep_start: bool = False  # with --init: keep the start if it scores higher on validation
-    keep_classes: bool = False  # with --init and no --classes: the start's classes the data lacks stay
+    keep_classes: bool = False  # with --init and no --classes, data of known classes only: the others stay
     adapt: str = "auto"  # "auto": ADAPT_DEFAULTS when fine-tuning a model on a small set; "off"
     init: str | None = None  # start from a face-emotion model: "bundled", a run folder or a model file
     bank: str | None = None  # a training pack (data.pack, `face-emotion pack`) instead of data_dirs
@@ -228,9 +228,11 @@ def run_training(config: TrainConfig) -> TrainResult | None:
 
             start_classes = list(read_spec(resolve_init_argument(config.init)).classes)
             lacking = [c for c in start_classes if c not in classes]
-            if lacking:
+            # Photos of some of the model's classes adapt it; a class it does not know (pain)
+            # makes a new task, whose classes are the data's own.
+            if lacking and set(classes) <= set(start_classes):
                 print(f"keeping the classes the data lacks: {', '.join(lacking)}", flush=True)
-                classes = start_classes + [c for c in classes if c not in start_classes]
+                classes = start_classes
         network = init_from_model(config.init, config.arch, classes, config.dropout)
     else:
         network = with_head(network, config.arch, len(classes), config.dropout)
