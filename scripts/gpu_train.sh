@@ -7,6 +7,8 @@
 #
 # Here, once:  face-emotion pack DATA... --out .pack/pack.npz ... (docs/default-model.md), and
 #              echo /.pack/ >> .git/info/exclude     (the pack travels as a carried folder, <= 64 MB)
+#              mkdir -p .pack/site && cp -r .venv/lib/python3.*/site-packages/efficientnet_lite_pytorch .pack/site/
+#              (the Lite0 model code, pure Python: the device image has torch, lightning and the rest)
 # Device:      run(command="bash scripts/gpu_train.sh", carry=[".pack"], timeout_s=600)
 # On a CPU (the end-to-end test): OUT=/tmp/x ACCEL=cpu TEACHER_EPOCHS=1 ... bash scripts/gpu_train.sh
 set -euo pipefail
@@ -24,7 +26,10 @@ STUDENT_INIT=${STUDENT_INIT:-bundled}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-20}
 STUDENT_MINUTES=${STUDENT_MINUTES:-3}
 BATCH=${BATCH:-512}
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$PWD/src:$PWD/.pack/site${PYTHONPATH:+:$PYTHONPATH}
+$PY -c "import efficientnet_lite_pytorch, pytorch_lightning, torchmetrics" \
+  || { echo "missing Python packages: copy efficientnet_lite_pytorch into .pack/site (see the header)"; exit 1; }
+$PY -c "import torch; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 mkdir -p "$OUT" "$WORK"
 started=$(date +%s)
 common=(--bank "$PACK" --accelerator "$ACCEL" --devices 1 --batch-size "$BATCH" --framings both --zoom-out 1.2
