@@ -11,18 +11,15 @@ PORT ?= 5000
 $(BIN)/face-emotion: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[all,test,dev]'
 	touch $@
 
 # The page's in-browser runtime (onnxruntime-web, pinned in web/package-lock.json), copied into the
 # static folder so the browser loads it from the page's own origin.
 ORT_VENDOR := src/face_emotion/server/static/vendor/onnxruntime-web
-ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
 
-$(ORT_VENDOR)/.installed: web/package.json web/package-lock.json
-	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-	mkdir -p $(ORT_VENDOR)
-	cd web/node_modules/onnxruntime-web && cp $(addprefix dist/,$(ORT_FILES)) package.json $(CURDIR)/$(ORT_VENDOR)/  # package.json: version, MIT licence
+$(ORT_VENDOR)/.installed: web/package.json web/package-lock.json web/vendor_runtime.py
+	$(PYTHON) web/vendor_runtime.py
 	touch $@
 
 setup: $(BIN)/face-emotion $(ORT_VENDOR)/.installed
@@ -32,10 +29,15 @@ run: setup
 
 test: setup
 	bash scripts/install_browser_deps.sh
+	$(BIN)/ruff check src tests benchmarks scripts web
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+	bash scripts/check_base_install.sh
 
 FAST_TESTS := -m "not slow and not browser"
 test-fast: setup
+	$(BIN)/ruff check src tests benchmarks scripts web
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(FAST_TESTS)
 
 clean:

@@ -49,7 +49,7 @@ def stage_times(paths: list[str], options) -> dict[str, float]:
 
     from face_emotion.batch.rows import output_schema, results_table
     from face_emotion.imageio import decode_image
-    from face_emotion.inference.predictor import softmax
+    from face_emotion.inference.backends import softmax
     from face_emotion.inference.results import ImageResult
 
     predictor = options.load()
@@ -118,7 +118,8 @@ def timed_run(paths: list[str], engine, options, batch_size: int, out: Path) -> 
             started = time.time()
             for table in engine.run(todo, job, predictor):
                 if "_started" in table.column_names:
-                    spans.extend([min(table.column("_started").to_pylist()), max(table.column("_finished").to_pylist())])
+                    spans.extend([min(table.column("_started").to_pylist()),
+                                  max(table.column("_finished").to_pylist())])
                     table = table.drop_columns(["_started", "_finished"])
                 yield table
             if not spans:  # in-process: the workers' span is the whole run of the engine
@@ -176,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     out = scratch / f"{name.replace(' ', '')}-{round_number}"
                     runs[name].append(timed_run(paths, engine, options, args.batch_size, out))
                     r = runs[name][-1]
-                    print(f"  round {round_number + 1} {name}: {r['seconds']:.1f} s, {r['end_to_end']:.2f} img/s end to "
-                          f"end, {r['working']:.2f} img/s working", flush=True)
+                    print(f"  round {round_number + 1} {name}: {r['seconds']:.1f} s, "
+                          f"{r['end_to_end']:.2f} img/s end to end, {r['working']:.2f} img/s working", flush=True)
         finally:
             ray.shutdown()
         results = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'engine':<8} {'seconds':>8} {'end-to-end img/s':>17} {'working img/s':>14} {'working vs local':>17}")
     base = results["local"]["working"]
     for name, r in results.items():
-        print(f"{name:<8} {r['seconds']:8.1f} {r['end_to_end']:17.2f} {r['working']:14.2f} {r['working'] / base:16.2f}x")
+        print(f"{name:<8} {r['seconds']:8.1f} {r['end_to_end']:17.2f} {r['working']:14.2f} "
+              f"{r['working'] / base:16.2f}x")
     two_over_one = results["ray x2"]["working"] / results["ray x1"]["working"]
     print(f"ray x2 / ray x1 (working): {two_over_one:.2f}x")
     print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")

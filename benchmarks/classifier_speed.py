@@ -21,7 +21,7 @@ import numpy as np
 def main() -> None:
     from face_emotion.inference.backends import OnnxRuntimeBackend
     from face_emotion.inference.export import export_onnx
-    from face_emotion.models.bundled import resolve_model_argument
+    from face_emotion.models.files import resolve_model
     from face_emotion.models.store import read_spec
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    source = resolve_model_argument(args.model)
+    source = resolve_model(args.model)
     spec = read_spec(source)
     size = int(spec.preprocess.image_size)
     batch = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)

@@ -38,10 +38,10 @@ def timed(run, blob, repeat: int) -> tuple[float, float]:
 
 
 def sizes_and_threads(repeat: int) -> None:
-    from face_emotion.faces.centerface_detector import _OnnxRuntimeRunner, default_model_path
+    from face_emotion.faces.centerface_detector import OnnxRuntimeRunner, default_model_path
 
     model = default_model_path().read_bytes()
-    runners = {threads: _OnnxRuntimeRunner(model, threads) for threads in (1, 2)}
+    runners = {threads: OnnxRuntimeRunner(model, threads) for threads in (1, 2)}
     print("| input px | 1 thread best / median ms | 2 threads best / median ms |")
     print("|---:|---:|---:|")
     rng = np.random.default_rng(0)
@@ -56,11 +56,16 @@ def int8_against_fp32(repeat: int) -> None:
     import onnxruntime as ort
     from onnx import version_converter
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from skimage import data
 
-    from face_emotion.faces.centerface_detector import _OUTPUTS, default_model_path
+    from face_emotion.faces.centerface_detector import OUTPUT_NAMES, default_model_path
 
     ort.set_default_logger_severity(3)  # the old exporter's unused initializers warn by the dozen
     graph = onnx.load(str(default_model_path()))
@@ -69,7 +74,7 @@ def int8_against_fp32(repeat: int) -> None:
     del graph.graph.input[:]
     graph.graph.input.extend(inputs)
     graph = update_inputs_outputs_dims(graph, {"input.1": ["b", 3, "h", "w"]},
-                                       {n: ["b", c, "gh", "gw"] for n, c in zip(_OUTPUTS, (1, 2, 2, 10))})
+                                       {n: ["b", c, "gh", "gw"] for n, c in zip(OUTPUT_NAMES, (1, 2, 2, 10))})
     graph = version_converter.convert_version(graph, 13)  # per-channel QDQ needs opset >= 13
     photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
     blobs = [np.asarray(Image.fromarray(p).convert("RGB").resize((224, 224)), np.float32).transpose(2, 0, 1)[None]
@@ -98,7 +103,7 @@ def int8_against_fp32(repeat: int) -> None:
         print("\n| graph | 224 px best / median ms (1 thread) |")
         print("|---|---:|")
         for name, session in sessions.items():
-            run = lambda blob, s=session: s.run(_OUTPUTS, {"input.1": blob})  # noqa: E731
+            run = lambda blob, s=session: s.run(OUTPUT_NAMES, {"input.1": blob})  # noqa: E731
             best, median = timed(run, blobs[0], repeat)
             heat[name] = run(blobs[0])[0]
             print(f"| {name} | {best:.1f} / {median:.1f} |")

@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 STAGES = ("decode", "detect", "crop", "transform", "classify", "results")
 
 
@@ -48,7 +46,7 @@ def torchvision_eval(spec):
 
 def setups(model: Path, threads: int):
     from face_emotion.faces import create_detector
-    from face_emotion.inference.backends import open_backend
+    from face_emotion.inference.loading import open_backend
     from face_emotion.inference.predictor import Predictor
 
     before = Predictor(open_backend(model, "pytorch", num_threads=threads),
@@ -61,7 +59,7 @@ def setups(model: Path, threads: int):
 
 def one_request(predictor, data: bytes) -> dict[str, float]:
     from face_emotion.imageio import decode_image
-    from face_emotion.inference.predictor import softmax
+    from face_emotion.inference.backends import softmax
     from face_emotion.inference.results import FacePrediction
 
     times, clock = {}, time.perf_counter
@@ -103,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from PIL import Image
 
-    from face_emotion.models.bundled import resolve_model_argument
+    from face_emotion.models.files import resolve_model
 
     if args.image:
         image = Image.open(args.image).convert("RGB")
@@ -117,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
     data_bytes = buffer.getvalue()
-    model = resolve_model_argument(args.model)
+    model = resolve_model(args.model)
 
     predictors = setups(model, args.threads)
     timings: dict[str, list[dict[str, float]]] = {name: [] for name in predictors}
-    for name, predictor in predictors.items():  # warm-up
+    for predictor in predictors.values():  # warm-up
         one_request(predictor, data_bytes)
     for _ in range(args.repeat):
         for name, predictor in predictors.items():

@@ -291,8 +291,8 @@ def photo_bytes(path: str | None, side: int) -> tuple[bytes, str, tuple[int, int
 
 def make_benchmark_model(out_dir: Path) -> tuple[Path, str]:
     """A random-weight ResNet-50 at the bundled model's input size (or 64 px grayscale)."""
-    from face_emotion.models.bundled import bundled_model_path
-    from face_emotion.models.store import ModelLoadError, read_spec
+    from face_emotion.models.files import ModelLoadError, bundled_model_path
+    from face_emotion.models.store import read_spec
 
     try:
         bundled = read_spec(bundled_model_path())

@@ -4,7 +4,7 @@ Both paths run the project's own DataModules, LightningModule and Trainer on the
 face-crop folder (48 px grey JPEGs, as FER2013's):
 - files:  each crop decoded and augmented per sample by PIL/torchvision in a DataLoader;
 - memory: every crop decoded once into a CropBank held on the training device, augmented there
-          a whole batch at a time (training.augment).
+          a whole batch at a time (data.augment).
 The first epoch of each path is never timed: it holds one-off costs (cuDNN autotuning on a GPU,
 the bank's move to the device, allocator warm-up). On a CUDA GPU the memory path runs bf16 and
 channels-last, as `train` does there.
@@ -29,9 +29,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--arch", default="efficientnet_lite0", help="network (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=80, help="model input (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per path, the first untimed (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="epochs per path, the first untimed (default: %(default)s)")
     parser.add_argument("--paths", default="files,memory", help="data paths to time (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers of the files path (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="DataLoader workers of the files path (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     return parser.parse_args(argv)
 
@@ -133,7 +135,8 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (platform.processor() or platform.machine())
+    cpu = platform.processor() or platform.machine()
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu
     print(f"torch {torch.__version__}, {device}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
           f"{args.arch} at {args.image_size} px, batch {args.batch}, {args.images} generated crops, "
           f"{args.epochs} epochs per path (the first untimed)")

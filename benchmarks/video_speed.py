@@ -9,10 +9,11 @@ analysis must keep up with playback on two cores (real-time factor >= 1.0).
 Each configuration is run on the same clip in one process, round-robin (``--repeat`` times),
 so a burst of background load on a shared machine hits them alike; the best run of each is
 reported, with the CPU seconds it used per second of clip (on a machine shared with other jobs,
-below 2 means two free cores would keep up). Configurations: the defaults (detect every 0.2 s, follow faces by optical flow in
-between, classify every frame, batched across frames), and detection on every frame (what the
-pipeline would cost without following). Per stage: seconds, frames/s (analysed frames over that
-stage's time) and the real-time factor that stage alone would allow. Decoding runs ahead on its
+below 2 means two free cores would keep up). Configurations: the defaults (detect every 0.2 s,
+follow faces by optical flow in between, classify every frame, batched across frames), and
+detection on every frame (what the pipeline would cost without following). Per stage: seconds,
+frames/s (analysed frames over that stage's time) and the real-time factor that stage alone
+would allow. Decoding runs ahead on its
 own thread, so "decode" is the time the analysis waited for frames. "predict --json" is the CLI
 verb's own clip path (commands.predict_video.run_clip, JSON lines written to nowhere) with the
 predictor every verb opens (ONNX Runtime by default); ``--pytorch`` adds the defaults on PyTorch.

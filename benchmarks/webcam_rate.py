@@ -24,7 +24,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 # The helpers the tests use too (a server launcher, free ports): tests/support.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.clips import fake_camera_clip  # noqa: E402

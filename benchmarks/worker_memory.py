@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_throughput import group_pids, process_memory  # noqa: E402
+
 from support.server import ServerProcess, free_port, serve_command  # noqa: E402
 
 

@@ -67,8 +67,11 @@ def clear_fer_faces(data: Path, agreement: float) -> set[str]:
     import csv
 
     with open(data / "ferplus-soft-labels.csv", newline="") as handle:
-        return {row["sha256_prefix"] for row in csv.DictReader(handle)
-                if max(float(v) for k, v in row.items() if k != "sha256_prefix") >= agreement}
+        return {
+            row["sha256_prefix"]
+            for row in csv.DictReader(handle)
+            if max(float(v) for k, v in row.items() if k != "sha256_prefix") >= agreement
+        }
 
 
 def build(out: Path, data: Path, seed: int, agreement: float = 0.7) -> None:
@@ -115,27 +118,47 @@ def build(out: Path, data: Path, seed: int, agreement: float = 0.7) -> None:
 
 def score(model: str, test: Path) -> dict:
     from face_emotion.evaluation.evaluate import evaluate_folder
-    from face_emotion.models.bundled import bundled_model_path
-
-    metrics = evaluate_folder(bundled_model_path() if model == "bundled" else model, test, detect=True)
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "no_face": metrics["no_face"]["images"],
-            "recall": {c: round(m["recall"], 3) for c, m in metrics["per_class"].items()}}
+    metrics = evaluate_folder(model, test, detect=True)  # "bundled", a run folder or a model file
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "no_face": metrics["no_face"]["images"],
+        "recall": {c: round(m["recall"], 3) for c, m in metrics["per_class"].items()},
+    }
 
 
 def run(proxy: Path, out: Path, model: str, flags: list[str]) -> None:
     start = score(model, proxy / "test")
-    print(f"start {model}: accuracy {start['accuracy']:.3f}, macro-F1 {start['macro_f1']:.3f}, recall {start['recall']}", flush=True)
+    print(
+        f"start {model}: accuracy {start['accuracy']:.3f}, macro-F1 {start['macro_f1']:.3f}, recall {start['recall']}",
+        flush=True,
+    )
     if out.exists():
         shutil.rmtree(out)
     began = time.time()
-    command = [sys.executable, "-m", "face_emotion", "train", str(proxy / "train"), "--out", str(out),
-               "--init", model, "--no-progress", *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "face_emotion",
+        "train",
+        str(proxy / "train"),
+        "--out",
+        str(out),
+        "--init",
+        model,
+        "--no-progress",
+        *flags,
+    ]
     subprocess.run(command, check=True)
     minutes = (time.time() - began) / 60
     result = score(str(out), proxy / "test")
-    print(f"after train --init {model} {' '.join(flags)} ({minutes:.1f} min): accuracy {result['accuracy']:.3f} "
-          f"({result['accuracy'] - start['accuracy']:+.3f}), macro-F1 {result['macro_f1']:.3f}, recall {result['recall']}")
-    (out / "proxy-result.json").write_text(json.dumps({"start": start, "result": result, "minutes": minutes, "flags": flags}, indent=1))
+    print(
+        f"after train --init {model} {' '.join(flags)} ({minutes:.1f} min): accuracy {result['accuracy']:.3f} "
+        f"({result['accuracy'] - start['accuracy']:+.3f}), macro-F1 {result['macro_f1']:.3f}, recall {result['recall']}"
+    )
+    (out / "proxy-result.json").write_text(
+        json.dumps({"start": start, "result": result, "minutes": minutes, "flags": flags}, indent=1)
+    )
 
 
 def main() -> None:

@@ -28,19 +28,14 @@ from face_emotion.data.scan import read_split_csv, scan_dataset
 from face_emotion.evaluation.resample import NEGATIVE_CLASSES, bootstrap_std, class_figures
 from face_emotion.evaluation.scoring import score_samples
 from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
-from face_emotion.models.bundled import bundled_model_path
 from face_emotion.models.spec import TRAIN_DIGEST_CHARS
-from face_emotion.models.store import read_spec, resolve_model_path
+from face_emotion.models.store import read_spec
 
 FRAMINGS = ((True, "detected"), (False, "as given"))
 
 
-def model_path(model: str) -> Path:
-    return bundled_model_path() if model == "bundled" else resolve_model_path(model)
-
-
 def trained_on(model: str) -> set[str]:
-    digests = read_spec(model_path(model)).training.get("train_sha256_prefixes", "")
+    digests = read_spec(model).training.get("train_sha256_prefixes", "")
     return {digests[i : i + TRAIN_DIGEST_CHARS] for i in range(0, len(digests), TRAIN_DIGEST_CHARS)}
 
 
@@ -48,18 +43,22 @@ def answers_of(predictor: Predictor, samples: list, classes: list[str], detect: 
     """One class index per sample, in order; -1 where no face was found."""
     scored = score_samples(predictor, samples, classes, detect=detect, batch_size=256)
     columns = [list(predictor.classes).index(c) for c in classes]
-    said = {s.digest: int(i) for s, i in zip(scored.samples, scored.logits[:, columns].argmax(dim=1).tolist())}
+    said = {s.digest: int(i) for s, i in zip(scored.samples, np.asarray(scored.logits)[:, columns].argmax(axis=1))}
     return np.array([said.get(s.digest, -1) for s in samples], dtype=np.int64)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, nargs="?", help="run folder whose split.csv names the files")
-    parser.add_argument("--data", action="append", default=[], metavar="DIR", help="dataset folder with test/ (instead of RUN)")
+    parser.add_argument(
+        "--data", action="append", default=[], metavar="DIR", help="dataset folder with test/ (instead of RUN)"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--photos", type=Path, help="folder of whole photos (class folders), read through detection")
     parser.add_argument("--unseen-by", action="append", default=[], metavar="MODEL")
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=MODEL", help="MODEL: a path or 'bundled'")
+    parser.add_argument(
+        "--model", action="append", required=True, metavar="NAME=MODEL", help="MODEL: a path or 'bundled'"
+    )
     parser.add_argument("--tta", action="store_true", help="also score each model mirror-averaged (a NAME +mirror row)")
     parser.add_argument("--bootstrap", type=int, default=500, help="resamples of the files for the noise (0: none)")
     parser.add_argument("--json", type=Path, help="write every figure here")
@@ -68,7 +67,7 @@ def main() -> None:
     if args.data:
         samples = (scan_dataset(args.data).given_splits or {}).get(args.split, [])
     elif args.run:
-        spec = read_spec(resolve_model_path(args.run))
+        spec = read_spec(args.run)
         samples = read_split_csv(args.run / "split.csv", spec.data["roots"])[args.split]
     else:
         parser.error("give a RUN folder or --data folders")
@@ -92,7 +91,7 @@ def main() -> None:
     answers: dict[str, dict[tuple[str, str], np.ndarray]] = {}
     classes: list[str] = []
     for name, path, tta in runs:
-        predictor = Predictor.load(model_path(path), detector=WHOLE_IMAGE, tta=tta)
+        predictor = Predictor.load(path, detector=WHOLE_IMAGE, tta=tta)
         classes = classes or list(predictor.classes)
         whole = {framing: answers_of(predictor, samples, classes, detect) for detect, framing in FRAMINGS}
         row = {("all", f): whole[f] for _, f in FRAMINGS}
@@ -110,7 +109,11 @@ def main() -> None:
     print("\n| model | " + " | ".join(f"{s} {f}" for s, f in sets) + " |")
     print("|---" * (len(sets) + 1) + "|")
     for name in names:
-        print(f"| {name} | " + " | ".join(f"{class_figures(answers[name][k], targets[k], classes)['accuracy']:.3f}" for k in sets) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(f"{class_figures(answers[name][k], targets[k], classes)['accuracy']:.3f}" for k in sets)
+            + " |"
+        )
 
     figures: dict = {"files": len(samples), "photos": len(photos), "bootstrap": args.bootstrap, "sets": {}}
     for key in sets:
@@ -136,7 +139,9 @@ def main() -> None:
                 value = m["figures"].get(k, float("nan"))
                 count = m["figures"].get(k.replace("recall", "n"))
                 noise = (m["std"] or {}).get(k)
-                cell = "" if not np.isfinite(value) else f"{value:.3f}" + (f" ±{noise:.3f}" if noise is not None else "")
+                cell = (
+                    "" if not np.isfinite(value) else f"{value:.3f}" + (f" ±{noise:.3f}" if noise is not None else "")
+                )
                 cells.append(cell + (f" ({count})" if count and k.startswith("recall") else ""))
             set_name, framing = label.split(" | ")
             print(f"| {set_name} | {framing} | {entry['n']} | " + " | ".join(cells) + " |")
@@ -144,8 +149,10 @@ def main() -> None:
     if len(names) > 1 and args.bootstrap:
         first = names[0]
         for name in names[1:]:
-            print(f"\n{name} minus {first} (same files); noise = {first}'s bootstrap std; "
-                  f"paired = std of the difference over the same resamples; ** below {first} by more than its noise")
+            print(
+                f"\n{name} minus {first} (same files); noise = {first}'s bootstrap std; "
+                f"paired = std of the difference over the same resamples; ** below {first} by more than its noise"
+            )
             print("| set | framing | " + " | ".join(k.replace("recall ", "") for k in shown) + " |")
             print("|---" * (len(shown) + 2) + "|")
             worse = []

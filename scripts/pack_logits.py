@@ -15,15 +15,15 @@ import csv
 import numpy as np
 import torch
 
+from face_emotion.data.augment import AugmentSettings, normalise, sample_crops
 from face_emotion.data.crop_bank import TEMPLATE
 from face_emotion.data.pack import read_pack
-from face_emotion.models.store import load_model, resolve_model_path
-from face_emotion.training.augment import AugmentSettings, normalise, sample_crops
+from face_emotion.models.store import load_model
 
 
 @torch.no_grad()
 def pack_logits(pack, model: str, device: torch.device, batch: int = 1024) -> np.ndarray:
-    network, spec = load_model(resolve_model_path(model), device=device)
+    network, spec = load_model(model, device=device)
     pre = spec.preprocess
     bank = pack.bank
     chosen: dict[int, int] = {}  # sample -> view: the template view wins

@@ -32,9 +32,10 @@ import torch
 
 from face_emotion.data.scan import Sample, read_split_csv
 from face_emotion.evaluation.evaluate import evaluate_folder
-from face_emotion.evaluation.scoring import Scored, collect_logits, metrics_from_scores, score_samples
+from face_emotion.evaluation.model_card import intended_use, known_limits
+from face_emotion.evaluation.scoring import Scored, metrics_from_scores, score_samples
 from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
-from face_emotion.models.bundled import BUNDLED_MODEL_DIR
+from face_emotion.models.files import BUNDLED_MODEL_DIR
 from face_emotion.models.store import load_model, save_model
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "n", "ece")
@@ -60,13 +61,15 @@ def original_fer_labels(samples: list[Sample]) -> list[Sample]:
     return out
 
 
-def choose_fp32_nodes(model_dir: Path, spec, calibration: list, selection: list, keep_best: int = 6) -> tuple[list[str], dict]:
+def choose_fp32_nodes(model_dir: Path, spec, calibration: list, selection: list,
+                      keep_best: int = 6) -> tuple[list[str], dict]:
     """Mixed precision for the shipped int8 file: which convolutions, kept in fp32 beside the
     defaults, most raise top-1 agreement with fp32 on real validation crops (``selection``, not
     the calibration crops). Each candidate is quantised alone; the best ``keep_best`` are kept."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from face_emotion.inference.export import _quantize, default_fp32_nodes, export_onnx, write_metadata, _metadata
+    from face_emotion.inference.export import default_fp32_nodes, export_onnx, quantize_int8, write_metadata
+    from face_emotion.models.files import onnx_metadata
     from face_emotion.transforms import eval_transform
 
     transform = eval_transform(spec.preprocess)
@@ -84,8 +87,8 @@ def choose_fp32_nodes(model_dir: Path, spec, calibration: list, selection: list,
 
         def agreement(keep: list[str]) -> float:
             out = work / "trial.onnx"
-            _quantize(work / "fp32.onnx", out, x_cal, work, keep)
-            write_metadata(out, _metadata(spec, "trial", "int8"), "trial")
+            quantize_int8(work / "fp32.onnx", out, x_cal, work, keep)
+            write_metadata(out, onnx_metadata(spec, "trial", "int8"), "trial")
             trial = Predictor.load(out, detector=WHOLE_IMAGE).backend
             a = np.concatenate([reference.run(x_sel[i : i + 128]) for i in range(0, len(x_sel), 128)]).argmax(1)
             b = np.concatenate([trial.run(x_sel[i : i + 128]) for i in range(0, len(x_sel), 128)]).argmax(1)
@@ -101,7 +104,8 @@ def choose_fp32_nodes(model_dir: Path, spec, calibration: list, selection: list,
     return chosen, {"selection_crops": len(x_sel), "agreement_defaults": baseline, "agreement_chosen": final}
 
 
-def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[str], test_crops: list, targets, out: Path) -> dict:
+def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[str], test_crops: list, targets,
+               out: Path) -> dict:
     """Quantise on real validation crops, ship the int8 file, compare it with fp32 on test crops."""
     from face_emotion.inference.export import export_onnx
 
@@ -116,7 +120,8 @@ def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[
         rows = {}
         for name in ("fp32", "int8"):
             predictor = Predictor.load(Path(tmp) / f"{name}.onnx", detector=WHOLE_IMAGE)
-            rows[name] = np.concatenate([predictor.logits(test_crops[i : i + 256]) for i in range(0, len(test_crops), 256)])
+            rows[name] = np.concatenate([predictor.logits(test_crops[i : i + 256])
+                                         for i in range(0, len(test_crops), 256)])
         shutil.copy(Path(tmp) / "int8.onnx", out)
     accuracy = {k: float((v.argmax(1) == targets).mean()) for k, v in rows.items()}
     return {
@@ -129,8 +134,7 @@ def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[
 
 def framed_crops(spec, samples: list[Sample]) -> tuple[list, list[int]]:
     """Every sample's crop in both framings (the detector's where a face is found, and as given)."""
-    from face_emotion.data.datamodule import load_whole_image
-    from face_emotion.data.face_crops import prepare_face_crops
+    from face_emotion.data.face_crops import load_whole_image, prepare_face_crops
 
     index = {c: i for i, c in enumerate(spec.classes)}
     found, loader, _ = prepare_face_crops(samples, spec.preprocess)
@@ -174,7 +178,8 @@ def table(metrics: dict) -> str:
 def confusion(metrics: dict) -> str:
     classes = metrics["classes"]
     rows = ["| true \\ predicted | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-    rows += [f"| {c} | " + " | ".join(str(n) for n in row) + " |" for c, row in zip(classes, metrics["confusion_matrix"])]
+    rows += [f"| {c} | " + " | ".join(str(n) for n in row) + " |"
+             for c, row in zip(classes, metrics["confusion_matrix"])]
     return "\n".join(rows)
 
 
@@ -189,7 +194,19 @@ def summary_lines(name: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+# What the bundled model's data and training add to every card's limits (evaluation.model_card).
+BUNDLED_LIMITS = [
+    "Trained on small, low-resolution face crops (48 px FER2013, 96 px AffectNet, up to 128 px LFW).",
+    "Mostly posed, web or news expressions; spontaneous, subtle and mixed expressions are harder.",
+    "Demographic coverage of the data is uneven (age, skin tone, gender presentation, cultural display rules).",
+    "`disgust` and `fear` are the weakest classes (few and noisy examples); no `pain` class.",
+    "Labels are crowd votes (FER+), volunteers' (LFW) or partly model-made (AffectNet): the figures "
+    "above measure agreement with such labels.",
+]
+
+
 def model_card(spec, m: dict, int8: dict, budget: str, size_mb: float, comparison: str) -> str:
+    """The bundled model's card: its lineage, data, recipe and figures, then every card's sections."""
     t = spec.training
     photos = m["photos"]
     photos_line = ("" if not photos else
@@ -241,11 +258,11 @@ Both are brought to {spec.preprocess.face_resolution} px (`face_resolution`, the
 {spec.preprocess.image_size} px input, as `predict`, `evaluate` and `serve` do.
 
 ## Recipe
-{spec.architecture}, input {spec.preprocess.image_size} px {spec.preprocess.color_mode}, dropout {spec.dropout}, AdamW lr {t.get("lr")}
-(warm-up, then cosine to zero), weight decay {t.get("weight_decay")}, batch {t.get("batch_size")}, label smoothing
-{t.get("label_smoothing")} for one-hot targets, crops in memory (`--crops memory`) with batch augmentation
-(zoom {t.get("zoom_out")}x out to 0.84x in, roll up to 15 degrees, shift, mirror, brightness/contrast,
-random erasing). Epochs: {t.get("epochs_run")}. Budget: {budget}.
+{spec.architecture}, input {spec.preprocess.image_size} px {spec.preprocess.color_mode}, dropout {spec.dropout},
+AdamW lr {t.get("lr")} (warm-up, then cosine to zero), weight decay {t.get("weight_decay")},
+batch {t.get("batch_size")}, label smoothing {t.get("label_smoothing")} for one-hot targets, crops in memory
+(`--crops memory`) with batch augmentation (zoom {t.get("zoom_out")}x out to 0.84x in, roll up to 15 degrees,
+shift, mirror, brightness/contrast, random erasing). Epochs: {t.get("epochs_run")}. Budget: {budget}.
 Weights are stored in fp16 ({size_mb:.1f} MB).
 
 ## Against the previous model and the GPU check, same files, same framings
@@ -281,20 +298,9 @@ Temperature {spec.temperature:.3f} (fitted on validation, both framings).
 {100 * int8["accuracy_fp32"]:.1f} % in fp32 on {int8["test_crops"]} real test crops (both framings), top-1 agreement
 {100 * int8["top1_agreement"]:.1f} %; {int8["int8_bytes"] / 1e6:.1f} MB vs {int8["fp32_bytes"] / 1e6:.1f} MB.
 
-## Known limits
-- Trained on small, low-resolution face crops (48 px FER2013, 96 px AffectNet, up to 128 px LFW).
-- Mostly posed, web or news expressions; spontaneous, subtle and mixed expressions are harder.
-- Demographic coverage of the data is uneven (age, skin tone, gender presentation, cultural
-  display rules) and accuracy per group was not measured.
-- `disgust` and `fear` are the weakest classes (few and noisy examples); no `pain` class.
-- Labels are crowd votes (FER+), volunteers' (LFW) or partly model-made (AffectNet): the figures
-  above measure agreement with such labels.
+{known_limits(BUNDLED_LIMITS)}
 
-## Intended use
-Research, teaching, prototypes and personal projects that estimate the displayed facial
-expression in photos or video with the consent of the people shown. Not intended for decisions
-about people (hiring, policing, insurance, health, education, border control), covert
-monitoring, or as evidence of anyone's inner emotional state. Non-commercial use only (data terms).
+{intended_use("Non-commercial use only (data terms).")}
 """
 
 
@@ -332,7 +338,8 @@ def main() -> None:
     brief = lambda metrics: {k: metrics[k] for k in SUMMARY_KEYS} | {  # noqa: E731
         "per_source": {s: {k: v[k] for k in SUMMARY_KEYS} for s, v in metrics.get("per_source", {}).items()}}
     measured = {k: None if v is None else brief(v) for k, v in m.items() if k != "photos"}
-    measured["photos_detected"] = None if m["photos"] is None else {k: m["photos"][k] for k in ("accuracy", "macro_f1", "n")}
+    measured["photos_detected"] = (None if m["photos"] is None
+                                   else {k: m["photos"][k] for k in ("accuracy", "macro_f1", "n")})
     measured |= {"comparison": rows}
     test = m["test_detected"]
     spec = spec.replace(
@@ -358,8 +365,8 @@ def main() -> None:
     fp32_nodes, search = choose_fp32_nodes(args.out, spec, calibration_crops, selection_crops)
     test_crops, targets = framed_crops(spec, splits["test"])
     # Twice: the export calibrates on the first half of its folder, so every crop calibrates.
-    int8 = int8_check(args.out, spec, calibration_crops + calibration_crops, fp32_nodes, test_crops, np.asarray(targets),
-                      args.out / "model.int8.onnx") | search
+    int8 = int8_check(args.out, spec, calibration_crops + calibration_crops, fp32_nodes, test_crops,
+                      np.asarray(targets), args.out / "model.int8.onnx") | search
     table_md = comparison_table(rows, columns)
     (args.out / "MODEL_CARD.md").write_text(model_card(spec, m, int8, args.budget, size_mb, table_md))
     (args.out / "metrics.json").write_text(json.dumps(m | {"int8": int8, "comparison": rows}, indent=1) + "\n")

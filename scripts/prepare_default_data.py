@@ -118,8 +118,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("unpacked", type=Path, help="folder holding fer2013-train/, lfw-expressions/, affectnet96-dev/")
     parser.add_argument("out", type=Path)
-    parser.add_argument("--votes", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/ferplus-train-votes.csv")
-    parser.add_argument("--holdout", type=Path, help="teacher-logits.csv of the GPU check: its check split becomes test/")
+    parser.add_argument("--votes", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared/data/ferplus-train-votes.csv")
+    parser.add_argument("--holdout", type=Path,
+                        help="teacher-logits.csv of the GPU check: its check split becomes test/")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     held_out = None

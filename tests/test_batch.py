@@ -24,7 +24,13 @@ from click.testing import CliRunner
 from PIL import Image, ImageEnhance
 
 from face_emotion.batch import (
-    BatchInputError, OutputError, PredictorOptions, create_engine, expand_inputs, read_metadata, run_batch,
+    BatchInputError,
+    OutputError,
+    PredictorOptions,
+    create_engine,
+    expand_inputs,
+    read_metadata,
+    run_batch,
 )
 from face_emotion.batch.engines import LocalEngine
 from face_emotion.cli import main
@@ -403,7 +409,8 @@ def test_ray_on_a_small_job_prints_only_the_summary(model_dir, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     for i in range(12):
-        _save(Image.fromarray(np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8)), folder / f"{i}.png")
+        pixels = np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+        _save(Image.fromarray(pixels), folder / f"{i}.png")
     done = subprocess.run([sys.executable, "-m", "face_emotion", "batch", str(folder), "--output", str(tmp_path / "o"),
                            "--engine", "ray", "--workers", "1", "--no-detect", "--model", str(model_dir)],
                           capture_output=True, text=True, timeout=600)

@@ -11,15 +11,21 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.support.synthetic import make_learnable_dataset
 
+from face_emotion.data.augment import normalise, sample_crops
 from face_emotion.data.crop_bank import (
-    GIVEN, TEMPLATE, build_crop_bank, detect_largest_faces, given_view, read_digest_table, template_view,
+    GIVEN,
+    TEMPLATE,
+    build_crop_bank,
+    detect_largest_faces,
+    given_view,
+    read_digest_table,
+    template_view,
 )
 from face_emotion.data.scan import scan_dataset
 from face_emotion.models.spec import PreprocessSpec
-from face_emotion.training.augment import AugmentSettings, normalise, sample_crops
-from face_emotion.transforms import eval_transform
-from tests.support.synthetic import make_learnable_dataset
+from face_emotion.transforms import AugmentSettings, eval_transform
 
 GREY48 = PreprocessSpec(image_size=80, color_mode="grayscale", face_resolution=48, face_margin=0.0)
 
@@ -55,7 +61,8 @@ def test_augmentation_changes_images_and_zoom_out_shows_the_context(tmp_path):
     wide = AugmentSettings((1.25, 1.25), 0.0, 0.0, False, 0.0, 0.0, 0.0)
     zoomed = sample_crops(batch, 80, 48 / 72, wide)
     assert zoomed[:, :, :3, :].max() < 0.1 and zoomed[:, :, 38:42, 38:42].min() > 0.7
-    jittered = sample_crops(batch, 80, 48 / 72, AugmentSettings.named("default", zoom_out=1.2), torch.Generator().manual_seed(0))
+    jittered = sample_crops(batch, 80, 48 / 72, AugmentSettings.named("default", zoom_out=1.2),
+                            torch.Generator().manual_seed(0))
     assert not torch.allclose(jittered, plain)
 
 
@@ -68,7 +75,8 @@ def test_template_view_core_is_the_models_crop():
     face = Face((60, 40, 90, 100), 0.9, {"right_eye": (85.0, 75.0), "left_eye": (125.0, 78.0), "nose": (105.0, 98.0),
                                          "mouth_right": (90.0, 118.0), "mouth_left": (122.0, 120.0)})
     view = template_view(photo, face, GREY48, context=0.25).astype(np.float32)
-    crop = np.asarray(crop_for_model(photo, face, GREY48)[0].convert("L").resize((48, 48), Image.Resampling.BILINEAR), np.float32)
+    cut = crop_for_model(photo, face, GREY48)[0].convert("L")
+    crop = np.asarray(cut.resize((48, 48), Image.Resampling.BILINEAR), np.float32)
     core = view[12:60, 12:60]
     assert np.corrcoef(core.ravel(), crop.ravel())[0, 1] > 0.9
     # and the given view of a file keeps the whole file at the core
@@ -92,7 +100,8 @@ def _digest(path: Path) -> str:
 def test_distillation_learns_from_the_teacher_when_the_labels_are_noise(tmp_path):
     # Folder labels shuffled at random carry no information; the teacher's logits carry the truth.
     # A student trained on the teacher alone must beat chance on test images it never saw.
-    from face_emotion.training.run import TrainConfig, run_training
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
 
     clean = make_learnable_dataset(tmp_path / "clean", per_class=36)
     noisy = tmp_path / "noisy"
@@ -134,9 +143,10 @@ def test_distillation_learns_from_the_teacher_when_the_labels_are_noise(tmp_path
 
 
 def test_init_carries_the_crop_settings_of_the_model_it_starts_from(tmp_path):
-    from face_emotion.models.store import read_spec
-    from face_emotion.training.run import TrainConfig
     from tests.support.models import make_tiny_model
+
+    from face_emotion.models.store import read_spec
+    from face_emotion.training.config import TrainConfig
 
     model = make_tiny_model(tmp_path / "m", image_size=40)
     spec = read_spec(model)
@@ -144,7 +154,8 @@ def test_init_carries_the_crop_settings_of_the_model_it_starts_from(tmp_path):
     pre = spec.preprocess
     assert (config.image_size, config.color_mode, config.face_margin, config.face_align, config.face_resolution) == (
         pre.image_size, pre.color_mode, pre.face_margin, pre.face_align, pre.face_resolution)
-    given = TrainConfig(data_dirs=[str(tmp_path)], out_dir=str(tmp_path / "run"), init=str(model), image_size=64, face_margin=0.1)
+    given = TrainConfig(data_dirs=[str(tmp_path)], out_dir=str(tmp_path / "run"), init=str(model), image_size=64,
+                        face_margin=0.1)
     assert given.image_size == 64 and given.face_margin == 0.1 and given.color_mode == pre.color_mode
     fresh = TrainConfig(data_dirs=[str(tmp_path)], out_dir=str(tmp_path / "run"))
     assert fresh.image_size == 224 and fresh.face_margin == 0.0 and fresh.arch == "resnet50"
@@ -152,7 +163,8 @@ def test_init_carries_the_crop_settings_of_the_model_it_starts_from(tmp_path):
 
 def test_both_framings_are_banked_and_trained_with_soft_labels(tmp_path):
     # Crops of a crop dataset are read both ways when asked; soft labels are used where given.
-    from face_emotion.training.run import TrainConfig, run_training
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
 
     root = make_learnable_dataset(tmp_path / "data", per_class=12)
     scan = scan_dataset([root], workers=1)

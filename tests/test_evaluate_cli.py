@@ -10,13 +10,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from support import odd_images as odd
-from support.models import TINY_CLASSES
 from face_emotion.cli import main
 from face_emotion.data.scan import scan_dataset
 from face_emotion.imageio import load_image
 from face_emotion.models.store import load_model
 from face_emotion.transforms import eval_transform
+from support import odd_images as odd
+from support.models import TINY_CLASSES
 
 METRICS_KEYS = {"accuracy", "macro_f1", "per_class", "confusion_matrix", "classes", "ece"}
 MODEL_CLASSES = TINY_CLASSES
@@ -97,6 +97,11 @@ def test_scores_are_those_of_the_model_on_the_shared_classes(tiny_model_dir, odd
                        for i in range(2)]
     assert report["confusion_matrix"] == expected_matrix
     assert report["accuracy"] == pytest.approx(sum(p == t for p, t in zip(predicted, truth)) / len(truth))
+    # Scoring over fewer classes than the model knows is said, in the JSON and in the text.
+    assert report["model_classes"] == list(MODEL_CLASSES) and report["unscored_model_classes"] == ["happiness"]
+    text = evaluate(data, "--model", tiny_model_dir, "--no-detect")
+    assert text.exit_code == 0, text.output
+    assert "2 of the model's 3 classes" in text.stdout and "no images of happiness" in text.stdout
 
 
 def test_only_the_test_folder_of_a_split_dataset_is_scored(tiny_model_dir, tmp_path):
@@ -134,7 +139,7 @@ def test_a_missing_model_is_a_clear_error(odd_data, tmp_path, monkeypatch):
     assert_clean_failure(evaluate(odd_data.root, "--model", tmp_path / "no-such-run", "--no-detect", "--json"),
                          "no model at")
     # Without --model the bundled default is used; an installation without one says so.
-    import face_emotion.models.bundled as bundled
+    import face_emotion.models.files as bundled
 
     monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
     assert_clean_failure(evaluate(odd_data.root, "--no-detect"), "no bundled default model")
@@ -166,7 +171,8 @@ def test_with_detection_faceless_images_count_as_wrong_and_are_listed(tiny_model
 
     face_photo = Image.fromarray(skimage_data.astronaut())
     no_face = Image.fromarray(skimage_data.coffee())
-    for folder, images in (("happy", [face_photo, face_photo.rotate(3)]), ("sad", [face_photo.resize((300, 300)), no_face])):
+    folders = (("happy", [face_photo, face_photo.rotate(3)]), ("sad", [face_photo.resize((300, 300)), no_face]))
+    for folder, images in folders:
         (tmp_path / "photos" / folder).mkdir(parents=True)
         for i, image in enumerate(images):
             image.save(tmp_path / "photos" / folder / f"{i}.jpg")

@@ -43,7 +43,8 @@ def test_heatmaps_of_different_faces_differ(bundled_predictor):
     for photo in (astronaut, camera, astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT).rotate(12)):
         faces = bundled_predictor.predict(photo, explain=True)
         assert faces, "no face found"
-        maps.append(np.asarray(Image.fromarray((heatmap(faces[0]) * 255).astype(np.uint8)).resize((32, 32)), dtype=np.float64).ravel())
+        small = Image.fromarray((heatmap(faces[0]) * 255).astype(np.uint8)).resize((32, 32))
+        maps.append(np.asarray(small, dtype=np.float64).ravel())
     correlation = np.corrcoef(np.array(maps))
     assert correlation[0, 1] < 0.9, correlation  # another person: another map
     assert correlation[np.triu_indices(3, 1)].mean() < 0.75, correlation
@@ -54,7 +55,8 @@ LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw-expressions
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LFW.is_file(), reason="needs ../shared/data/lfw-expressions.tar.gz (research data, not committed)")
+@pytest.mark.skipif(not LFW.is_file(),
+                    reason="needs ../shared/data/lfw-expressions.tar.gz (research data, not committed)")
 def test_on_real_smiling_faces_the_mouth_is_hotter_and_maps_differ(bundled_predictor):
     """Issue 16's check on real photos: LFW faces labelled happy (the first 40 in the archive's order)."""
     import tarfile
@@ -74,7 +76,8 @@ def test_on_real_smiling_faces_the_mouth_is_hotter_and_maps_differ(bundled_predi
         cam = heatmap(faces[0])
         rows = cam.shape[0]
         lower_hotter += cam[2 * rows // 3 :].mean() > cam[: rows // 3].mean()
-        maps.append(np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize((32, 32)), dtype=np.float64).ravel())
+        small = Image.fromarray((cam * 255).astype(np.uint8)).resize((32, 32))
+        maps.append(np.asarray(small, dtype=np.float64).ravel())
     assert len(maps) >= 25, len(maps)
     print(f"lower third hotter on {lower_hotter} of {len(maps)}")
     assert lower_hotter >= 0.85 * len(maps), (lower_hotter, len(maps))

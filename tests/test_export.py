@@ -12,14 +12,12 @@ from PIL import Image
 
 from face_emotion.cli import main
 from face_emotion.inference import export as export_module
-from face_emotion.inference.backends import (
-    OnnxRuntimeBackend,
-    PyTorchBackend,
-    open_backend,
-)
+from face_emotion.inference.backends import OnnxRuntimeBackend, PyTorchBackend
 from face_emotion.inference.export import ExportCheckError, export_onnx
+from face_emotion.inference.loading import open_backend
 from face_emotion.inference.predictor import Predictor
-from face_emotion.models.store import ModelLoadError, read_spec
+from face_emotion.models.files import ModelLoadError
+from face_emotion.models.store import read_spec
 from support.fakes import FixedFaces
 
 onnx = pytest.importorskip("onnx")
@@ -152,6 +150,30 @@ def test_an_onnx_file_alone_explains_its_answers(exported, tmp_path):
     assert faces and all(f.heatmap_png for f in faces)
 
 
+@pytest.mark.parametrize(("fmt", "mistake"), [("web", "output exists"), ("web", "model missing"),
+                                               ("onnx", "model missing"), ("onnx", "output not .onnx")])
+def test_export_mistakes_are_one_line_and_touch_nothing(tiny_model_dir, tmp_path, fmt, mistake):
+    """A user's mistake ends `export` with one line and exit status 1: no traceback, nothing written."""
+    model, output = tiny_model_dir, tmp_path / ("site" if fmt == "web" else "model.onnx")
+    if mistake == "output exists":
+        output.mkdir()
+        (output / "mine.txt").write_text("the user's own file")
+    elif mistake == "model missing":
+        model = tmp_path / "no-such-run"
+    else:
+        output = tmp_path / "model.bin"
+    result = CliRunner().invoke(main, ["export", "--format", fmt, "--model", str(model), "--output", str(output)])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not an uncaught exception
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert {"output exists": "not an empty folder", "model missing": f"no model at {model}",
+            "output not .onnx": "must end in .onnx"}[mistake] in line
+    if mistake == "output exists":
+        assert [p.name for p in output.iterdir()] == ["mine.txt"]
+    else:
+        assert not output.exists()
+
+
 @pytest.mark.slow
 def test_export_cli(tiny_model_dir, tmp_path, monkeypatch):
     runner = CliRunner()
@@ -166,7 +188,7 @@ def test_export_cli(tiny_model_dir, tmp_path, monkeypatch):
 
     missing = runner.invoke(main, ["export", "--model", str(tmp_path / "nope"), "--output", str(out)])
     assert missing.exit_code == 1 and "no model at" in missing.output and "Traceback" not in missing.output
-    import face_emotion.models.bundled as bundled
+    import face_emotion.models.files as bundled
 
     monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
     no_default = runner.invoke(main, ["export", "--output", str(out)])
@@ -196,3 +218,18 @@ def test_an_int8_file_shipped_beside_the_weights_is_used_for_exactly_those_weigh
     shutil.copy(run / "model.int8.onnx", other / "model.int8.onnx")
     fresh = export_onnx(other, tmp_path / "fresh.onnx", int8=True, num_threads=1)
     assert "synthetic" in fresh.calibration
+
+
+def test_web_export_without_the_browser_runtime_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    """A checkout that skipped `make setup` (or a broken install) lacks onnxruntime-web's files."""
+    from face_emotion.server import model_files
+
+    empty = tmp_path / "no-runtime"
+    empty.mkdir()
+    monkeypatch.setattr(model_files, "RUNTIME_DIR", empty)
+    output = tmp_path / "site"
+    result = CliRunner().invoke(main, ["export", "--format", "web", "--output", str(output)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "onnxruntime-web is not installed" in line and "ort-wasm-simd-threaded.wasm" in line
+    assert not output.exists()

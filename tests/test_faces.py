@@ -368,7 +368,8 @@ def dot_centres(crop: Image.Image) -> np.ndarray:
     return centres[np.lexsort((centres[:, 0], np.round(centres[:, 1] / 10)))]  # by row, then column
 
 
-@pytest.mark.parametrize("angle,scale,centre", [(0.0, 100.0, (200, 200)), (25.0, 140.0, (180, 210)), (-40.0, 70.0, (230, 170))])
+@pytest.mark.parametrize("angle,scale,centre",
+                         [(0.0, 100.0, (200, 200)), (25.0, 140.0, (180, 210)), (-40.0, 70.0, (230, 170))])
 def test_landmark_alignment_puts_every_face_on_the_template(angle, scale, centre):
     from face_emotion.faces.crop import FACE_TEMPLATE
 
@@ -386,7 +387,8 @@ def test_landmark_alignment_puts_every_face_on_the_template(angle, scale, centre
 
 def test_landmark_alignment_ignores_the_box_and_falls_back_to_it_without_landmarks():
     image, face = template_face(10.0, 120.0, (200, 200))
-    jittered = Face((face.box_xywh[0] + 9, face.box_xywh[1] - 6, face.box_xywh[2] - 12, face.box_xywh[3] + 8), 0.9, face.landmarks)
+    x, y, w, h = face.box_xywh
+    jittered = Face((x + 9, y - 6, w - 12, h + 8), 0.9, face.landmarks)
     a = np.asarray(crop_face(image, face, 0.0, align="landmarks")).astype(int)
     b = np.asarray(crop_face(image, jittered, 0.0, align="landmarks")).astype(int)
     assert a.shape == b.shape and np.abs(a - b).max() == 0

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import odd_images as odd
-from support.images import encode
 from face_emotion.imageio import (
     ImageDecodeError,
     ImageTooLargeError,
@@ -17,6 +15,8 @@ from face_emotion.imageio import (
     is_image_path,
     load_image,
 )
+from support import odd_images as odd
+from support.images import encode
 
 
 def pixels(image: Image.Image) -> np.ndarray:

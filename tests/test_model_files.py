@@ -16,15 +16,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from face_emotion.inference.backends import OnnxRuntimeBackend, open_backend
+from face_emotion.inference.backends import OnnxRuntimeBackend
+from face_emotion.inference.loading import open_backend
 from face_emotion.inference.predictor import Predictor
-from face_emotion.models.store import (
-    SPEC_METADATA_KEY,
-    ModelLoadError,
-    load_model,
-    read_spec,
-)
-
+from face_emotion.models.files import SPEC_METADATA_KEY, ModelLoadError
+from face_emotion.models.store import load_model, read_spec
 from support.models import TINY_CLASSES
 
 
@@ -288,11 +284,7 @@ def tiny_onnx(path: Path, *, outputs: int = 3, image_size: int = 32, spec_classe
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from face_emotion.inference.backends import (
-        ONNX_INPUT_NAME,
-        ONNX_OUTPUT_NAME,
-        ONNX_SPEC_KEY,
-    )
+    from face_emotion.models.files import ONNX_INPUT_NAME, ONNX_OUTPUT_NAME, ONNX_SPEC_KEY
     from face_emotion.models.spec import ModelSpec, PreprocessSpec
 
     weights = numpy_helper.from_array(np.arange(3 * outputs, dtype=np.float32).reshape(3, outputs) / 10, "w")
@@ -374,10 +366,10 @@ def test_an_onnx_file_without_description_or_truncated_is_refused(tmp_path):
 
 def test_the_loaders_never_reach_for_pickle():
     """Belt and braces: the modules that open model files do not call torch.load or pickle at all."""
-    from face_emotion.inference import backends
-    from face_emotion.models import store
+    from face_emotion.inference import backends, loading, onnx_cache
+    from face_emotion.models import files, store
 
-    for module in (store, backends):
+    for module in (files, store, backends, loading, onnx_cache):
         source = Path(module.__file__).read_text()
         assert "torch.load" not in source and "import pickle" not in source, module.__name__
 

@@ -59,10 +59,10 @@ def _run(job: dict) -> dict:
 
 def _detector_settings():
     from face_emotion.faces.base import MIN_DETECTION_SIDE
-    from face_emotion.faces.centerface_detector import _MIN_WORKING_SIDE, RELIABLE_FACE_PX
+    from face_emotion.faces.centerface_detector import MIN_WORKING_SIDE, RELIABLE_FACE_PX
 
     return {"threshold": 0.5, "max_side": 1024, "min_face": 40, "nms_iou": 0.3, "reliable_face_px": RELIABLE_FACE_PX,
-            "min_working_side": _MIN_WORKING_SIDE, "min_detection_side": MIN_DETECTION_SIDE}
+            "min_working_side": MIN_WORKING_SIDE, "min_detection_side": MIN_DETECTION_SIDE}
 
 
 BUNDLED_LIKE = {"image_size": 80, "color_mode": "grayscale", "mean": [0.5] * 3, "std": [0.5] * 3, "face_margin": 0.0,
@@ -121,7 +121,8 @@ def test_every_step_matches_python_bit_for_bit(photo_name, preprocess, photos, t
     if "outputs" not in job:
         return
     small, scale = working_copy(image, detector.working_side(max(image.size)))
-    assert (out["working"]["width"], out["working"]["height"], out["working"]["scale"]) == (small.width, small.height, scale)
+    working = out["working"]
+    assert (working["width"], working["height"], working["scale"]) == (small.width, small.height, scale)
     assert bytes.fromhex(out["working"]["data"]) == np.asarray(small).tobytes()
     assert [f["box"] for f in out["faces"]] == [list(f.box_xywh) for f in faces]
     for got, face in zip(out["faces"], faces):

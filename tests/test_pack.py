@@ -14,24 +14,27 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tests.support.synthetic import make_learnable_dataset
 
 from face_emotion.cli import main
 from face_emotion.data.crop_bank import GIVEN, TEMPLATE, CropBank
 from face_emotion.data.scan import Sample
-from tests.support.synthetic import make_learnable_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def fake_samples(counts: dict[str, int]) -> list[Sample]:
-    return [Sample(Path(f"{label}/{i}.png"), label, "src", hashlib.sha256(f"{label}{i}".encode()).hexdigest())
-            for label, n in counts.items() for i in range(n)]
+    return [
+        Sample(Path(f"{label}/{i}.png"), label, "src", hashlib.sha256(f"{label}{i}".encode()).hexdigest())
+        for label, n in counts.items()
+        for i in range(n)
+    ]
 
 
 def test_sqrt_balance_weights_are_the_square_root_of_inverse_frequency():
     from face_emotion.data.datamodule import class_weights
+    from face_emotion.training.config import TrainConfig
     from face_emotion.training.data import loss_weights
-    from face_emotion.training.run import TrainConfig
 
     samples = fake_samples({"anger": 100, "fear": 25, "disgust": 4})
     classes = ["anger", "fear", "disgust"]
@@ -66,8 +69,10 @@ def smooth_views(n: int, side: int, seed: int) -> np.ndarray:
     """Views JPEG can keep: smooth gradients and blobs (noise would measure the codec, not the pack)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:side, 0:side] / side
-    views = [120 + 80 * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * x + rng.uniform(0.5, 2) * y + rng.uniform(0, 1)))
-             for _ in range(n)]
+    views = [
+        120 + 80 * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * x + rng.uniform(0.5, 2) * y + rng.uniform(0, 1)))
+        for _ in range(n)
+    ]
     return np.clip(np.stack(views), 0, 255).astype(np.uint8)
 
 
@@ -87,19 +92,31 @@ def test_a_pack_gives_back_its_views_labels_splits_and_tables(tmp_path):
     pad = (side - core) // 2
     for v, kind in enumerate(kinds):  # a given view is its core with the edge repeated, as the bank builds it
         if kind == GIVEN:
-            pixels[v] = np.pad(pixels[v][pad:pad + core, pad:pad + core], pad, mode="edge")
+            pixels[v] = np.pad(pixels[v][pad : pad + core, pad : pad + core], pad, mode="edge")
     bank = CropBank(pixels, np.array(owners), np.array(kinds, np.int8), core / side, samples, {})
     splits = {"train": samples[:6], "val": samples[6:8], "test": samples[8:]}
     soft = {s.digest[:12]: np.array([0.7, 0.3], np.float32) for s in samples[:3]}
     teacher = {s.digest: np.array([2.0, -1.0], np.float32) for s in samples[2:5]}
-    path = write_pack(tmp_path / "p.npz", bank, splits, ["anger", "happiness"], soft_labels=soft, teacher_logits=teacher,
-                      meta={"preprocess": {"color_mode": "grayscale"}})
+    path = write_pack(
+        tmp_path / "p.npz",
+        bank,
+        splits,
+        ["anger", "happiness"],
+        soft_labels=soft,
+        teacher_logits=teacher,
+        meta={"preprocess": {"color_mode": "grayscale"}},
+    )
     pack = read_pack(path)
     assert pack.classes == ["anger", "happiness"]
-    assert {k: [s.digest for s in v] for k, v in pack.splits.items()} == {k: [s.digest for s in v] for k, v in splits.items()}
+    assert {k: [s.digest for s in v] for k, v in pack.splits.items()} == {
+        k: [s.digest for s in v] for k, v in splits.items()
+    }
     assert [s.label for s in pack.bank.samples] == [s.label for s in samples]
     # Views come back in the pack's order (template ones, then given ones, per sample); compare by owner and kind.
-    got = {(pack.bank.samples[o].digest, k): pack.bank.pixels[v] for v, (o, k) in enumerate(zip(pack.bank.sample_index, pack.bank.kind))}
+    got = {
+        (pack.bank.samples[o].digest, k): pack.bank.pixels[v]
+        for v, (o, k) in enumerate(zip(pack.bank.sample_index, pack.bank.kind))
+    }
     want = {(samples[o].digest, k): pixels[v] for v, (o, k) in enumerate(zip(owners, kinds))}
     assert got.keys() == want.keys()
     for key in want:
@@ -121,35 +138,98 @@ def test_a_file_that_is_no_pack_is_one_line_error(tmp_path):
 def test_train_from_a_pack_learns_without_the_files(tmp_path):
     data = make_learnable_dataset(tmp_path / "data", per_class=30)
     pack = tmp_path / "pack.npz"
-    made = CliRunner().invoke(main, ["pack", str(data), "--out", str(pack), "--no-detect", "--image-size", "32",
-                                     "--color-mode", "grayscale", "--test-fraction", "0.25", "--no-progress"])
+    made = CliRunner().invoke(
+        main,
+        [
+            "pack",
+            str(data),
+            "--out",
+            str(pack),
+            "--no-detect",
+            "--image-size",
+            "32",
+            "--color-mode",
+            "grayscale",
+            "--test-fraction",
+            "0.25",
+            "--no-progress",
+        ],
+    )
     assert made.exit_code == 0, made.output
     assert pack.stat().st_size < 200_000
     for child in list(data.rglob("*.png")):
         child.unlink()  # the pack is all training needs
-    result = CliRunner().invoke(main, ["train", "--bank", str(pack), "--out", str(tmp_path / "run"), "--arch", "resnet18",
-                                       "--weights", "none", "--image-size", "32", "--color-mode", "grayscale", "--epochs", "6",
-                                       "--batch-size", "16", "--lr", "3e-3", "--augment", "light", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--bank",
+            str(pack),
+            "--out",
+            str(tmp_path / "run"),
+            "--arch",
+            "resnet18",
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--color-mode",
+            "grayscale",
+            "--epochs",
+            "6",
+            "--batch-size",
+            "16",
+            "--lr",
+            "3e-3",
+            "--augment",
+            "light",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     import json
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["split"] == "test" and metrics["n"] >= 20 and metrics["accuracy"] > 0.6, metrics["accuracy"]  # chance 1/3
+    assert metrics["split"] == "test" and metrics["n"] >= 20 and metrics["accuracy"] > 0.6, metrics[
+        "accuracy"
+    ]  # chance 1/3
 
 
 @pytest.mark.slow
 def test_gpu_train_script_runs_the_whole_recipe_on_a_cpu(tmp_path):
     data = make_learnable_dataset(tmp_path / "data", per_class=12)
     pack = tmp_path / "pack.npz"
-    made = CliRunner().invoke(main, ["pack", str(data), "--out", str(pack), "--no-detect", "--init", "bundled", "--no-progress"])
+    made = CliRunner().invoke(
+        main, ["pack", str(data), "--out", str(pack), "--no-detect", "--init", "bundled", "--no-progress"]
+    )
     assert made.exit_code == 0, made.output
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "PACK": str(pack),
-           "PYTHON": sys.executable, "ACCEL": "cpu", "TEACHER_ARCH": "resnet18", "TEACHER_SIZE": "32",
-           "TEACHER_EPOCHS": "1", "STUDENT_EPOCHS": "1", "BATCH": "16", "OMP_NUM_THREADS": "1"}
-    subprocess.run(["bash", str(REPO / "scripts" / "gpu_train.sh")], env=env, check=True, capture_output=True, timeout=600)
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "WORK": str(tmp_path / "work"),
+        "PACK": str(pack),
+        "PYTHON": sys.executable,
+        "ACCEL": "cpu",
+        "TEACHER_ARCH": "resnet18",
+        "TEACHER_SIZE": "32",
+        "TEACHER_EPOCHS": "1",
+        "STUDENT_EPOCHS": "1",
+        "BATCH": "16",
+        "OMP_NUM_THREADS": "1",
+    }
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_train.sh")], env=env, check=True, capture_output=True, timeout=600
+    )
     back = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert back == ["metrics.json", "model.json", "model.safetensors", "student-epochs.csv", "student.log",
-                    "teacher-metrics.json", "teacher.log"]
+    assert back == [
+        "metrics.json",
+        "model.json",
+        "model.safetensors",
+        "student-epochs.csv",
+        "student.log",
+        "teacher-metrics.json",
+        "teacher.log",
+    ]
     from face_emotion.models.store import read_spec
 
     spec = read_spec(tmp_path / "out" / "model.safetensors")
@@ -159,8 +239,9 @@ def test_gpu_train_script_runs_the_whole_recipe_on_a_cpu(tmp_path):
 
 
 def test_small_set_fine_tuning_defaults_apply_only_when_asked_for(tmp_path):
-    from face_emotion.training.run import ADAPT_DEFAULTS, ADAPT_MAX_IMAGES, TrainConfig, settle_adaptation
     from tests.support.models import make_tiny_model
+
+    from face_emotion.training.config import ADAPT_DEFAULTS, ADAPT_MAX_IMAGES, TrainConfig, settle_adaptation
 
     start = str(make_tiny_model(tmp_path / "start"))
     config = TrainConfig(data_dirs=[], out_dir="unused", init=start, lr=5e-4)
@@ -177,16 +258,41 @@ def test_small_set_fine_tuning_defaults_apply_only_when_asked_for(tmp_path):
 
 def test_fine_tuning_keeps_the_start_when_the_result_is_worse_on_validation(tmp_path):
     from face_emotion.models.store import load_model
-    from face_emotion.training.run import TrainConfig, run_training
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
 
     data = make_learnable_dataset(tmp_path / "data", per_class=16)
-    good = run_training(TrainConfig(data_dirs=[str(data)], out_dir=str(tmp_path / "start"), arch="resnet18", weights="none",
-                                    image_size=32, epochs=6, batch_size=16, lr=3e-3, progress=False, detect=False,
-                                    augment="light", test_fraction=0.0))
+    good = run_training(
+        TrainConfig(
+            data_dirs=[str(data)],
+            out_dir=str(tmp_path / "start"),
+            arch="resnet18",
+            weights="none",
+            image_size=32,
+            epochs=6,
+            batch_size=16,
+            lr=3e-3,
+            progress=False,
+            detect=False,
+            augment="light",
+            test_fraction=0.0,
+        )
+    )
     # A learning rate that wrecks the network: the run must hand back its start.
-    ruined = run_training(TrainConfig(data_dirs=[str(data)], out_dir=str(tmp_path / "run"), init=str(good.model_path),
-                                      epochs=1, lr=50.0, backbone_lr_ratio=1.0, batch_size=16, progress=False,
-                                      detect=False, augment="light"))
+    ruined = run_training(
+        TrainConfig(
+            data_dirs=[str(data)],
+            out_dir=str(tmp_path / "run"),
+            init=str(good.model_path),
+            epochs=1,
+            lr=50.0,
+            backbone_lr_ratio=1.0,
+            batch_size=16,
+            progress=False,
+            detect=False,
+            augment="light",
+        )
+    )
     assert ruined.spec.training["kept_start"] and ruined.spec.training["l2sp"] > 0
     before, _ = load_model(good.model_path)
     after, _ = load_model(ruined.model_path)
@@ -195,14 +301,26 @@ def test_fine_tuning_keeps_the_start_when_the_result_is_worse_on_validation(tmp_
 
 
 def test_fine_tuning_keeps_the_classes_the_data_lacks(tmp_path):
-    from face_emotion.models.store import load_model
-    from face_emotion.training.run import TrainConfig, run_training
     from tests.support.models import make_tiny_model
+
+    from face_emotion.models.store import load_model
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
 
     start = make_tiny_model(tmp_path / "start", classes=("anger", "happiness", "sadness", "surprise"))
     data = make_learnable_dataset(tmp_path / "data", per_class=10)  # anger, happiness, sadness: no surprise
-    result = run_training(TrainConfig(data_dirs=[str(data)], out_dir=str(tmp_path / "run"), init=str(start), epochs=2,
-                                      batch_size=16, progress=False, detect=False, augment="light"))
+    result = run_training(
+        TrainConfig(
+            data_dirs=[str(data)],
+            out_dir=str(tmp_path / "run"),
+            init=str(start),
+            epochs=2,
+            batch_size=16,
+            progress=False,
+            detect=False,
+            augment="light",
+        )
+    )
     assert result.spec.classes == ("anger", "happiness", "sadness", "surprise")
     before, _ = load_model(start / "model.safetensors")
     after, _ = load_model(result.model_path)
@@ -217,24 +335,43 @@ def test_fine_tuning_keeps_the_classes_the_data_lacks(tmp_path):
 
     for image in sorted((data / "angry").iterdir())[:5]:
         ImageOps.flip(Image.open(image)).save(data / "pain" / image.name)
-    new_task = run_training(TrainConfig(data_dirs=[str(data)], out_dir=str(tmp_path / "run2"), init=str(start),
-                                        epochs=1, progress=False, detect=False, augment="light"))
+    new_task = run_training(
+        TrainConfig(
+            data_dirs=[str(data)],
+            out_dir=str(tmp_path / "run2"),
+            init=str(start),
+            epochs=1,
+            progress=False,
+            detect=False,
+            augment="light",
+        )
+    )
     assert new_task.spec.classes == ("anger", "happiness", "pain", "sadness")
 
 
 def test_fine_tuning_a_model_on_a_small_set_learns_what_it_did_not_know(tmp_path):
     # A start that knows nothing of the stripes; the small-set defaults (head fast, backbone slow,
     # pulled back by L2-SP) must still learn them from 60 images and beat it on unseen ones.
-    from face_emotion.training.run import TrainConfig, run_training
     from tests.support.models import make_tiny_model
+
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
 
     start = make_tiny_model(tmp_path / "start")
     data = make_learnable_dataset(tmp_path / "data", per_class=20)
     test = make_learnable_dataset(tmp_path / "test", per_class=15, seed=5)
-    config = TrainConfig(data_dirs=[str(data)], out_dir=str(tmp_path / "run"), init=str(start), epochs=12,
-                         batch_size=16, progress=False, detect=False, augment="light")
+    config = TrainConfig(
+        data_dirs=[str(data)],
+        out_dir=str(tmp_path / "run"),
+        init=str(start),
+        epochs=12,
+        batch_size=16,
+        progress=False,
+        detect=False,
+        augment="light",
+    )
     result = run_training(config)
-    assert not result.spec.training["kept_start"]
+    assert not result.spec.training.get("kept_start")
     from face_emotion.evaluation.evaluate import evaluate_folder
 
     after = evaluate_folder(result.model_path, test)["accuracy"]

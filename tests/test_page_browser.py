@@ -1,89 +1,23 @@
 """The page in a real headless Chromium against the real server (gunicorn, real Predictor, tiny model).
 
-Needs Debian's chromium (/usr/bin/chromium; scripts/install_browser_deps.sh) and PyPI playwright,
-driven with executable_path because `playwright install` cannot download a browser here.
+The server, the browser and the `page` fixture are the session's (tests/conftest.py,
+tests/support/browser.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from support.server import ServerProcess, free_port, serve_command
+from support.browser import BROWSER, screenshot
+from support.clips import default_detector_available
+from support.photos import GROUP_FIVE, group_with_boxes
 
-pytestmark = pytest.mark.browser
-
-CHROMIUM = Path(os.environ.get("FACE_EMOTION_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-]
-# Set FACE_EMOTION_SCREENSHOTS=DIR to keep the screenshots the tests take.
-SCREENSHOT_DIR = os.environ.get("FACE_EMOTION_SCREENSHOTS")
-
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
-
-if sync_playwright is None:
-    pytestmark = [pytestmark, pytest.mark.skip(reason="playwright is not installed (pip install playwright==1.65.2)")]
-elif not CHROMIUM.is_file():
-    pytestmark = [pytestmark, pytest.mark.skip(
-        reason=f"no Chromium at {CHROMIUM}: run scripts/install_browser_deps.sh (apt-get install chromium)")]
-
-
-def _default_detector_available() -> bool:
-    try:
-        from face_emotion.faces.centerface_detector import default_model_path
-
-        default_model_path()
-        return True
-    except ImportError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def server_url(tiny_model_dir, tmp_path_factory):
-    """`face-emotion serve` (gunicorn, one worker) on a free loopback port, for the whole module."""
-    port = free_port()
-    options = ["--model", str(tiny_model_dir), "--workers", "1", "--threads", "4", "--inference-threads", "1"]
-    if not _default_detector_available():
-        options += ["--detector", "none"]  # the page still gets a box: the whole image
-    server = ServerProcess(serve_command(port, *options), port, tmp_path_factory.mktemp("server") / "serve.log")
-    # 300 s: the first start derives the ONNX form (an export in a child process), slow on a busy machine.
-    with server.start(timeout_s=300):  # stopped when the module's tests are done
-        yield server.url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, server_url):
-    context = browser.new_context(viewport={"width": 1100, "height": 850})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-            if msg.type == "error" and "Failed to load resource" not in msg.text else None)
-    outside: list[str] = []
-    page.on("request", lambda request: outside.append(request.url)
-            if not request.url.startswith((server_url, "data:", "blob:")) else None)
-    page.goto(server_url + "/")
-    yield page
-    context.close()
-    assert not problems, problems  # CSP violations and script errors show up here
-    assert not outside, f"the page loaded from other origins: {outside}"
+pytestmark = BROWSER
+expect = pytest.importorskip("playwright.sync_api").expect
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +26,6 @@ def photo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
     Image.fromarray(skimage_data.astronaut()).save(path, quality=90)
     return path
-
-
-def _screenshot(page, name: str) -> None:
-    if SCREENSHOT_DIR:
-        Path(SCREENSHOT_DIR).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SCREENSHOT_DIR) / name), full_page=True)
 
 
 def test_upload_a_photo_shows_a_box_labels_and_bars(page, photo):
@@ -120,7 +48,7 @@ def test_upload_a_photo_shows_a_box_labels_and_bars(page, photo):
     page.keyboard.press("Enter")
     expect(face_button).to_have_attribute("aria-pressed", "true")
     expect(page.locator("#bars-heading")).to_have_text("Probabilities for face 1")
-    _screenshot(page, "photo-result.png")
+    screenshot(page, "photo-result.png")
 
 
 def test_heatmap_toggle_asks_for_and_shows_heatmaps(page, photo):
@@ -133,7 +61,7 @@ def test_heatmap_toggle_asks_for_and_shows_heatmaps(page, photo):
     expect(page.locator("#stage")).to_have_class("stage show-heatmap")
     expect(page.locator(".heatmap-legend")).to_be_visible()  # the colour scale explains the map
     expect(page.locator(".heatmap-legend")).to_contain_text("more important")
-    _screenshot(page, "photo-heatmap.png")
+    screenshot(page, "photo-heatmap.png")
 
 
 def test_a_text_file_gives_a_clear_error(page, tmp_path):
@@ -154,7 +82,7 @@ def test_a_photo_without_a_face_says_so(page, tmp_path):
     page.set_input_files("#file-input", str(blank))
     page.click("#predict-button")
     status = page.locator("#status")
-    if _default_detector_available():
+    if default_detector_available():
         expect(status).to_contain_text("No face found", timeout=30_000)
     else:  # whole-image mode: the image is the face
         expect(status).to_contain_text("face", timeout=30_000)
@@ -168,7 +96,7 @@ def test_webcam_mode_with_the_fake_camera_updates_the_live_label(page):
     # Chromium's fake camera shows a moving test pattern: no face, or (whole-image mode) one.
     expect(label).to_have_text(re.compile(r"^(No face in view\.|\d+ faces?: \w+ \(\d+%\)\.)$"), timeout=30_000)
     expect(page.locator("#camera-rate")).to_contain_text("frames/s", timeout=30_000)
-    _screenshot(page, "webcam.png")
+    screenshot(page, "webcam.png")
     page.click("#camera-stop")
     expect(label).to_have_text("Camera off.")
 
@@ -180,7 +108,7 @@ def test_page_fits_a_phone_screen(browser, server_url):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone: {width}px wide"
     expect(page.locator("#predict-button")).to_be_visible()
-    _screenshot(page, "phone.png")
+    screenshot(page, "phone.png")
     context.close()
 
 
@@ -231,11 +159,78 @@ def test_six_faces_on_a_phone_keep_their_labels_inside_the_photo_and_apart(brows
             assert not _overlap(label, other), f"label {i + 1} covers label {j + 1}"
         for j, box in enumerate(boxes):
             assert j == i or not _overlap(label, box), f"label {i + 1} covers face {j + 1}'s box"
-    texts = page.locator(".face-label").all_text_contents()
-    assert [t.split()[0] for t in texts] == [str(i) for i in range(1, 7)]  # each still names its face
-    assert texts[0] == "1 happiness 87%"  # the largest face gets room for the whole label
+    # A phone's picture carries the numbers; the list under it has the words.
+    assert page.locator(".face-label").all_text_contents() == [str(i) for i in range(1, 7)]
+    expect(page.locator(".face-item").nth(5)).to_have_text("Face 6: happiness, 87.0%")
     assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
-    _screenshot(page, f"phone-six-faces-{viewport['width']}.png")
+    screenshot(page, f"phone-six-faces-{viewport['width']}.png")
+    context.close()
+
+
+def _area(a: dict, b: dict) -> float:
+    """The area of the intersection of two bounding boxes."""
+    w = min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"])
+    h = min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"])
+    return max(0.0, w) * max(0.0, h)
+
+
+def test_five_faces_on_a_390px_screen_are_numbered_and_no_label_covers_a_face(browser, server_url, tmp_path):
+    import json
+
+    # The five-person test photo (tests/support/photos.py), with the boxes where its faces are.
+    image, pasted = group_with_boxes(*GROUP_FIVE)
+    photo = tmp_path / "group-five.png"
+    image.save(photo)
+    faces = [{"box": {"x": x, "y": y, "width": w, "height": h}, "score": 0.9, "emotion": "happiness",
+              "confidence": 0.87, "probabilities": {"anger": 0.05, "happiness": 0.87, "sadness": 0.08}}
+             for x, y, w, h in pasted]
+    answer = {"emotion": "happiness", "confidence": 0.87, "faces": faces, "image": {"width": 900, "height": 420},
+              "error": None, "model": "tiny-test-model", "elapsed_ms": 1.0}
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True)
+    page = context.new_page()
+    page.route("**/predict*", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                          body=json.dumps(answer)))
+    page.goto(server_url + "/")
+    page.set_input_files("#file-input", str(photo))
+    page.click("#predict-button")
+    expect(page.locator(".face-box")).to_have_count(5, timeout=30_000)
+    boxes = [page.locator(".face-box").nth(i).bounding_box() for i in range(5)]
+    labels = [page.locator(".face-label").nth(i).bounding_box() for i in range(5)]
+    for i, label in enumerate(labels):
+        for j, box in enumerate(boxes):
+            covered = _area(label, box) / (box["width"] * box["height"])
+            assert covered < 0.02, f"label {i + 1} covers {covered:.0%} of face {j + 1}"
+    assert page.locator(".face-label").all_text_contents() == ["1", "2", "3", "4", "5"]
+    expect(page.locator(".face-item").nth(2)).to_have_text("Face 3: happiness, 87.0%")
+    screenshot(page, "phone-five-faces.png")
+    context.close()
+
+
+def test_on_this_device_the_heatmap_switch_and_its_legend_are_hidden(page):
+    # Heatmaps are a server feature: in on-device mode there is nothing to switch on or explain.
+    expect(page.locator("#heatmap-toggle")).to_be_visible()
+    page.check("#heatmap-toggle")
+    expect(page.locator(".heatmap-legend")).to_be_visible()
+    page.check("#device-local")
+    expect(page.locator("#heatmap-toggle")).to_be_hidden()
+    expect(page.locator(".heatmap-legend")).to_be_hidden()
+    expect(page.locator("#device-status")).to_contain_text("Running in this browser", timeout=120_000)
+    page.uncheck("#device-local")
+    expect(page.locator("#heatmap-toggle")).to_be_visible()
+
+
+def test_the_static_export_opened_as_a_file_says_how_to_serve_it(browser, tiny_model_dir, tmp_path):
+    from face_emotion.server.web_export import export_web
+
+    site = tmp_path / "site"
+    export_web(tiny_model_dir, site, detector=None if default_detector_available() else "none")
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto((site / "index.html").as_uri())  # a double-click on the file
+    status = page.locator("#device-status")
+    expect(status).to_contain_text("python -m http.server 8000", timeout=30_000)
+    expect(status).to_contain_text("open localhost:8000")
+    expect(status).to_have_class(re.compile(r"\berror\b"))
     context.close()
 
 

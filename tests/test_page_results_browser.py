@@ -14,10 +14,9 @@ import time
 import pytest
 from PIL import Image
 
-from test_page_browser import _screenshot, browser, page, server_url  # noqa: F401  (fixtures)
-from test_video_page_browser import _wait_for, clip  # noqa: F401  (fixture)
+from support.browser import BROWSER, screenshot, wait_for
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER
 expect = pytest.importorskip("playwright.sync_api").expect
 
 PROBS = {"anger": 0.05, "happiness": 0.87, "sadness": 0.08}
@@ -88,7 +87,7 @@ def test_webcam_labels_of_neighbouring_faces_do_not_cover_each_other(page):
                                                           body=json.dumps(answer)))
     page.click("#mode-webcam")
     page.click("#camera-start")
-    _wait_for(page, "(JSON.parse(document.getElementById('video-overlay').dataset.labels || '[]')).length === 3", 30)
+    wait_for(page, "(JSON.parse(document.getElementById('video-overlay').dataset.labels || '[]')).length === 3", 30)
     labels = json.loads(page.locator("#video-overlay").get_attribute("data-labels"))
     boxes = [dict(zip("xywh", b)) for b in json.loads(page.locator("#video-overlay").get_attribute("data-boxes"))]
     for i, label in enumerate(labels):
@@ -98,7 +97,7 @@ def test_webcam_labels_of_neighbouring_faces_do_not_cover_each_other(page):
         for j, box in enumerate(boxes):
             assert j == i or not _overlap(label, box, slack=1.5), f"label {i + 1} covers face {j + 1}"
     assert labels[0]["text"] == "1 happiness 87%"
-    _screenshot(page, "webcam-neighbours.png")
+    screenshot(page, "webcam-neighbours.png")
     page.click("#camera-stop")
 
 
@@ -134,7 +133,7 @@ def _open_clip(page, clip, analysis):
                                                                 body=json.dumps(analysis)))
     page.click("#mode-video")
     page.set_input_files("#clip-input", str(clip))
-    _wait_for(page, "document.getElementById('clip').readyState >= 2", 20)
+    wait_for(page, "document.getElementById('clip').readyState >= 2", 20)
     page.click("#clip-button")
     expect(page.locator("#clip-status")).to_contain_text("2 faces tracked", timeout=30_000)
 
@@ -145,11 +144,12 @@ def _video_labels(page, t):
     return page.evaluate("""() => [...document.querySelectorAll('#clip-overlay .clip-box')].map(b => {
         const r = b.querySelector('.face-label').getBoundingClientRect(), q = b.getBoundingClientRect();
         return {text: b.textContent, colour: getComputedStyle(b).borderTopColor,
-                label: {x: r.x, y: r.y, w: r.width, h: r.height}, box: {x: q.x, y: q.y, w: q.width, h: q.height}}; })""")
+                label: {x: r.x, y: r.y, w: r.width, h: r.height},
+                box: {x: q.x, y: q.y, w: q.width, h: q.height}}; })""")
 
 
-def test_video_first_frame_boxes_are_numbered_and_labels_stay_apart(page, clip):
-    _open_clip(page, clip, NEIGHBOURS)
+def test_video_first_frame_boxes_are_numbered_and_labels_stay_apart(page, annotated_clip):
+    _open_clip(page, annotated_clip, NEIGHBOURS)
     for t in (0.0, 0.2):
         shown = _video_labels(page, t)
         assert [s["text"].split()[0] for s in shown] == ["1", "2"], (t, shown)
@@ -157,7 +157,7 @@ def test_video_first_frame_boxes_are_numbered_and_labels_stay_apart(page, clip):
         assert not _overlap(shown[0]["label"], shown[1]["label"]), shown
         assert not _overlap(shown[1]["label"], shown[0]["box"], slack=1.5), shown
         assert not _overlap(shown[0]["label"], shown[1]["box"], slack=1.5), shown
-    _screenshot(page, "video-neighbours.png")
+    screenshot(page, "video-neighbours.png")
 
 
 def _download(page, selector):
@@ -191,8 +191,8 @@ def test_a_photo_result_downloads_as_json_and_csv(page, tmp_path):
     assert rows[1][7:12] == ["happiness", "0.87", "0.05", "0.87", "0.08"] and rows[1][-2:] == ["ok", ""]
 
 
-def test_a_clip_analysis_downloads_as_json_and_csv(page, clip):
-    _open_clip(page, clip, NEIGHBOURS)
+def test_a_clip_analysis_downloads_as_json_and_csv(page, annotated_clip):
+    _open_clip(page, annotated_clip, NEIGHBOURS)
     name, data = _download(page, "#clip-download-json")
     assert name == "crossing-emotions.json"
     assert json.loads(data)["frames"][1]["faces"][0]["track_id"] == 1
@@ -206,13 +206,12 @@ def test_a_clip_analysis_downloads_as_json_and_csv(page, clip):
 
 
 @pytest.mark.slow
-def test_a_clip_downloads_with_its_boxes_burnt_in(page, clip, tmp_path):
+def test_a_clip_downloads_with_its_boxes_burnt_in(page, annotated_clip, tmp_path):
     av = pytest.importorskip("av")
-    import numpy as np
 
     frames = [(round(0.2 * k, 1), [_tracked(100 + 4 * k, 60, 90, 100, 1), _tracked(250, 120, 90, 100, 2)])
               for k in range(16)]
-    _open_clip(page, clip, _analysis(frames))
+    _open_clip(page, annotated_clip, _analysis(frames))
     name, data = _download(page, "#clip-download-video")
     assert name == "crossing-annotated.webm"
     path = tmp_path / name

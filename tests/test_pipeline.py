@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -17,7 +18,8 @@ from support.fakes import FakePredictor
 
 def png(size=(40, 30)) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, "PNG")
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -54,7 +56,7 @@ def test_an_unexpected_failure_is_one_result_not_an_exception(caplog):
 def test_errors_share_one_base_with_a_code():
     from face_emotion.faces.base import DetectorUnavailableError
     from face_emotion.imageio import ImageDecodeError, ImageTooLargeError
-    from face_emotion.models.store import ModelLoadError
+    from face_emotion.models.files import ModelLoadError
     from face_emotion.server.config import ConfigError
     from face_emotion.video.decode import VideoDecodeError
 
@@ -68,6 +70,7 @@ def test_errors_share_one_base_with_a_code():
 
 
 def test_train_with_a_missing_init_file_is_one_line(tmp_path):
+    pytest.importorskip("torch", reason="train needs the 'train' extra")
     result = CliRunner().invoke(main, ["train", str(tmp_path), "--out", str(tmp_path / "run"),
                                        "--init", str(tmp_path / "missing.safetensors")])
     assert result.exit_code == 1

@@ -14,8 +14,6 @@ from PIL import Image
 from face_emotion.cli import main
 
 
-
-
 @pytest.fixture()
 def photos(tmp_path) -> Path:
     """Three good images (two share a file name in different folders), a corrupt one, a text file."""
@@ -122,7 +120,7 @@ def test_model_errors_are_one_line(photos, tmp_path, monkeypatch):
     missing = run(str(photos), "--model", str(tmp_path / "no-model"), "--no-detect")
     assert missing.exit_code == 1
     assert "no model at" in missing.output and "--model" in missing.output and "Traceback" not in missing.output
-    import face_emotion.models.bundled as bundled
+    import face_emotion.models.files as bundled
 
     monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
     no_default = run(str(photos), "--no-detect")

@@ -13,10 +13,9 @@ from PIL import Image
 from face_emotion.inference.backends import PyTorchBackend
 from face_emotion.inference.explain import occlusion_maps
 from face_emotion.inference.predictor import Predictor
-from face_emotion.models.store import ModelLoadError, load_model
+from face_emotion.models.files import ModelLoadError
+from face_emotion.models.store import load_model
 from face_emotion.transforms import eval_transform
-
-
 
 
 def noise_image(width: int = 80, height: int = 60, seed: int = 0) -> Image.Image:
@@ -120,7 +119,7 @@ def test_metadata(whole_image_predictor):
 def test_faces_largest_first_in_one_batch(tiny_model_dir):
     from face_emotion.faces.crop import crop_for_model
 
-    backend = CountingBackend(PyTorchBackend(tiny_model_dir))
+    backend = CountingBackend(PyTorchBackend(tiny_model_dir / "model.safetensors"))
     predictor = Predictor(backend, TwoFaces())
     image = noise_image()
     faces = predictor.predict(image)
@@ -141,53 +140,55 @@ def test_faces_largest_first_in_one_batch(tiny_model_dir):
 
 
 def test_detect_false_uses_whole_image(tiny_model_dir):
-    backend = CountingBackend(PyTorchBackend(tiny_model_dir))
+    backend = CountingBackend(PyTorchBackend(tiny_model_dir / "model.safetensors"))
     faces = Predictor(backend, TwoFaces()).predict(noise_image(), detect=False)
     assert len(faces) == 1 and faces[0].box.to_dict() == {"x": 0, "y": 0, "width": 80, "height": 60}
     assert backend.batches[0].shape[0] == 1
 
 
 def test_no_face_gives_empty_list_without_running_the_model(tiny_model_dir):
-    backend = CountingBackend(PyTorchBackend(tiny_model_dir))
+    backend = CountingBackend(PyTorchBackend(tiny_model_dir / "model.safetensors"))
     assert Predictor(backend, NoFaces()).predict(noise_image()) == []
     assert backend.batches == []
 
 
 def test_tta_averages_crop_and_mirror_in_the_same_batch(tiny_model_dir):
-    backend = CountingBackend(PyTorchBackend(tiny_model_dir))
+    backend = CountingBackend(PyTorchBackend(tiny_model_dir / "model.safetensors"))
     predictor = Predictor(backend, TwoFaces(), tta=True)
     image = noise_image(seed=5)
     faces = predictor.predict(image)
     assert len(backend.batches) == 1 and backend.batches[0].shape == (4, 3, 32, 32)
     from face_emotion.faces.crop import crop_for_model
 
-    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in sorted(TwoFaces().detect(image), key=lambda f: -f.area)]
+    detected = sorted(TwoFaces().detect(image), key=lambda f: -f.area)
+    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in detected]
     mirrored = [c.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for c in crops]
     expected = (reference_probs(tiny_model_dir, crops) + reference_probs(tiny_model_dir, mirrored)) / 2
     for face, row in zip(faces, expected):
         np.testing.assert_allclose(probs_of(face, predictor.spec.classes), row, atol=1e-5)
-    plain = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces()).predict(image)
+    plain = Predictor(PyTorchBackend(tiny_model_dir / "model.safetensors"), TwoFaces()).predict(image)
     assert not np.allclose(probs_of(plain[0], predictor.spec.classes), probs_of(faces[0], predictor.spec.classes))
 
 
 def test_scoring_logits_with_tta_give_back_the_served_probabilities(tiny_model_dir):
     # evaluate --tta scores softmax(logits / temperature): it must be what predict --tta serves.
-    predictor = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces(), tta=True)
+    predictor = Predictor(PyTorchBackend(tiny_model_dir / "model.safetensors"), TwoFaces(), tta=True)
     image = noise_image(seed=7)
     faces = predictor.predict(image)
     from face_emotion.faces.crop import crop_for_model
 
-    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in sorted(TwoFaces().detect(image), key=lambda f: -f.area)]
+    detected = sorted(TwoFaces().detect(image), key=lambda f: -f.area)
+    crops = [crop_for_model(image, f, predictor.spec.preprocess)[0] for f in detected]
     scored = torch.softmax(torch.from_numpy(predictor.logits(crops)) / predictor.spec.temperature, dim=1).numpy()
     for face, row in zip(faces, scored):
         np.testing.assert_allclose(probs_of(face, predictor.spec.classes), row, atol=1e-5)
-    plain = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces())
+    plain = Predictor(PyTorchBackend(tiny_model_dir / "model.safetensors"), TwoFaces())
     unmirrored = torch.softmax(torch.from_numpy(plain.logits(crops)) / plain.spec.temperature, dim=1).numpy()
     assert not np.allclose(unmirrored, scored, atol=1e-3)  # the mirror changes the answer here
 
 
 def test_explain_gives_box_sized_png_per_face(tiny_model_dir):
-    predictor = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces())
+    predictor = Predictor(PyTorchBackend(tiny_model_dir / "model.safetensors"), TwoFaces())
     faces = predictor.predict(noise_image(), explain=True)
     assert len(faces) == 2
     for face in faces:
@@ -228,7 +229,7 @@ def test_occlusion_runs_on_the_backend_alone(tiny_model_dir):
 
 
 def test_concurrent_predictions_match_sequential(tiny_model_dir):
-    predictor = Predictor(PyTorchBackend(tiny_model_dir), TwoFaces())
+    predictor = Predictor(PyTorchBackend(tiny_model_dir / "model.safetensors"), TwoFaces())
     images = [noise_image(seed=s) for s in range(6)]
     expected = [[f.probabilities for f in predictor.predict(im)] for im in images]
     results: dict[int, list] = {}
@@ -253,7 +254,7 @@ def test_missing_model_and_missing_bundled_model(tmp_path, monkeypatch):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ModelLoadError, match="unknown model format"):
         Predictor.load(tmp_path / "notes.txt", detector="none")
-    import face_emotion.models.bundled as bundled
+    import face_emotion.models.files as bundled
 
     monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
     with pytest.raises(ModelLoadError, match="no bundled default model.*--model"):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from support import odd_images as odd
 from face_emotion.classes import CANONICAL_CLASSES, canonical_class, parse_class_list
 from face_emotion.data.scan import (
     Sample,
@@ -19,8 +18,9 @@ from face_emotion.data.scan import (
     write_skipped_csv,
     write_split_csv,
 )
+from face_emotion.training.config import TrainConfig
 from face_emotion.training.data import run_splits as _splits
-from face_emotion.training.run import TrainConfig
+from support import odd_images as odd
 
 # ---------------------------------------------------------------- class names
 

@@ -191,7 +191,8 @@ def test_an_expected_error_inside_the_pipeline_keeps_its_code_and_status():
     app = create_app({"TESTING": True}, predictor=FakePredictor(fail=FaceEmotionError("no way", code="bad_parameter")))
     response = app.test_client().post("/predict?explain=1", data=png_bytes(), content_type="image/png")
     assert "no way" in assert_error(response, 400, "bad_parameter")
-    app = create_app({"TESTING": True}, predictor=FakePredictor(fail=FaceEmotionError("gone", code="model_unavailable")))
+    failing = FakePredictor(fail=FaceEmotionError("gone", code="model_unavailable"))
+    app = create_app({"TESTING": True}, predictor=failing)
     response = app.test_client().post("/predict", data=png_bytes(), content_type="image/png")
     assert "gone" in assert_error(response, 503, "model_unavailable")
 

@@ -22,6 +22,7 @@ from face_emotion.server import ConfigError, ServerConfig, create_app
 from support.fakes import CLASSES, FakePredictor
 from support.images import solid_image_bytes
 
+
 def png_bytes(size=(24, 20)) -> bytes:
     return solid_image_bytes(size, (120, 90, 60))
 
@@ -148,7 +149,8 @@ def test_the_deadline_is_a_setting_like_the_others():
     assert ServerConfig().inference_timeout_s == 30.0
     config = ServerConfig.from_env({"FACE_EMOTION_INFERENCE_TIMEOUT_S": "2.5"})
     assert config.inference_timeout_s == 2.5
-    assert ServerConfig.from_env({"FACE_EMOTION_INFERENCE_TIMEOUT_S": "2.5"}, inference_timeout_s=7).inference_timeout_s == 7
+    given = ServerConfig.from_env({"FACE_EMOTION_INFERENCE_TIMEOUT_S": "2.5"}, inference_timeout_s=7)
+    assert given.inference_timeout_s == 7
     assert create_app({"inference_timeout_s": 4}, predictor=SlowPredictor(0)).extensions["face_emotion"].config \
         .inference_timeout_s == 4
 

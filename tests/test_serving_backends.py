@@ -14,18 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from face_emotion.inference.backends import (
-    OnnxRuntimeBackend,
-    PyTorchBackend,
-    derive_onnx,
-    open_backend,
-    open_derived_onnx,
-)
+from face_emotion.inference.backends import OnnxRuntimeBackend, PyTorchBackend
+from face_emotion.inference.loading import open_backend
+from face_emotion.inference.onnx_cache import derive_onnx, open_derived_onnx
 from face_emotion.inference.predictor import Predictor
-from face_emotion.models.bundled import bundled_model_path
-from face_emotion.models.store import ModelLoadError
+from face_emotion.models.files import ModelLoadError, bundled_model_path
 
 pytest.importorskip("onnxruntime")
+WEIGHTS = "model.safetensors"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -57,9 +53,9 @@ def real_faces() -> list[Image.Image]:
 @pytest.mark.slow
 def test_derived_onnx_is_cached_by_content(run_dir, tmp_path):
     cache = tmp_path / "cache"
-    first = derive_onnx(run_dir / "model.safetensors", cache_dir=cache)
+    first = derive_onnx(run_dir / WEIGHTS, cache_dir=cache)
     stamp = first.stat().st_mtime_ns
-    again = derive_onnx(run_dir, cache_dir=cache)
+    again = derive_onnx(run_dir / WEIGHTS, cache_dir=cache)
     assert again == first and again.stat().st_mtime_ns == stamp  # exported once
     assert [p.name for p in cache.iterdir() if p.suffix == ".onnx"] == [first.name]
 
@@ -67,17 +63,17 @@ def test_derived_onnx_is_cached_by_content(run_dir, tmp_path):
     from support.models import make_tiny_model
 
     other = make_tiny_model(tmp_path / "other", seed=1)
-    assert derive_onnx(other, cache_dir=cache) != first
+    assert derive_onnx(other / WEIGHTS, cache_dir=cache) != first
 
 
 @pytest.mark.slow
 def test_a_damaged_cache_file_is_derived_again(run_dir, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    derived = derive_onnx(run_dir)
+    derived = derive_onnx(run_dir / WEIGHTS)
     target = cache / derived.name
     target.write_bytes(derived.read_bytes()[:1000])
-    backend = open_derived_onnx(run_dir, cache_dir=cache, num_threads=1)
+    backend = open_derived_onnx(run_dir / WEIGHTS, cache_dir=cache, num_threads=1)
     assert backend.run(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 3)
 
 
@@ -85,14 +81,14 @@ def test_an_unwritable_cache_is_a_clear_model_error(run_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(ModelLoadError, match="FACE_EMOTION_CACHE"):
-        derive_onnx(run_dir, cache_dir=blocker / "cache")
+        derive_onnx(run_dir / WEIGHTS, cache_dir=blocker / "cache")
 
 
 def test_open_backend_runs_onnxruntime_unless_told_otherwise(run_dir):
     for backend in (open_backend(run_dir, num_threads=1), open_backend(run_dir / "model.safetensors", num_threads=1),
                     open_backend(run_dir, "onnxruntime", num_threads=1)):
         assert isinstance(backend, OnnxRuntimeBackend)
-        assert backend.path == derive_onnx(run_dir)
+        assert backend.path == derive_onnx(run_dir / WEIGHTS)
     assert isinstance(open_backend(run_dir, "pytorch", num_threads=1), PyTorchBackend)
 
 
@@ -102,11 +98,11 @@ def test_a_stale_model_onnx_in_a_run_folder_is_not_run(run_dir, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(run_dir / "model.safetensors", run / "model.safetensors")
-    shutil.copy(derive_onnx(run_dir), run / "model.onnx")
+    shutil.copy(derive_onnx(run_dir / WEIGHTS), run / "model.onnx")
     assert open_backend(run, num_threads=1).path == run / "model.onnx"  # exported from these weights
     retrained = make_tiny_model(tmp_path / "retrained", seed=1)
     shutil.copy(retrained / "model.safetensors", run / "model.safetensors")
-    assert open_backend(run, num_threads=1).path == derive_onnx(run)  # the old graph is not trusted
+    assert open_backend(run, num_threads=1).path == derive_onnx(run / WEIGHTS)  # the old graph is not trusted
 
 
 @pytest.mark.slow
@@ -188,4 +184,4 @@ def test_prepare_model_derives_before_the_workers_start(run_dir, tmp_path, monke
     prepare_model(ServerConfig(model=str(run_dir), backend="pytorch"))
     assert not cache.exists()  # an explicit backend: nothing to derive
     prepare_model(ServerConfig(model=str(run_dir)))
-    assert [p.name for p in (cache / "onnx").glob("*.onnx")] == [derive_onnx(run_dir).name]
+    assert [p.name for p in (cache / "onnx").glob("*.onnx")] == [derive_onnx(run_dir / WEIGHTS).name]

@@ -130,3 +130,23 @@ def test_detail_level_makes_a_sharp_big_crop_look_like_a_small_one_in_eval_and_t
     assert DetailLevel(spec)(tiny).size == (40, 40)
     first = train_transform(spec).transforms[0]
     assert isinstance(first, DetailLevel) and first(sharp).size == (48, 48)
+
+
+def test_both_training_paths_take_their_strengths_from_one_settings_object():
+    """The PIL path (train_transform) and the device path (data.augment) share AugmentSettings."""
+    from face_emotion.transforms import AugmentSettings
+
+    spec = PreprocessSpec(image_size=40, color_mode="rgb")
+    for strength in ("default", "light"):
+        settings = AugmentSettings.named(strength)
+        steps = {type(step): step for step in train_transform(spec, strength=strength).transforms}
+        assert steps[T.RandomResizedCrop].scale == (settings.zoom[0] ** 2, 1.0)
+        assert steps[T.RandomRotation].degrees == [-settings.rotation_degrees, settings.rotation_degrees]
+        jitter = steps[T.ColorJitter]
+        assert jitter.brightness == (1 - settings.brightness, 1 + settings.brightness)
+        assert jitter.contrast == (1 - settings.contrast, 1 + settings.contrast)
+        erasing = steps.get(T.RandomErasing)
+        if settings.erase_p:
+            assert (erasing.p, erasing.scale) == (settings.erase_p, settings.erase_area)
+        else:
+            assert erasing is None

@@ -7,13 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_page_browser import CHROMIUM, CHROMIUM_ARGS, sync_playwright
+from support.browser import BROWSER, launch
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
-if sync_playwright is None or not CHROMIUM.is_file():
-    pytestmark.append(pytest.mark.skip(reason="needs playwright and Chromium (see tests/test_page_browser.py)"))
-
-from test_page_browser import server_url  # noqa: E402,F401 - the module's gunicorn server fixture
+pytestmark = [*BROWSER, pytest.mark.slow]
 
 
 def write_face_clip(path, width: int = 320, height: int = 240, frames: int = 30) -> None:
@@ -33,17 +29,15 @@ def write_face_clip(path, width: int = 320, height: int = 240, frames: int = 30)
 
 
 @pytest.fixture(scope="module")
-def face_camera_browser(tmp_path_factory):
+def face_camera_browser(playwright, tmp_path_factory):
     clip = tmp_path_factory.mktemp("clip") / "face.y4m"
     write_face_clip(clip)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={clip}"])
-        yield browser
-        browser.close()
+    browser = launch(playwright, f"--use-file-for-fake-video-capture={clip}")
+    yield browser
+    browser.close()
 
 
-def test_webcam_frames_are_pipelined_two_at_a_time(face_camera_browser, server_url):  # noqa: F811
+def test_webcam_frames_are_pipelined_two_at_a_time(face_camera_browser, server_url):
     from playwright.sync_api import expect
 
     context = face_camera_browser.new_context()
@@ -88,5 +82,6 @@ def test_webcam_frames_are_pipelined_two_at_a_time(face_camera_browser, server_u
     assert in_flight["answered"] >= 4
     assert in_flight["most"] == 2  # pipelined, and never more than two frames on their way
     assert label.startswith("1 face"), label
-    assert {"webcam:capture+encode", "webcam:upload+server", "webcam:server", "webcam:json", "webcam:draw"} <= set(measures)
+    stages = {"webcam:capture+encode", "webcam:upload+server", "webcam:server", "webcam:json", "webcam:draw"}
+    assert stages <= set(measures)
     assert in_flight["answered"] - stopped_at <= 0  # nothing is sent once the camera is off

@@ -45,11 +45,14 @@ def test_make_test_fast_leaves_out_slow_and_browser_tests_and_make_test_runs_all
     # Run as a fresh make would be (CI runs this file inside `make test`, whose MAKEFLAGS and
     # MAKELEVEL would make the inner make print its directory).
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    dry = subprocess.run(["make", "--no-print-directory", "-n", "test-fast"], cwd=ROOT, capture_output=True, text=True, env=env)
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "test-fast"], cwd=ROOT, capture_output=True, text=True,
+                         env=env)
     assert dry.returncode == 0, dry.stderr
     assert re.search(r'pytest -m "not slow and not browser"\s*$', dry.stdout.strip())
-    full = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=ROOT, capture_output=True, text=True, env=env).stdout
-    assert re.search(r"python -m pytest\s*$", full.strip())  # everything, no marker filter
+    full = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=ROOT, capture_output=True, text=True,
+                          env=env).stdout
+    assert re.search(r"python -m pytest\s*$", full, re.M)  # everything, no marker filter
+    assert "ruff check" in full and "lint-imports" in full and "check_base_install.sh" in full
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
     readme = (ROOT / "README.md").read_text()
     assert "make test-fast" in readme and '-m "not slow and not browser"' in readme

@@ -20,18 +20,20 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from support import odd_images as odd
-from support.models import make_tiny_model
-from support.synthetic import make_learnable_dataset
 from face_emotion.cli import main
 from face_emotion.data.scan import read_split_csv
 from face_emotion.evaluation.calibration import fit_temperature
 from face_emotion.evaluation.evaluate import evaluate_folder
 from face_emotion.evaluation.metrics import expected_calibration_error
 from face_emotion.models.backbones import WeightsUnavailableError, create_network
+from face_emotion.models.files import SPEC_METADATA_KEY, ModelLoadError
 from face_emotion.models.spec import ModelSpec, PreprocessSpec
-from face_emotion.models.store import SPEC_METADATA_KEY, ModelLoadError, load_model, read_spec
-from face_emotion.training.run import TrainConfig, run_training
+from face_emotion.models.store import load_model, read_spec
+from face_emotion.training.config import TrainConfig
+from face_emotion.training.run import run_training
+from support import odd_images as odd
+from support.models import make_tiny_model
+from support.synthetic import make_learnable_dataset
 
 RUN_FILES = ("model.safetensors", "model.json", "metrics.json", "confusion_matrix.png", "training_curves.png",
              "split.csv", "model_card.md", "skipped.csv", "checkpoints/last.ckpt", "logs/metrics.csv")
@@ -169,7 +171,8 @@ def test_saved_model_reproduces_the_test_metrics(learned_run, tmp_path, monkeypa
 def test_evaluating_on_the_models_own_training_images_is_counted(learned_run, learnable_dataset):
     scored = evaluate_folder(learned_run.out_dir, learnable_dataset)
     assert scored["n_images"] == 120 and scored["model_training_images"] == 84
-    result = CliRunner().invoke(main, ["evaluate", str(learnable_dataset), "--model", str(learned_run.out_dir), "--no-detect"])
+    result = CliRunner().invoke(main, ["evaluate", str(learnable_dataset), "--model", str(learned_run.out_dir),
+                                       "--no-detect"])
     assert result.exit_code == 0, result.output
     assert "84 of 120 images were in this model's training split" in result.output
 
@@ -206,6 +209,37 @@ def test_init_copies_the_backbone_and_the_head_rows_of_known_classes(tmp_path):
         init_from_model(str(old_dir), "efficientnet_lite0", ["anger", "pain"], 0.2)
 
 
+def test_a_run_from_init_inherits_its_starts_training_images_and_names_its_start(tmp_path):
+    # The start model learnt from `seen`; the new run learns from `fresh` on top. Evaluating the new
+    # model on `seen` must still warn, and model.json must not claim the unused --weights default.
+    from face_emotion.data.scan import scan_dataset
+    from face_emotion.models.spec import TRAIN_DIGEST_CHARS
+
+    seen = make_learnable_dataset(tmp_path / "seen", per_class=4, seed=1)
+    start_digests = "".join(s.digest[:TRAIN_DIGEST_CHARS] for s in scan_dataset([seen]).samples)
+    start = make_tiny_model(tmp_path / "start", classes=tuple(LEARNED_CLASSES), name="start-model",
+                            training={"train_sha256_prefixes": start_digests})
+    fresh = make_learnable_dataset(tmp_path / "fresh", per_class=8, seed=2)
+    result = run_training(tiny_config([fresh], tmp_path / "run", init=str(start), weights="imagenet"))
+    written = json.loads((tmp_path / "run" / "model.json").read_text())["training"]
+    assert written["weights"] != "imagenet" and "start-model" in written["weights"]
+    assert written["init_model"]["name"] == "start-model" and written["init_model"]["train_images"] == 12
+    packed = written["train_sha256_prefixes"]
+    assert packed.startswith(start_digests)
+    assert len(packed) == len(start_digests) + TRAIN_DIGEST_CHARS * result.spec.data["split_sizes"]["train"]
+    assert evaluate_folder(tmp_path / "run", seen)["model_training_images"] == 12
+
+
+def test_train_init_that_is_not_there_names_the_init_flag(tmp_path):
+    data = make_learnable_dataset(tmp_path / "data", per_class=2)
+    for value in ("nope", str(tmp_path)):
+        result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), "--init", value])
+        assert result.exit_code == 1
+        assert f"--init {value}:" in result.output and "--model" not in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_cli_reports_the_data_and_every_epoch_without_a_progress_bar(tmp_path):
     data = make_learnable_dataset(tmp_path / "data", per_class=8)
     result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), "--arch", "resnet18",
@@ -216,6 +250,26 @@ def test_train_cli_reports_the_data_and_every_epoch_without_a_progress_bar(tmp_p
     assert "train: 18 images; anger 6, happiness 6, sadness 6" in result.output  # split per class
     assert "epoch 1/2:" in result.output and "epoch 2/2:" in result.output and "val_macro_f1" in result.output
     assert "litlogger" not in result.output and "LeafSpec" not in result.output
+
+
+@pytest.mark.parametrize(("mistake", "arguments", "said"), [
+    ("precision", ["--precision", "bogus"], "--precision"),
+    ("classes", ["--classes", "anger,angry"], "twice"),
+    ("image size", ["--image-size", "8"], "image_size must be between"),
+    ("one class", ["--classes", "anger"], "at least two classes"),
+])
+def test_train_mistakes_are_one_line_and_leave_no_run_folder(tmp_path, mistake, arguments, said):
+    """Every user mistake is a FaceEmotionError, caught once by the CLI: one line, exit status 1."""
+    data = make_learnable_dataset(tmp_path / "data", per_class=4)
+    out = tmp_path / "run"
+    base = ["train", str(data), "--out", str(out), "--arch", "resnet18", "--weights", "none", "--image-size", "32",
+            "--epochs", "1", "--no-detect", "--batch-size", "4", "--no-progress", "--accelerator", "cpu"]
+    result = CliRunner().invoke(main, base + arguments)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not an uncaught exception
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert said in line
+    assert not out.exists()
 
 
 def test_temperature_scaling_fixes_overconfidence():
@@ -292,8 +346,9 @@ def test_a_lone_last_training_image_is_left_for_the_next_epoch(n_train, dropped)
 
 
 def test_imagenet_weights_unavailable_stop_with_a_clear_message(tmp_path, monkeypatch):
-    import torch.hub
     import urllib.request
+
+    import torch.hub
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable (test)")
@@ -400,8 +455,8 @@ def model_copy(tiny_model_dir, tmp_path) -> Path:
 
 
 def _rewrite_spec(path: Path, **changes) -> None:
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(path), framework="pt") as handle:
         spec = json.loads(handle.metadata()[SPEC_METADATA_KEY])
@@ -484,7 +539,7 @@ def test_a_missing_model_is_a_model_load_error(tmp_path):
 # ---------------------------------------------------------------- (c) resume
 
 
-def test_resume_continues_from_the_last_checkpoint_with_the_same_split(tmp_path, monkeypatch):
+def test_resume_continues_from_the_last_checkpoint_with_the_same_split(tmp_path, monkeypatch, recwarn):
     from face_emotion.training.module import EmotionClassifier
 
     data = make_learnable_dataset(tmp_path / "data", per_class=12)
@@ -520,6 +575,8 @@ def test_resume_continues_from_the_last_checkpoint_with_the_same_split(tmp_path,
     first_val = next(r for r in logged_before if r.get("val_loss"))
     assert val_rows[0]["val_loss"] == first_val["val_loss"]
     assert_complete_run_folder(out, LEARNED_CLASSES)
+    # The run moves its own logged epochs aside; Lightning has none to delete and warn about.
+    assert not [str(w.message) for w in recwarn if "will be deleted" in str(w.message)]
 
 
 def test_resume_without_a_checkpoint_starts_from_the_beginning(tmp_path, monkeypatch):
@@ -587,7 +644,7 @@ def test_photo_datasets_train_on_detected_faces_and_name_faceless_images(tmp_pat
 
 
 def test_train_help_shows_the_defaults_of_the_one_config():
-    from face_emotion.training.run import TrainConfig
+    from face_emotion.training.config import TrainConfig
 
     text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
     assert f"--epochs INTEGER [default: {TrainConfig.epochs}]" in text

@@ -49,13 +49,6 @@ def clips(tmp_path_factory):
     }
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_model_dir):
-    from face_emotion.inference.predictor import Predictor
-
-    return Predictor.load(tiny_model_dir, num_threads=1)
-
-
 # ---------------------------------------------------------------------------------------- decoding
 def test_decoding_gives_every_frame_with_its_time(clips):
     with VideoSource(clips["moving"]) as video:

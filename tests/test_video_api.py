@@ -18,13 +18,6 @@ pytestmark = pytest.mark.skipif(not default_detector_available(),
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_model_dir):
-    from face_emotion.inference.predictor import Predictor
-
-    return Predictor.load(tiny_model_dir, num_threads=1)
-
-
-@pytest.fixture(scope="module")
 def clip_bytes(tmp_path_factory):
     root = tmp_path_factory.mktemp("api-clips")
     return {"crossing": crossing_faces_clip(root / "crossing.mp4").read_bytes(),
@@ -144,5 +137,6 @@ def test_the_upload_never_reaches_the_disk(predictor, clip_bytes, monkeypatch):
 def test_the_route_is_in_the_openapi_document(predictor):
     spec = client_for(predictor).get("/openapi.json").get_json()
     operation = spec["paths"]["/predict/video"]["post"]
-    assert "video" in operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    upload = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert spec["components"]["schemas"][upload]["required"] == ["video"]
     assert "VideoPrediction" in spec["components"]["schemas"]

@@ -10,40 +10,12 @@ import io
 
 import pytest
 
-from test_page_browser import _screenshot, browser, page, server_url  # noqa: F401  (fixtures)
-from support.clips import astronaut_face, crossing_faces_clip
+from support.browser import BROWSER, screenshot, wait_for
+from support.clips import astronaut_face
 
-pytestmark = pytest.mark.browser
+pytestmark = BROWSER
 av = pytest.importorskip("av")
 expect = pytest.importorskip("playwright.sync_api").expect
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    from face_emotion.video import VideoSource
-    from face_emotion.video.annotate import AnnotatedVideoWriter
-
-    root = tmp_path_factory.mktemp("page-clips")
-    source = crossing_faces_clip(root / "source.mp4")
-    target = root / "crossing.mp4"
-    with VideoSource(source) as video:
-        writer = AnnotatedVideoWriter(target, video.info.width, video.info.height, video.info.fps)
-        for frame in video.frames():
-            writer.write(frame.rgb, frame.time_s)
-        writer.close()
-    return target
-
-
-def _wait_for(page, expression: str, timeout_s: float) -> None:
-    """Polls ``expression`` with page.evaluate: wait_for_function evaluates strings in the page,
-    which the page's CSP (no unsafe-eval) forbids."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still false after {timeout_s} s: {expression}")
-        time.sleep(0.1)
 
 
 def _boxes(page, t: float) -> dict[str, dict[str, float]]:
@@ -54,13 +26,13 @@ def _boxes(page, t: float) -> dict[str, dict[str, float]]:
                                      label: b.textContent}]))""")
 
 
-def test_video_mode_plays_the_clip_with_boxes_in_sync_a_timeline_and_a_summary(page, clip):
+def test_video_mode_plays_the_clip_with_boxes_in_sync_a_timeline_and_a_summary(page, annotated_clip):
     page.click("#mode-video")
     expect(page.locator("#video-panel")).to_be_visible()
     expect(page.locator("#photo-panel")).to_be_hidden()
-    page.set_input_files("#clip-input", str(clip))
+    page.set_input_files("#clip-input", str(annotated_clip))
     # Chromium decodes the H.264 clip: it has a size and frames.
-    _wait_for(page, "document.getElementById('clip').readyState >= 2", 20)
+    wait_for(page, "document.getElementById('clip').readyState >= 2", 20)
     assert page.evaluate("document.getElementById('clip').videoWidth") == 480
     page.click("#clip-button")
     expect(page.locator("#clip-status")).to_contain_text("2 faces tracked", timeout=90_000)
@@ -103,9 +75,9 @@ def test_video_mode_plays_the_clip_with_boxes_in_sync_a_timeline_and_a_summary(p
 
     # Playing: the boxes follow the clip's time.
     page.evaluate("() => { const v = document.getElementById('clip'); v.currentTime = 0; return v.play(); }")
-    _wait_for(page, "parseFloat(document.getElementById('clip-overlay').dataset.time) > 0.5", 10)
+    wait_for(page, "parseFloat(document.getElementById('clip-overlay').dataset.time) > 0.5", 10)
     assert page.locator("#clip-overlay .clip-box").count() == 2
-    _screenshot(page, "video-mode.png")
+    screenshot(page, "video-mode.png")
     page.click("#mode-photo")  # leaving the mode pauses the clip
     assert page.evaluate("document.getElementById('clip').paused")
 

@@ -4,7 +4,8 @@
     result = FaceEmotion().predict("photo.jpg")
 """
 
-__version__ = "0.1.0"
+from face_emotion.version import __version__
+
 __all__ = ["FaceEmotion", "FaceEmotionError", "__version__"]
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from face_emotion.errors import InvalidArgumentError
+
 CANONICAL_CLASSES = (
     "anger",
     "contempt",
@@ -55,8 +57,8 @@ def parse_class_list(text: str) -> list[str]:
     """Parse ``--classes a,b,c`` into canonical names, keeping the user's order."""
     names = [canonical_class(part) for part in text.split(",") if part.strip()]
     if not names:
-        raise ValueError("--classes is empty: give names separated by commas, e.g. anger,happiness")
+        raise InvalidArgumentError("--classes is empty: give names separated by commas, e.g. anger,happiness")
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
-        raise ValueError(f"--classes names the same class twice after alias mapping: {sorted(duplicates)}")
+        raise InvalidArgumentError(f"--classes names the same class twice after alias mapping: {sorted(duplicates)}")
     return names

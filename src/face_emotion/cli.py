@@ -8,7 +8,7 @@ import os
 
 import click
 
-from face_emotion import __version__
+from face_emotion.version import __version__
 
 # Idle OpenMP threads sleep instead of spinning. On a small shared machine (a server's workers,
 # a detector and a model in one process, or anything running beside training) spinning threads
@@ -42,12 +42,18 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         # The one place an expected error ends a command: its message on one line, exit status 1,
         # no traceback (`train --init missing.safetensors`, a model that will not load, ...).
-        from face_emotion.errors import FaceEmotionError
+        from face_emotion.errors import FaceEmotionError, missing_extra_from
 
         try:
             return super().invoke(ctx)
         except FaceEmotionError as error:
             raise click.ClickException(error.message) from None
+        except ModuleNotFoundError as error:
+            # An optional extra's library reached without an explicit check: still one line.
+            missing = missing_extra_from(error)
+            if missing is None:
+                raise
+            raise click.ClickException(missing.message) from None
 
     def format_commands(self, ctx, formatter):
         with formatter.section("Commands"):

@@ -9,22 +9,61 @@ validated on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from face_emotion.errors import InvalidArgumentError
 from face_emotion.models.spec import PreprocessSpec
 
 Transform = Callable[[Image.Image], np.ndarray]
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """How strongly training changes a crop: the one home of these numbers for both data paths,
+    the PIL one (:func:`train_transform`) and the batch one on the training device (data.augment).
+
+    ``zoom`` is the side of the square shown over the side of the crop; the PIL path's random
+    crop takes the square of it as its share of the area. ``shift`` moves the square (batch path;
+    the PIL random crop places its square anywhere). ``saturation`` is for RGB models on the PIL
+    path only.
+    """
+
+    zoom: tuple[float, float] = (0.84, 1.0)
+    rotation_degrees: float = 15.0
+    shift: float = 0.08  # of the crop's side, each axis
+    flip: bool = True
+    brightness: float = 0.3
+    contrast: float = 0.3
+    erase_p: float = 0.25  # occlusion: hands, glasses, masks
+    erase_area: tuple[float, float] = (0.02, 0.12)
+    saturation: float = 0.3
+
+    @classmethod
+    def named(cls, strength: str, zoom_out: float = 1.0) -> "AugmentSettings":
+        """``default``, ``light`` (no occlusion, gentler geometry) or ``none`` (no change).
+
+        zoom_out > 1 lets the shown square grow beyond the crop (a looser framing), which the
+        batch path's stored context makes possible.
+        """
+        if strength == "none":
+            return cls((1.0, 1.0), 0.0, 0.0, False, 0.0, 0.0, 0.0, saturation=0.0)
+        if strength == "light":
+            return cls((0.92, max(1.0, zoom_out)), 10.0, 0.05, True, 0.3, 0.3, 0.0)
+        if strength != "default":
+            raise InvalidArgumentError(f"augmentation must be default, light or none, not {strength!r}")
+        return cls((0.84, max(1.0, zoom_out)))
 
 
 def model_input(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """The tail shared by eval and training: an S x S PIL crop -> float32 (3, S, S), normalised.
 
     Computed as torchvision's ToImage -> ToDtype(float32, scale=True) -> Normalize does it
-    (multiply by 1/255, subtract the mean, divide by the std, all in float32), so models trained
-    before this module moved off torchvision see bit-for-bit the same input.
+    (multiply by 1/255, subtract the mean, divide by the std, all in float32), so a model trained
+    through torchvision's steps sees bit-for-bit the same input here.
     """
     if spec.color_mode == "grayscale":
         # Grey replicated to three channels keeps pretrained RGB stems usable and makes colour
@@ -118,31 +157,32 @@ class ModelInput:
 
 
 def train_transform(spec: PreprocessSpec, *, strength: str = "default"):
-    """Augmentation of the original system: random crop, rotation, colour jitter, horizontal flip.
+    """Per-image augmentation: random crop, mirror, rotation, colour jitter, occlusion.
 
-    The augmentations work on the PIL crop; the result goes through the eval tail
-    (:func:`model_input`), and only occlusion (RandomErasing) comes after it, on the tensor.
+    The strengths are :meth:`AugmentSettings.named`'s, as on the batch path. The augmentations work
+    on the PIL crop; the result goes through the eval tail (:func:`model_input`), and only
+    occlusion (RandomErasing) comes after it, on the tensor.
     """
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2 as T
 
     size = int(spec.image_size)
+    settings = AugmentSettings.named(strength)
     if strength == "none":
         # Still a tensor, as the DataLoader of training expects; the same numbers as eval.
         return T.Compose([_AsTensor(EvalTransform(spec))])
-    light = strength == "light"
     steps = [
         DetailLevel(spec),
         T.RandomResizedCrop(
-            (size, size), scale=(0.85 if light else 0.7, 1.0), ratio=(0.9, 1.1),
+            (size, size), scale=(settings.zoom[0] ** 2, 1.0), ratio=(0.9, 1.1),
             interpolation=InterpolationMode.BILINEAR, antialias=True,
         ),
-        T.RandomHorizontalFlip(),
-        T.RandomRotation(10 if light else 15, interpolation=InterpolationMode.BILINEAR),
-        T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.0 if spec.color_mode == "grayscale" else 0.3),
+        T.RandomHorizontalFlip(0.5 if settings.flip else 0.0),
+        T.RandomRotation(settings.rotation_degrees, interpolation=InterpolationMode.BILINEAR),
+        T.ColorJitter(brightness=settings.brightness, contrast=settings.contrast,
+                      saturation=0.0 if spec.color_mode == "grayscale" else settings.saturation),
         _AsTensor(ModelInput(spec)),
     ]
-    if not light:
-        # Occlusion robustness (hands, glasses, masks) at almost no cost.
-        steps.append(T.RandomErasing(p=0.25, scale=(0.02, 0.12)))
+    if settings.erase_p > 0:
+        steps.append(T.RandomErasing(p=settings.erase_p, scale=settings.erase_area))
     return T.Compose(steps)

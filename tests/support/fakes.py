@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from face_emotion.inference.results import Box, FacePrediction
 from face_emotion.models.spec import ModelSpec, PreprocessSpec
-
 from support.images import solid_image_bytes
 
 CLASSES = ("anger", "happiness", "sadness")

@@ -9,8 +9,9 @@ TINY_CLASSES = ("anger", "happiness", "sadness")
 
 def make_tiny_model(out_dir: Path, classes=TINY_CLASSES, image_size: int = 32, arch: str = "resnet18",
                     color_mode: str = "rgb", temperature: float = 1.5, seed: int = 0,
-                    name: str = "tiny-test-model", dropout: float = 0.2) -> Path:
-    """An untrained (random) but complete model folder (model.safetensors + model.json)."""
+                    name: str = "tiny-test-model", dropout: float = 0.2, training: dict | None = None) -> Path:
+    """An untrained (random) but complete model folder (model.safetensors + model.json); ``training``:
+    the spec's training record (e.g. train_sha256_prefixes)."""
     import torch
 
     from face_emotion.models.backbones import create_network, get_backbone
@@ -23,7 +24,7 @@ def make_tiny_model(out_dir: Path, classes=TINY_CLASSES, image_size: int = 32, a
     spec = ModelSpec(
         architecture=arch, classes=tuple(classes), temperature=temperature, name=name,
         preprocess=PreprocessSpec(image_size=image_size, color_mode=color_mode, mean=backbone.mean, std=backbone.std),
-        dropout=dropout,
+        dropout=dropout, training=dict(training or {}),
     )
     save_model(network, spec, out_dir)
     return out_dir

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from support.images import encode
-from support.images import png_chunk
+from support.images import encode, png_chunk
 
 RED = (220, 30, 30)
 BLUE = (30, 40, 200)

@@ -23,6 +23,16 @@ def _astronaut() -> Image.Image:
 
 def _group(size: tuple[int, int], heights: list[int], seed: int) -> Image.Image:
     """Astronaut faces of these heights on a smooth background, apart, some mirrored or darker."""
+    return group_with_boxes(size, heights, seed)[0]
+
+
+GROUP_FIVE = ((900, 420), [230, 190, 150, 120, 90], 1)  # size, face heights, seed of "group-five.png"
+
+
+def group_with_boxes(size: tuple[int, int], heights: list[int], seed: int
+                     ) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """:func:`_group`'s picture and where each face was pasted (x, y, width, height), in order."""
+    boxes = []
     rng = np.random.default_rng(seed)
     width, height = size
     coarse = rng.uniform(60, 200, (6, 8, 3)).astype(np.uint8)
@@ -37,8 +47,9 @@ def _group(size: tuple[int, int], heights: list[int], seed: int) -> Image.Image:
             piece = ImageEnhance.Brightness(piece).enhance(0.7)
         y = int(rng.integers(5, max(6, height - h - 5)))
         canvas.paste(piece, (x, y))
+        boxes.append((x, y, piece.width, piece.height))
         x += piece.width + 15
-    return canvas
+    return canvas, boxes
 
 
 def face_photos(folder: Path) -> list[Path]:
@@ -57,7 +68,7 @@ def face_photos(folder: Path) -> list[Path]:
         "astronaut-mirrored.png": astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
         "face-crop-120.png": astronaut.crop(FACE_BOX).resize((100, 120), Image.Resampling.LANCZOS),
         "cameraman.png": Image.fromarray(data.camera()).convert("RGB"),
-        "group-five.png": _group((900, 420), [230, 190, 150, 120, 90], seed=1),
+        "group-five.png": _group(*GROUP_FIVE),
         "group-wide.png": _group((1500, 500), [420, 330, 260, 210, 160, 120], seed=2),
         # Over 4x max_side: PIL shrinks by an integer factor first (reducing_gap).
         "group-huge.png": _group((4400, 1400), [1200, 1000, 800, 600], seed=3),

@@ -16,15 +16,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from face_emotion.batch.engines import (
-    DEFAULT_BATCH_SIZE, ENGINES, BatchEngine, BatchJob, EngineError, PredictorOptions, create_engine,
+    DEFAULT_BATCH_SIZE,
+    ENGINES,
+    BatchEngine,
+    BatchJob,
+    EngineError,
+    PredictorOptions,
+    create_engine,
 )
 from face_emotion.batch.inputs import BatchInputError, expand_inputs
 from face_emotion.batch.output import METADATA_KEY, OutputError, ParquetOutput, read_metadata
 from face_emotion.batch.rows import output_schema
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE", "ENGINES", "BatchEngine", "BatchInputError", "EngineError", "BatchSummary", "OutputError", "PredictorOptions",
-    "create_engine", "expand_inputs", "read_metadata", "run_batch",
+    "DEFAULT_BATCH_SIZE", "ENGINES", "BatchEngine", "BatchInputError", "EngineError", "BatchSummary", "OutputError",
+    "PredictorOptions", "create_engine", "expand_inputs", "read_metadata", "run_batch",
 ]
 
 
@@ -43,7 +49,7 @@ class BatchSummary:
 
 
 def _metadata(predictor) -> dict[bytes, bytes]:
-    from face_emotion import __version__
+    from face_emotion.version import __version__
 
     spec = predictor.spec
     described = {
@@ -86,8 +92,9 @@ def run_batch(
     if todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc="images", unit="image",
-                   disable=True if engine.shows_progress or progress is False else (None if progress is None else False))
+        # tqdm's disable=None: shown only on a terminal.
+        hidden = True if engine.shows_progress or progress is False else (None if progress is None else False)
+        bar = tqdm(total=len(todo), desc="images", unit="image", disable=hidden)
         pending: list[pa.Table] = []
         pending_images, last_write = 0, time.monotonic()
         try:

@@ -3,7 +3,8 @@
 An engine is a small class with a ``name`` and ``run(paths, job, predictor)`` yielding Arrow
 tables of output rows, in any order; register a new one in ENGINES. ``local`` runs in this
 process. ``ray`` runs on Ray Data: a map stage reads the bytes (Ray fuses it into the actors'
-stage where it can), and an actor pool with one Predictor per actor (loaded once) analyses them, on a local Ray instance or on a running cluster.
+stage where it can), and an actor pool with one Predictor per actor (loaded once) analyses them,
+on a local Ray instance or on a running cluster.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import pyarrow as pa
 
-from face_emotion.errors import FaceEmotionError, UnknownNameError
-
 from face_emotion.batch.rows import analyse_read, read_paths
+from face_emotion.errors import FaceEmotionError, UnknownNameError
 
 if TYPE_CHECKING:
     from face_emotion.inference.predictor import Predictor

@@ -53,7 +53,8 @@ def batch(inputs, output, engine, workers, cpus_per_worker, address, resume, mod
         _fail("--no-detect and --detector are alternatives: choose one")
     if engine == "local" and (workers is not None or address is not None):
         _fail("--workers and --address are for --engine ray")
-    engine_options = {"workers": workers, "address": address, "cpus_per_worker": cpus_per_worker} if engine == "ray" else {}
+    engine_options = ({"workers": workers, "address": address, "cpus_per_worker": cpus_per_worker}
+                      if engine == "ray" else {})
     options = PredictorOptions(model=model_path, detector=WHOLE_IMAGE if no_detect else detector, backend=backend,
                                tta=tta, num_threads=threads)
     summary = run_batch(list(inputs), output, engine=create_engine(engine, **engine_options), options=options,

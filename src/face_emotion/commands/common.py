@@ -26,7 +26,8 @@ def help_defaults_from(command: click.Command, config_class) -> click.Command:
     for param in command.params:
         if isinstance(param, click.Option) and param.name in defaults and defaults[param.name] is not None:
             value = defaults[param.name]
-            shown = ("--" if value else "--no-") + param.name if isinstance(value, bool) and param.secondary_opts else value
+            flag = isinstance(value, bool) and param.secondary_opts
+            shown = ("--" if value else "--no-") + param.name if flag else value
             if isinstance(value, bool) and not param.secondary_opts:
                 continue
             param.help = f"{param.help or ''} [default: {shown}]".strip()

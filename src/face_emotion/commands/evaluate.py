@@ -7,12 +7,11 @@ import sys
 
 import click
 
-from face_emotion.commands.common import fail as _fail
-
 
 @click.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "model_path", help="Run folder, .safetensors or .onnx (fp32 or int8) file (default: the bundled model).")
+@click.option("--model", "model_path",
+              help="Run folder, .safetensors or .onnx (fp32 or int8) file (default: the bundled model).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
 @click.option("--no-detect", is_flag=True, help="Images are face crops already: the whole image is the face.")
 @click.option("--detector", help="Face detector name (default: the package default).")
@@ -27,11 +26,8 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, tta, batch_size
     from face_emotion.evaluation.evaluate import evaluate_folder
     from face_emotion.inference.results import plural
 
-    try:
-        metrics = evaluate_folder(model_path, data_dir, detect=not no_detect, detector=detector,
-                                  batch_size=batch_size, progress=not as_json, tta=tta)
-    except (ValueError, FileNotFoundError) as error:  # no class in common; a vanished folder
-        _fail(str(error))
+    metrics = evaluate_folder(model_path, data_dir, detect=not no_detect, detector=detector,
+                              batch_size=batch_size, progress=not as_json, tta=tta)
     seen = metrics["model_training_images"]
     if seen:
         click.echo(f"warning: {seen} of {metrics['n_images']} images were in this model's training split; "
@@ -43,6 +39,12 @@ def evaluate(data_dir, model_path, as_json, no_detect, detector, tta, batch_size
     missed = metrics["no_face"]["images"]
     click.echo(f"{plural(metrics['n_images'], 'image')}, classes {metrics['classes']}"
                + (f"; no face found in {missed} (counted as wrong)" if missed else ""))
+    unscored = metrics["unscored_model_classes"]
+    if unscored:
+        scored, known = len(metrics["classes"]), len(metrics["model_classes"])
+        click.echo(f"scored as a choice among these {scored} of the model's {known} classes (its probabilities "
+                   f"renormalised over them); the folder has no images of {', '.join(unscored)}, so these "
+                   f"figures are not those of a {known}-way choice")
     click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ECE {metrics['ece']:.4f}")
     for name, row in metrics["per_class"].items():
         click.echo(f"  {name:>10}: precision {row['precision']:.3f} recall {row['recall']:.3f} "

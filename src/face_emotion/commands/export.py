@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -28,19 +30,12 @@ def _megabytes(size: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the self-check as one JSON object.")
 def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> None:
     """Export a model for ONNX Runtime, check it against PyTorch, and report the check."""
-    from face_emotion.inference.export import export_onnx
-    from face_emotion.models.bundled import resolve_model_argument
-
     if calibration_dir is not None and not int8:
         _fail("--calibration is only used with --int8")
     if fmt == "web":
-        from face_emotion.inference.web_export import WebExportError, export_web
+        from face_emotion.server.web_export import export_web
 
-        try:
-            site = export_web(resolve_model_argument(model_path), output, int8=int8, calibration_dir=calibration_dir,
-                              opset=opset)
-        except (ModelLoadError, ExportCheckError, WebExportError, ValueError, FileNotFoundError) as error:
-            _fail(str(error))
+        site = export_web(model_path, output, int8=int8, calibration_dir=calibration_dir, opset=opset)
         click.echo(json.dumps(site.to_dict()) if as_json else
                    f"wrote {site.output}/ ({site.files} files, {_megabytes(site.bytes)}; model {site.model}, "
                    f"{'fp32' if site.quantization == 'none' else 'int8'} weights, detector {site.detector}): "
@@ -48,11 +43,12 @@ def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> No
         return
     if output.is_dir():
         _fail(f"{output} is a folder: give the .onnx file to write")
-    try:
-        result = export_onnx(resolve_model_argument(model_path), output, int8=int8, opset=opset,
-                             calibration_dir=calibration_dir)
-    except (ValueError, FileNotFoundError) as error:  # a bad --output name, a vanished folder
-        _fail(str(error))
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
+        _copy_shipped(model_path, output, int8=int8, calibration_dir=calibration_dir, as_json=as_json)
+        return
+    from face_emotion.inference.export import export_onnx
+
+    result = export_onnx(model_path, output, int8=int8, opset=opset, calibration_dir=calibration_dir)
     if as_json:
         json.dump(result.to_dict(), sys.stdout)
         sys.stdout.write("\n")
@@ -68,3 +64,28 @@ def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> No
                    f"size {_megabytes(result.fp32_bytes)} -> {_megabytes(result.output_bytes)}")
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+
+
+def _copy_shipped(model_path, output: Path, *, int8: bool, calibration_dir, as_json: bool) -> None:
+    """Without torch (the base install) there is nothing to export from: a model folder's own ONNX
+    form (the bundled model ships fp32 and int8, each checked when it was made) is copied as it is."""
+    from face_emotion.errors import require_extra
+    from face_emotion.models.files import shipped_onnx
+
+    shipped = None if calibration_dir is not None else shipped_onnx(model_path, int8=int8)
+    if shipped is None:
+        what = "exporting ONNX from a .safetensors model" + (" with --calibration" if calibration_dir else "")
+        require_extra("train", what, ("torch", "onnx"))
+    if output.exists():
+        _fail(f"{output} exists: choose a new file name")
+    if not output.parent.is_dir():
+        _fail(f"no folder {output.parent} to write {output.name} into")
+    shutil.copyfile(shipped, output)
+    size = output.stat().st_size
+    if as_json:
+        json.dump({"output": str(output), "source": str(shipped), "output_bytes": size, "int8": int8,
+                   "copied": True}, sys.stdout)
+        sys.stdout.write("\n")
+        return
+    click.echo(f"wrote {output} ({_megabytes(size)}; copied from {shipped}, checked when it was made; "
+               f"install face-emotion-kit[train] to export afresh)")

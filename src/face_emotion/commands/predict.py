@@ -73,7 +73,8 @@ def _annotation_path(out_dir: Path, name: Path, used: set[Path]) -> Path:
 @click.option("--model", "model_path", help="Run folder, .safetensors or .onnx file (default: the bundled model).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line on stdout.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              help="Write one row per face (and one per image without faces or with an error) to this file; - for stdout.")
+              help="Write one row per face (and one per image without faces or with an error) to this file; "
+                   "- for stdout.")
 @click.option("--no-detect", is_flag=True, help="Images are face crops already: each whole image is one face.")
 @click.option("--detector", help="Face detector name (default: the package's default detector).")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -126,6 +127,10 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
         _fail(f"no images or videos found in {', '.join(str(p) for p in paths)} "
               f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))})")
     clips = sum(1 for item in inputs if is_video_path(item.path))
+    if clips:
+        from face_emotion.errors import require_extra
+
+        require_extra("video", f"analysing video ({plural(clips, 'clip')})")
     video_options = VideoOptions(sample_fps=sample_fps, detect_interval_s=detect_interval_s, smooth_s=smooth_s)
     predictor = Predictor.load(
         model_path, detector=WHOLE_IMAGE if no_detect else detector, backend=backend, tta=tta, num_threads=threads

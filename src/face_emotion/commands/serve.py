@@ -24,11 +24,11 @@ def _check_model(model: str | None, backend: str | None) -> None:
     """Fail before any worker starts when the model is missing or unreadable, or the backend unknown
     (the resolver every verb uses; reading a header starts no thread pool before the fork)."""
     from face_emotion.errors import UnknownNameError
-    from face_emotion.inference.backends import resolve_model
+    from face_emotion.inference.loading import choose_backend
     from face_emotion.models.store import read_spec
 
     try:
-        path, _ = resolve_model(model, backend)
+        path, _ = choose_backend(model, backend)
     except UnknownNameError as error:
         _fail(f"{error} ({ServerConfig.where('backend')})")
     if path.suffix == ".safetensors":

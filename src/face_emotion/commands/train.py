@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from face_emotion.commands.common import fail as _fail, help_defaults_from, parse_devices
+from face_emotion.commands.common import help_defaults_from, parse_devices
 from face_emotion.models.spec import ALIGN_MODES
 
 
@@ -55,14 +55,16 @@ from face_emotion.models.spec import ALIGN_MODES
               help="memory: decode every crop once and augment batches on the training device (fast on a GPU); "
                    "files: decode per sample.")
 @click.option("--framings", type=click.Choice(["both", "template", "given"]),
-              help="With detection: train on the detector's crop, the file as given (as --no-detect reads it), or both.")
+              help="With detection: train on the detector's crop, the file as given (as --no-detect reads it), "
+                   "or both.")
 @click.option("--zoom-out", type=float, help="Augmentation may show up to this times the crop's side (--crops memory).")
 @click.option("--distill", type=click.Path(exists=True, dir_okay=False),
               help="CSV of a bigger model's logits per file (sha256_prefix, then one column per class): distillation.")
 @click.option("--distill-alpha", type=float, help="Weight of the distillation term.")
 @click.option("--distill-temperature", type=float, help="Softening temperature of distillation.")
 @click.option("--soft-labels", type=click.Path(exists=True, dir_okay=False),
-              help="CSV of class distributions per file (sha256_prefix, then one column per class), e.g. annotator votes.")
+              help="CSV of class distributions per file (sha256_prefix, then one column per class), "
+                   "e.g. annotator votes.")
 @click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="Learning-rate schedule.")
 @click.option("--backbone-lr-ratio", type=float, help="The backbone's learning rate as a fraction of --lr.")
 @click.option("--l2sp", type=float, help="With --init: pull the weights back towards the start's (L2-SP strength).")
@@ -73,32 +75,33 @@ from face_emotion.models.spec import ALIGN_MODES
                    "stay in the model (left out of the loss).")
 @click.option("--adapt", type=click.Choice(["auto", "off"]),
               help="auto: fine-tuning a face-emotion model on a small set (--init, at most 3,000 images) sets "
-                   "lr 1e-3 with the backbone at x0.1, L2-SP 0.01, 20 epochs cosine in batches of 16, validation 0.2, no test "
-                   "split, --keep-start and --keep-classes, for the options left at their defaults; off: plain defaults.")
+                   "lr 1e-3 with the backbone at x0.1, L2-SP 0.01, 20 epochs cosine in batches of 16, validation "
+                   "0.2, no test split, --keep-start and --keep-classes, for the options left at their defaults; "
+                   "off: plain defaults.")
 @click.option("--bank", type=click.Path(exists=True, dir_okay=False),
               help="Train from a training pack (`face-emotion pack`) instead of DATA_DIRS: crops, labels, soft labels "
                    "and teacher logits in one file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
     """Train on DATA_DIRS (folder per class, or train/ val/ test/ folders) and write a run folder."""
-    from face_emotion.classes import parse_class_list
-    from face_emotion.models.backbones import WeightsUnavailableError
-    from face_emotion.training.run import TrainConfig, run_training
+    from face_emotion.errors import InvalidArgumentError, require_extra
 
     if not data_dirs and not options.get("bank"):
-        _fail("give DATA_DIRS (folders of labelled photos) or --bank PACK")
-    try:
-        given = {k: v for k, v in options.items() if v is not None}
-        if devices is not None:
-            given["devices"] = parse_devices(devices)
-        config = TrainConfig(
-            data_dirs=list(data_dirs), out_dir=out_dir,
-            classes=parse_class_list(classes) if classes else None,
-            progress=not no_progress, **given,
-        )
-        result = run_training(config)
-    except (WeightsUnavailableError, ValueError, FileNotFoundError) as error:
-        _fail(str(error))
+        raise InvalidArgumentError("give DATA_DIRS (folders of labelled photos) or --bank PACK")
+    require_extra("train", "training", _NEEDED_BY_TRAINING)
+    from face_emotion.classes import parse_class_list
+    from face_emotion.training.config import TrainConfig
+    from face_emotion.training.run import run_training
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if devices is not None:
+        given["devices"] = parse_devices(devices)
+    config = TrainConfig(
+        data_dirs=list(data_dirs), out_dir=out_dir,
+        classes=parse_class_list(classes) if classes else None,
+        progress=not no_progress, **given,
+    )
+    result = run_training(config)
     if result is None:  # a non-zero DDP rank: rank 0 reports
         return
     m = result.metrics
@@ -115,10 +118,17 @@ def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
     click.echo(f"model written to {result.model_path}")
 
 
+# What a run needs to import. The extra's other modules are optional here: the ImageNet weights
+# of efficientnet_lite0 (asked for only by --arch efficientnet_lite0 without --init, where their
+# absence is its own one-line error), onnx (export only) - so a lent GPU machine with torch and
+# Lightning trains from a pack with the Lite0 model code alone beside it (scripts/gpu_train.sh).
+_NEEDED_BY_TRAINING = ("torch", "torchvision", "pytorch_lightning", "torchmetrics", "efficientnet_lite_pytorch",
+                       "matplotlib")
+
+
 def _with_defaults(command: click.Command) -> click.Command:
-    # Importing training.run pulls in torch; `face-emotion train --help` is worth that, the
-    # other verbs never load this module.
-    from face_emotion.training.run import TrainConfig
+    # The settings' module is light (no torch), so `train --help` shows the defaults on any install.
+    from face_emotion.training.config import TrainConfig
 
     return help_defaults_from(command, TrainConfig)
 

@@ -3,7 +3,7 @@
 Why a bank: decoding and resizing a JPEG per sample per epoch costs more than the network step of
 a small model, so a GPU waits on the loader and a CPU pays twice. The bank decodes every file
 once into a uint8 array at the model's detail level; training moves it to the device once and
-augments whole batches there (training.augment).
+augments whole batches there (data.augment).
 
 Why two framings: a model trained only on the detector's template crop is right on that framing
 and wrong on the same face framed another way (a dataset's own crop handed over with
@@ -29,6 +29,7 @@ from PIL import Image
 
 from face_emotion.cache import cache_path
 from face_emotion.data.scan import Sample, Skipped
+from face_emotion.errors import DatasetError
 from face_emotion.faces.base import Face
 from face_emotion.imageio import ImageDecodeError, load_image
 from face_emotion.models.spec import PreprocessSpec
@@ -73,8 +74,8 @@ def detect_largest_faces(
     from face_emotion.faces import create_detector
 
     face_detector = create_detector(detector)
-    # v2: small images enlarged first; v3: faces stored exactly (v2 kept the 0.1 px landmarks of
-    # Face.to_dict, so a cached crop could differ from the one `predict` cuts and flip an answer).
+    # The file's version changes with what it stores: faces exactly as detected, small images
+    # enlarged first, so a cached crop is the one `predict` cuts (rounded landmarks could flip an answer).
     path = cache_path("faces") / f"{face_detector.name}-v3.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     known: dict[str, Face | None] = {}
@@ -89,7 +90,8 @@ def detect_largest_faces(
                 errors[row["digest"]] = row["error"]
             else:
                 known[row["digest"]] = _face_from_dict(row["face"])
-    todo = [s for s in dict((s.digest, s) for s in samples).values() if s.digest not in known and s.digest not in errors]
+    unique = dict((s.digest, s) for s in samples).values()
+    todo = [s for s in unique if s.digest not in known and s.digest not in errors]
     if todo:
         iterator = todo
         if progress:
@@ -123,7 +125,8 @@ def _face_from_dict(data: dict | None) -> Face | None:
     if data is None:
         return None
     landmarks = data.get("landmarks")
-    return Face(tuple(data["box_xywh"]), data["score"], None if landmarks is None else {k: tuple(v) for k, v in landmarks.items()})
+    points = None if landmarks is None else {k: tuple(v) for k, v in landmarks.items()}
+    return Face(tuple(data["box_xywh"]), data["score"], points)
 
 
 def _to_array(image: Image.Image, side: int, grey: bool) -> np.ndarray:
@@ -180,7 +183,8 @@ def build_crop_bank(
         faces, skipped = detect_largest_faces(samples, detector, progress=progress)
     if cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
-            bank = CropBank(data["pixels"], data["sample_index"], data["kind"], float(data["core_fraction"]), samples, faces)
+            bank = CropBank(data["pixels"], data["sample_index"], data["kind"], float(data["core_fraction"]),
+                            samples, faces)
         return bank, skipped + _faceless(samples, faces, detect, given)
     pixels, owners, kinds = [], [], []
     unreadable = {s.path for s in skipped}
@@ -241,11 +245,11 @@ def read_digest_table(path: str | Path, classes: Sequence[str]) -> dict[str, np.
         fields = reader.fieldnames or []
         key = next((f for f in ("sha256_prefix", "sha256", "digest") if f in fields), None)
         if key is None:
-            raise ValueError(f"{path}: needs a sha256_prefix (or sha256) column, found {', '.join(fields)}")
+            raise DatasetError(f"{path}: needs a sha256_prefix (or sha256) column, found {', '.join(fields)}")
         by_class = {canonical_class(f): f for f in fields if f != key}
         missing = [c for c in classes if c not in by_class]
         if missing:
-            raise ValueError(f"{path}: no column for class(es) {', '.join(missing)}")
+            raise DatasetError(f"{path}: no column for class(es) {', '.join(missing)}")
         table = {}
         for row in reader:
             table[row[key].strip().lower()] = np.array([float(row[by_class[c]]) for c in classes], np.float32)

@@ -11,17 +11,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from face_emotion.data.face_crops import load_whole_image
 from face_emotion.data.scan import Sample
-from face_emotion.imageio import load_image
 from face_emotion.models.spec import PreprocessSpec
-from face_emotion.transforms import eval_transform, train_transform
+from face_emotion.transforms import AugmentSettings, eval_transform, train_transform
 
 ImageLoader = Callable[[Sample], Image.Image]
-
-
-def load_whole_image(sample: Sample) -> Image.Image:
-    """Pre-cropped datasets: the whole file is the face."""
-    return load_image(sample.path, max_pixels=None)
 
 
 class FaceDataset(Dataset):
@@ -72,7 +67,10 @@ class FaceDataModule(pl.LightningDataModule):
         self.seed = seed
 
     def _dataset(self, split: str, train: bool) -> FaceDataset:
-        transform = train_transform(self.preprocess, strength=self.augment) if train else eval_transform(self.preprocess)
+        if train:
+            transform = train_transform(self.preprocess, strength=self.augment)
+        else:
+            transform = eval_transform(self.preprocess)
         return FaceDataset(self.splits[split], self.classes, transform, self.loader)
 
     def _loader(self, dataset: FaceDataset, *, shuffle: bool, sampler=None, drop_last: bool = False) -> DataLoader:
@@ -172,7 +170,7 @@ class _EpochViews(torch.utils.data.Sampler):
 
 class CropBankDataModule(pl.LightningDataModule):
     """Batches from a CropBank: crops decoded once, moved to the training device once, and
-    augmented there a batch at a time (training.augment). Loaders yield only view indices.
+    augmented there a batch at a time (data.augment). Loaders yield only view indices.
 
     Batches are dicts: ``images``, ``labels`` (class index), and where given ``targets`` (a class
     distribution per image: soft labels) and ``teacher`` (a bigger model's logits: distillation).
@@ -199,7 +197,6 @@ class CropBankDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         from face_emotion.data.crop_bank import lookup
-        from face_emotion.training.augment import AugmentSettings
 
         self.bank = bank
         self.classes = classes
@@ -218,8 +215,10 @@ class CropBankDataModule(pl.LightningDataModule):
         for name, samples in splits.items():
             self.split_views[name] = [views_by_sample[index_of[s.digest]] for s in samples
                                       if s.digest in index_of and index_of[s.digest] in views_by_sample]
-        self.split_samples = {name: [s for s in samples if s.digest in index_of and index_of[s.digest] in views_by_sample]
-                              for name, samples in splits.items()}
+        self.split_samples = {
+            name: [s for s in samples if s.digest in index_of and index_of[s.digest] in views_by_sample]
+            for name, samples in splits.items()
+        }
         class_index = {c: i for i, c in enumerate(classes)}
         owners = bank.samples
         self.labels = torch.tensor([class_index[s.label] for s in owners], dtype=torch.long)
@@ -286,18 +285,20 @@ class CropBankDataModule(pl.LightningDataModule):
         return self._loader("test", train=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        from face_emotion.training.augment import AugmentSettings, normalise, random_erase, sample_crops
+        from face_emotion.data.augment import normalise, random_erase, sample_crops
 
         views = batch
         tensors = self._device_tensors(views.device)
         training = self.trainer is not None and self.trainer.training
         settings = self.settings if training else AugmentSettings.named("none")
-        images = sample_crops(tensors["pixels"][views], int(self.preprocess.image_size), self.bank.core_fraction, settings)
+        images = sample_crops(tensors["pixels"][views], int(self.preprocess.image_size), self.bank.core_fraction,
+                              settings)
         images = normalise(images, self.preprocess.mean, self.preprocess.std, self.preprocess.color_mode == "grayscale")
         if training:
             images = random_erase(images, settings.erase_p, settings.erase_area)
         owners = tensors["owner"][views]
-        out = {"images": images.to(self.dtype).contiguous(memory_format=torch.channels_last), "labels": tensors["labels"][owners]}
+        out = {"images": images.to(self.dtype).contiguous(memory_format=torch.channels_last),
+               "labels": tensors["labels"][owners]}
         if tensors["targets"] is not None:
             out["targets"] = tensors["targets"][owners]
         if tensors["teacher"] is not None:

@@ -19,6 +19,11 @@ from face_emotion.imageio import load_image
 from face_emotion.models.spec import PreprocessSpec
 
 
+def load_whole_image(sample: Sample) -> Image.Image:
+    """Pre-cropped datasets: the whole file is the face."""
+    return load_image(sample.path, max_pixels=None)
+
+
 @dataclass
 class FaceCropLoader:
     """Cuts the model's crop of a sample's cached face (picklable, for DataLoader workers)."""
@@ -46,5 +51,6 @@ def prepare_face_crops(
     """
     faces, unreadable = detect_largest_faces(samples, detector, progress=progress)
     kept = [s for s in samples if faces.get(s.digest) is not None]
-    skipped = unreadable + [Skipped(str(s.path), "no face found") for s in samples if s.digest in faces and faces[s.digest] is None]
+    faceless = [s for s in samples if s.digest in faces and faces[s.digest] is None]
+    skipped = unreadable + [Skipped(str(s.path), "no face found") for s in faceless]
     return kept, FaceCropLoader({s.digest: faces[s.digest] for s in kept}, preprocess), skipped

@@ -24,6 +24,7 @@ from PIL import Image
 
 from face_emotion.data.crop_bank import GIVEN, TEMPLATE, CropBank
 from face_emotion.data.scan import SPLITS, Sample
+from face_emotion.errors import DatasetError
 
 PACK_FORMAT = "face-emotion-pack-1"
 TILES_PER_MOSAIC = 256
@@ -73,7 +74,7 @@ def _decode(chunks: Sequence[bytes], count: int, side: int, channels: int) -> np
         pixels[done : done + n] = mosaic.reshape(n, side, side, *mosaic.shape[2:])
         done += n
     if done != count:
-        raise ValueError(f"training pack: {done} views decoded, {count} expected")
+        raise DatasetError(f"training pack: {done} views decoded, {count} expected")
     return pixels
 
 
@@ -87,9 +88,18 @@ def _chunks(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
     return [raw[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def write_pack(path: str | Path, bank: CropBank, splits: dict[str, list[Sample]], classes: list[str], *,
-               soft_labels: dict[str, np.ndarray] | None = None, teacher_logits: dict[str, np.ndarray] | None = None,
-               meta: dict | None = None, quality: int = 65, given_quality: int = 80) -> Path:
+def write_pack(
+    path: str | Path,
+    bank: CropBank,
+    splits: dict[str, list[Sample]],
+    classes: list[str],
+    *,
+    soft_labels: dict[str, np.ndarray] | None = None,
+    teacher_logits: dict[str, np.ndarray] | None = None,
+    meta: dict | None = None,
+    quality: int = 65,
+    given_quality: int = 80,
+) -> Path:
     """Write ``bank`` (views of ``bank.samples``) with the split, labels and tables of each sample.
 
     Template views are JPEG (``quality``): cut from larger files, they lose little. Given views
@@ -103,7 +113,7 @@ def write_pack(path: str | Path, bank: CropBank, splits: dict[str, list[Sample]]
     core = int(round(side * bank.core_fraction))
     pad = (side - core) // 2
     if core % 8 or side % 8:
-        raise ValueError(f"training pack: views of {side} px with a {core} px core; both must be multiples of 8")
+        raise DatasetError(f"training pack: views of {side} px with a {core} px core; both must be multiples of 8")
     split_of = {s.digest: i for i, name in enumerate(SPLITS) for s in splits.get(name, [])}
     used = sorted({int(i) for i in bank.sample_index if bank.samples[int(i)].digest in split_of})
     renumber = {old: new for new, old in enumerate(used)}
@@ -127,39 +137,56 @@ def write_pack(path: str | Path, bank: CropBank, splits: dict[str, list[Sample]]
     given_chunks = _encode(pixels[kinds == GIVEN][:, pad : pad + core, pad : pad + core], "WEBP", given_quality)
     t_data, t_offsets = _bytes_array(template_chunks)
     g_data, g_offsets = _bytes_array(given_chunks)
-    header = {"format": PACK_FORMAT, "side": side, "core": core, "channels": 1 if pixels.ndim == 3 else pixels.shape[3],
-              "quality": quality, "given_quality": given_quality, "n_template": int((kinds == TEMPLATE).sum()), "n_given": int((kinds == GIVEN).sum()),
-              **(meta or {})}
+    header = {
+        "format": PACK_FORMAT,
+        "side": side,
+        "core": core,
+        "channels": 1 if pixels.ndim == 3 else pixels.shape[3],
+        "quality": quality,
+        "given_quality": given_quality,
+        "n_template": int((kinds == TEMPLATE).sum()),
+        "n_given": int((kinds == GIVEN).sum()),
+        **(meta or {}),
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
         np.savez(
-            handle, header=np.array(json.dumps(header)), classes=np.array(classes), sources=np.array(sources),
-            digest=np.array([np.frombuffer(bytes.fromhex(s.digest), np.uint8) for s in samples]).reshape(-1, 32), label=np.array([classes.index(s.label) for s in samples], np.int16),
+            handle,
+            header=np.array(json.dumps(header)),
+            classes=np.array(classes),
+            sources=np.array(sources),
+            digest=np.array([np.frombuffer(bytes.fromhex(s.digest), np.uint8) for s in samples]).reshape(-1, 32),
+            label=np.array([classes.index(s.label) for s in samples], np.int16),
             source=np.array([sources.index(s.source) for s in samples], np.int16),
             split=np.array([split_of[s.digest] for s in samples], np.int8),
-            view_owner=owners.astype(np.int32), view_kind=kinds.astype(np.int8),
-            template_jpeg=t_data, template_offsets=t_offsets, given_jpeg=g_data, given_offsets=g_offsets,
-            soft_labels=table(soft_labels), teacher_logits=table(teacher_logits),
+            view_owner=owners.astype(np.int32),
+            view_kind=kinds.astype(np.int8),
+            template_jpeg=t_data,
+            template_offsets=t_offsets,
+            given_jpeg=g_data,
+            given_offsets=g_offsets,
+            soft_labels=table(soft_labels),
+            teacher_logits=table(teacher_logits),
         )
     return path
 
 
 def _open(path: Path):
-    """The pack's arrays (lazily) and its header; ValueError for anything else."""
+    """The pack's arrays (lazily) and its header; DatasetError for anything else."""
     not_a_pack = f"{path} is not a training pack (face-emotion pack writes one)"
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
-        raise ValueError(not_a_pack) from None
+        raise DatasetError(not_a_pack) from None
     if not hasattr(data, "files") or "header" not in data.files:
-        raise ValueError(not_a_pack)
+        raise DatasetError(not_a_pack)
     try:
         header = json.loads(str(data["header"]))
     except (ValueError, TypeError):
-        raise ValueError(not_a_pack) from None
+        raise DatasetError(not_a_pack) from None
     if not isinstance(header, dict) or header.get("format") != PACK_FORMAT:
-        raise ValueError(f"{path}: not a pack this version reads ({PACK_FORMAT})")
+        raise DatasetError(f"{path}: not a pack this version reads ({PACK_FORMAT})")
     return data, header
 
 
@@ -178,11 +205,15 @@ def read_pack(path: str | Path) -> TrainingPack:
         classes = [str(c) for c in data["classes"]]
         sources = [str(s) for s in data["sources"]]
         digests = [bytes(d).hex() for d in data["digest"]]
-        samples = [Sample(Path(sources[src]) / d[:12], classes[lab], sources[src], d)
-                   for d, lab, src in zip(digests, data["label"].tolist(), data["source"].tolist())]
+        samples = [
+            Sample(Path(sources[src]) / d[:12], classes[lab], sources[src], d)
+            for d, lab, src in zip(digests, data["label"].tolist(), data["source"].tolist())
+        ]
         kinds = data["view_kind"]
         owners = data["view_owner"]
-        template = _decode(_chunks(data["template_jpeg"], data["template_offsets"]), header["n_template"], side, channels)
+        template = _decode(
+            _chunks(data["template_jpeg"], data["template_offsets"]), header["n_template"], side, channels
+        )
         given_core = _decode(_chunks(data["given_jpeg"], data["given_offsets"]), header["n_given"], core, channels)
         pad = (side - core) // 2
         widths = ((0, 0), (pad, side - core - pad), (pad, side - core - pad)) + (((0, 0),) if channels > 1 else ())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from face_emotion.classes import canonical_class
+from face_emotion.errors import DatasetError, DatasetNotFoundError, InvalidArgumentError
 from face_emotion.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, is_image_path
 
 SPLITS = ("train", "val", "test")
@@ -133,7 +134,7 @@ def scan_dataset(
     layouts = []
     for root in roots:
         if not root.is_dir():
-            raise FileNotFoundError(f"dataset folder {root} does not exist")
+            raise DatasetNotFoundError(f"dataset folder {root} does not exist")
         # absolute(), not resolve(): a dataset of symlinks must keep its own paths.
         source = root.absolute().name
         while source in root_names:
@@ -143,11 +144,12 @@ def scan_dataset(
         layouts.append(splits is not None)
         if splits:
             for split, folder in splits.items():
-                entries += [(p, l, source, split) for p, l in _collect(folder, classes, skipped_folders, skipped)]
+                found = _collect(folder, classes, skipped_folders, skipped)
+                entries += [(p, label, source, split) for p, label in found]
         else:
-            entries += [(p, l, source, None) for p, l in _collect(root, classes, skipped_folders, skipped)]
+            entries += [(p, label, source, None) for p, label in _collect(root, classes, skipped_folders, skipped)]
     if any(layouts) and not all(layouts):
-        raise ValueError("mix of split (train/val/test) and plain class-folder datasets; use one layout")
+        raise DatasetError("mix of split (train/val/test) and plain class-folder datasets; use one layout")
 
     with ThreadPoolExecutor(max_workers=workers) as pool:  # decoding releases the GIL
         checks = list(pool.map(lambda e: _check(e[0], max_pixels, verify), entries))
@@ -184,12 +186,13 @@ def scan_dataset(
     if classes is not None:
         missing = [c for c in classes if c not in found]
         if missing:
-            raise ValueError(f"--classes names {missing}, but no images of them were found in {', '.join(map(str, roots))}")
+            raise DatasetError(f"--classes names {missing}, but no images of them were found in "
+                               f"{', '.join(map(str, roots))}")
         class_list = list(classes)
     else:
         class_list = found
     if not kept:
-        raise ValueError(f"no usable images found in {', '.join(map(str, roots))} (expected one folder per class)")
+        raise DatasetError(f"no usable images found in {', '.join(map(str, roots))} (expected one folder per class)")
 
     given = None
     if all(layouts):
@@ -210,7 +213,7 @@ def stratified_split(
 ) -> dict[str, list[Sample]]:
     """Split per (source, class) so every dataset and class keeps its share in each split."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError("val and test fractions must be in [0, 1) and sum to less than 1")
+        raise InvalidArgumentError("val and test fractions must be in [0, 1) and sum to less than 1")
     groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
     for sample in sorted(samples, key=lambda s: s.digest):  # order-independent of the file system
         groups[(sample.source, sample.label)].append(sample)

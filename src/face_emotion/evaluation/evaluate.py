@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from face_emotion.data.scan import scan_dataset
+from face_emotion.errors import DatasetError
 from face_emotion.evaluation.scoring import metrics_from_scores, score_samples
 from face_emotion.models.spec import TRAIN_DIGEST_CHARS
 
@@ -36,7 +37,7 @@ def evaluate_folder(
     samples = scan.given_splits["test"] or scan.samples if scan.given_splits else scan.samples
     shared = [c for c in spec.classes if c in scan.classes]
     if not shared:
-        raise ValueError(
+        raise DatasetError(
             f"the model knows {list(spec.classes)} but {data_dir} has {scan.classes}: no class in common"
         )
     unknown = Counter(s.label for s in samples if s.label not in shared)
@@ -47,6 +48,9 @@ def evaluate_folder(
     metrics = metrics_from_scores(scored, shared, spec.classes, spec.temperature)
     metrics["n_images"] = len(samples)
     metrics["model_classes"] = list(spec.classes)
+    # The model's classes this folder has no images of: the scores are those of a choice among the
+    # shared classes (probabilities renormalised over them), not among all the model's.
+    metrics["unscored_model_classes"] = [c for c in spec.classes if c not in shared]
     metrics["model_training_images"] = seen
     metrics["skipped"] = [s.to_dict() for s in scan.skipped]
     metrics["skipped_classes"] = {

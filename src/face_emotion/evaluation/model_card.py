@@ -19,7 +19,9 @@ def _initial_weights(training: dict) -> str:
     which the backbone only used when there was no --init."""
     init = training.get("init")
     if init:
-        return "the bundled face-emotion model (--init bundled)" if str(init) == "bundled" else f"the face-emotion model {init} (--init)"
+        if str(init) == "bundled":
+            return "the bundled face-emotion model (--init bundled)"
+        return f"the face-emotion model {init} (--init)"
     return str(training.get("weights", "n/a"))
 
 
@@ -31,6 +33,31 @@ def _training_settings(training: dict) -> str:
             text = f"({len(text):,} characters, kept in the model file's description)"
         shown.append(f"{key}={text}")
     return ", ".join(shown)
+
+
+# What every model card says, whoever writes the rest (a run folder's card here, the bundled
+# model's in scripts/package_default_model.py).
+LIMITS = (
+    "Trained only on the classes listed; any face is forced into one of them.",
+    "Expressions are ambiguous and labels are noisy; a prediction is an estimate of the displayed "
+    "expression, not of what a person feels.",
+    "Accuracy depends on face size, pose, lighting and occlusion, and may differ across age, "
+    "gender and skin tone; this was not measured per group.",
+)
+
+
+def intended_use(extra: str = "") -> str:
+    """The card's "Intended use" section; ``extra``: a sentence more (e.g. the data's terms)."""
+    text = ("Research, teaching, prototypes and personal projects that estimate the displayed facial\n"
+            "expression in photos or video with the consent of the people shown. Not intended for decisions\n"
+            "about people (hiring, policing, insurance, health, education, border control), covert\n"
+            "monitoring, or as evidence of anyone's inner emotional state.")
+    return f"## Intended use\n{text}" + (f" {extra}" if extra else "")
+
+
+def known_limits(extra_limits: list[str] | None = None) -> str:
+    """The card's "Known limits" section: what holds for every model, then ``extra_limits``."""
+    return "## Known limits\n" + "\n".join(f"- {line}" for line in (*LIMITS, *(extra_limits or [])))
 
 
 def render_model_card(spec: ModelSpec, extra_limits: list[str] | None = None) -> str:
@@ -46,14 +73,6 @@ def render_model_card(spec: ModelSpec, extra_limits: list[str] | None = None) ->
         f"- {source}: accuracy {_pct(m['accuracy'])}, macro-F1 {m['macro_f1']:.3f} ({m['n']} images)"
         for source, m in spec.metrics.get("test_per_source", {}).items()
     ) or "- (one data source)"
-    limits = [
-        "Trained only on the classes listed; any face is forced into one of them.",
-        "Expressions are ambiguous and labels are noisy; a prediction is an estimate of the displayed "
-        "expression, not of what a person feels.",
-        "Accuracy depends on face size, pose, lighting and occlusion, and may differ across age, "
-        "gender and skin tone; this was not measured per group.",
-        *(extra_limits or []),
-    ]
     return f"""# Model card: {spec.name}
 
 - Architecture: {spec.architecture} (Dropout {spec.dropout} + Linear head), {len(spec.classes)} classes
@@ -72,7 +91,8 @@ def render_model_card(spec: ModelSpec, extra_limits: list[str] | None = None) ->
 ## Results on the held-out test split
 - Accuracy: {_pct(metrics.get("accuracy"))}
 - Macro-F1: {metrics.get("macro_f1", float("nan")):.3f}
-- Expected calibration error: {calibration.get("test_ece_before", float("nan")):.3f} before, {calibration.get("test_ece_after", float("nan")):.3f} after temperature scaling
+- Expected calibration error: {calibration.get("test_ece_before", float("nan")):.3f} before,
+  {calibration.get("test_ece_after", float("nan")):.3f} after temperature scaling
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
@@ -84,11 +104,7 @@ Per data source:
 ## Training
 {_training_settings(training)}
 
-## Intended use
-Research, teaching and prototypes that estimate the displayed facial expression in photos or video,
-with people's consent. Not for decisions about people (hiring, policing, insurance, health, education),
-not for covert monitoring, and not as evidence of anyone's inner state.
+{intended_use()}
 
-## Known limits
-{chr(10).join(f"- {line}" for line in limits)}
+{known_limits(extra_limits)}
 """

@@ -26,7 +26,8 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Pat
     for i in range(len(classes)):
         for j in range(len(classes)):
             colour = "white" if normalised[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{normalised[i, j]:.2f}\n{int(counts[i, j])}", ha="center", va="center", fontsize=7, color=colour)
+            ax.text(j, i, f"{normalised[i, j]:.2f}\n{int(counts[i, j])}", ha="center", va="center", fontsize=7,
+                    color=colour)
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class")
     ax.set_title(title or "Confusion matrix (rows: true class)")
     fig.tight_layout()

@@ -14,8 +14,9 @@ import numpy as np
 NEGATIVE_CLASSES = ("anger", "disgust", "fear", "sadness")
 
 
-def class_figures(answers: np.ndarray, targets: np.ndarray, classes: Sequence[str],
-                  focus: Sequence[str] = NEGATIVE_CLASSES) -> dict[str, float]:
+def class_figures(
+    answers: np.ndarray, targets: np.ndarray, classes: Sequence[str], focus: Sequence[str] = NEGATIVE_CLASSES
+) -> dict[str, float]:
     """Accuracy, recall of each ``focus`` class and macro-F1 over the focus classes present.
 
     F1 is taken in the full confusion (every class the model may answer, and misses), so
@@ -39,8 +40,15 @@ def class_figures(answers: np.ndarray, targets: np.ndarray, classes: Sequence[st
     return out
 
 
-def bootstrap_std(answers: Sequence[np.ndarray], targets: np.ndarray, classes: Sequence[str], *,
-                  focus: Sequence[str] = NEGATIVE_CLASSES, rounds: int = 500, seed: int = 0) -> list[dict[str, float]]:
+def bootstrap_std(
+    answers: Sequence[np.ndarray],
+    targets: np.ndarray,
+    classes: Sequence[str],
+    *,
+    focus: Sequence[str] = NEGATIVE_CLASSES,
+    rounds: int = 500,
+    seed: int = 0,
+) -> list[dict[str, float]]:
     """Standard deviation of every :func:`class_figures` figure over ``rounds`` resamples of the
     files (drawn with replacement), for each model's answers; the last entry holds the std of
     each later model's figure minus the first's on the same resamples (the paired noise).
@@ -58,8 +66,10 @@ def bootstrap_std(answers: Sequence[np.ndarray], targets: np.ndarray, classes: S
     keys = [k for k in draws[0][0] if not k.startswith("n ")]
 
     def std(rows: list[dict[str, float]]) -> dict[str, float]:
-        return {k: float(np.nanstd([r[k] for r in rows])) if any(np.isfinite(r[k]) for r in rows) else float("nan")
-                for k in keys}
+        return {
+            k: float(np.nanstd([r[k] for r in rows])) if any(np.isfinite(r[k]) for r in rows) else float("nan")
+            for k in keys
+        }
 
     spreads = [std(rows) for rows in draws]
     for later in draws[1:]:

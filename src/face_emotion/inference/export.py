@@ -21,7 +21,6 @@ If static quantisation fails, dynamic quantisation (weights only) is the fallbac
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -34,19 +33,17 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from face_emotion.errors import FaceEmotionError
-from face_emotion.inference.backends import (
-    ONNX_CLASSES_KEY,
+from face_emotion.errors import DatasetError, DatasetNotFoundError, FaceEmotionError, InvalidArgumentError
+from face_emotion.inference.backends import OnnxRuntimeBackend, softmax
+from face_emotion.models.files import (
     ONNX_INPUT_NAME,
     ONNX_OUTPUT_NAME,
-    ONNX_PREPROCESS_KEY,
     ONNX_QUANTIZATION_KEY,
     ONNX_SOURCE_SHA256_KEY,
-    ONNX_SPEC_KEY,
-    OnnxRuntimeBackend,
     file_sha256,
+    onnx_metadata,
+    resolve_model,
 )
-from face_emotion.inference.predictor import softmax
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +110,7 @@ def folder_images(folder: str | Path, limit: int) -> tuple[list[Image.Image], in
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"calibration folder {folder} does not exist")
+        raise DatasetNotFoundError(f"calibration folder {folder} does not exist")
     images, unreadable = [], 0
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p)):
         if len(images) >= limit:
@@ -137,16 +134,6 @@ def _batches(array: np.ndarray, size: int) -> Iterable[np.ndarray]:
 
 
 # --------------------------------------------------------------------------- export
-
-
-def _metadata(spec, source_sha256: str, quantization: str) -> dict[str, str]:
-    return {
-        ONNX_SPEC_KEY: spec.to_json(),
-        ONNX_CLASSES_KEY: json.dumps(list(spec.classes)),
-        ONNX_PREPROCESS_KEY: json.dumps(asdict(spec.preprocess), sort_keys=True),
-        ONNX_SOURCE_SHA256_KEY: source_sha256,
-        ONNX_QUANTIZATION_KEY: quantization,
-    }
 
 
 def write_metadata(path: Path, properties: dict[str, str], doc: str) -> None:
@@ -184,9 +171,8 @@ def _export_fp32(network, spec, path: Path, opset: int) -> None:
 
 def default_fp32_nodes(onnx_path: Path) -> list[str]:
     """Nodes kept in fp32 by default: the first convolution (it sees raw pixels, whose fine steps
-    int8 loses) and the last matrix product (the logits themselves). Measured on the bundled
-    model's real crops: top-1 agreement with fp32 rose from 95.6 % to 95.8 % (v2) and 93.4 % to
-    95.2 % (the GPU check's EfficientNet-Lite0) for a few kB more."""
+    int8 loses) and the last matrix product (the logits themselves). Keeping them raises top-1
+    agreement with fp32 on real crops for a few kB more (figures in docs/default-model.md)."""
     import onnx
 
     nodes = onnx.load(str(onnx_path), load_external_data=False).graph.node
@@ -195,7 +181,8 @@ def default_fp32_nodes(onnx_path: Path) -> list[str]:
     return convs[:1] + products[-1:]
 
 
-def _quantize(fp32_path: Path, output: Path, calibration: np.ndarray, work: Path, fp32_nodes: Sequence[str] | None = None) -> str:
+def quantize_int8(fp32_path: Path, output: Path, calibration: np.ndarray, work: Path,
+                  fp32_nodes: Sequence[str] | None = None) -> str:
     """Write the int8 model; return how it was made. ``fp32_nodes``: nodes left unquantised
     (None: :func:`default_fp32_nodes`)."""
     from onnxruntime.quantization import (
@@ -258,8 +245,71 @@ def shipped_int8(source: Path, source_sha256: str) -> Path | None:
     return candidate if made_from == source_sha256 else None
 
 
+@dataclass
+class _Calibration:
+    """The calibration folder's images for int8: those calibrated on, and those held out to measure."""
+
+    images: list[Image.Image]
+    held_out: list[Image.Image]
+    notes: list[str]
+
+
+def _calibration_images(calibration_dir: str | Path, limit: int) -> _Calibration:
+    found, unreadable = folder_images(calibration_dir, 2 * limit)
+    if not found:
+        raise DatasetError(f"no readable images in calibration folder {calibration_dir}")
+    notes = [f"{unreadable} unreadable files in {calibration_dir} were skipped"] if unreadable else []
+    if len(found) >= 16:
+        # Calibrate on the first part, measure agreement on images calibration never saw.
+        images = found[: min(limit, len(found) // 2)]
+        return _Calibration(images, found[len(images):], notes)
+    notes.append("fewer than 16 calibration images: int8 agreement is measured on the calibration images themselves")
+    return _Calibration(found, found, notes)
+
+
+class _Probabilities:
+    """What the checks compare: a model's probabilities for a batch, from PyTorch or from a file."""
+
+    def __init__(self, network, spec) -> None:
+        from face_emotion.transforms import eval_transform
+
+        self.network, self.spec = network, spec
+        self.transform = eval_transform(spec.preprocess)
+        self.size = int(spec.preprocess.image_size)
+        self._sessions: dict[Path, OnnxRuntimeBackend] = {}
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, 3, self.size, self.size), np.float32)
+        return np.stack([self.transform(image) for image in images]).astype(np.float32)
+
+    def torch(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            logits = np.concatenate([self.network(torch.from_numpy(b)).numpy() for b in _batches(batch, 16)])
+        return softmax(logits, self.spec.temperature)
+
+    def onnx(self, path: Path, batch: np.ndarray, num_threads: int | None) -> np.ndarray:
+        if path not in self._sessions:
+            self._sessions[path] = OnnxRuntimeBackend(path, num_threads=num_threads)
+        backend = self._sessions[path]
+        return softmax(np.concatenate([backend.run(b) for b in _batches(batch, 16)]), self.spec.temperature)
+
+
+def _output_file(output: str | Path) -> Path:
+    output = Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise InvalidArgumentError(f"--output {output}: the file name must end in .onnx")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InvalidArgumentError(f"--output {output}: cannot create its folder ({error.strerror})") from None
+    return output
+
+
 def export_onnx(
-    model_path: str | Path,
+    model_path: str | Path | None,
     output: str | Path,
     *,
     int8: bool = False,
@@ -271,7 +321,8 @@ def export_onnx(
     fp32_nodes: Sequence[str] | None = None,
     max_calibration_images: int = MAX_CALIBRATION_IMAGES,
 ) -> ExportResult:
-    """Export the model at ``model_path`` (run folder or .safetensors) to ``output`` (.onnx).
+    """Export the model ``model_path`` names (models.files.resolve_model: a run folder, a
+    .safetensors file, None or "bundled") to ``output`` (.onnx).
 
     The fp32 graph is checked against PyTorch on ``check_samples`` random normalised inputs and
     as many synthetic images, plus ``check_images`` and (for int8) calibration-folder images:
@@ -281,104 +332,43 @@ def export_onnx(
     Runtime threads for the checks (None: every CPU available). ``fp32_nodes``: graph nodes the
     int8 model keeps in fp32 (None: the first convolution and the last matrix product).
     """
-    import torch
-
-    from face_emotion.models.store import load_model, resolve_model_path
-    from face_emotion.transforms import eval_transform
+    from face_emotion.models.store import load_model
 
     started = time.perf_counter()
-    source = resolve_model_path(model_path)
-    output = Path(output)
-    if output.suffix.lower() != ".onnx":
-        raise ValueError(f"--output {output}: the file name must end in .onnx")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    source = resolve_model(model_path)
+    output = _output_file(output)
     network, spec = load_model(source)
     source_sha256 = file_sha256(source)
-    transform = eval_transform(spec.preprocess)
-    size = int(spec.preprocess.image_size)
-    notes: list[str] = []
-
-    def preprocess(images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, 3, size, size), np.float32)
-        return np.stack([transform(image) for image in images]).astype(np.float32)
-
-    def torch_probs(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            logits = np.concatenate([network(torch.from_numpy(b)).numpy() for b in _batches(batch, 16)])
-        return softmax(logits, spec.temperature)
-
-    def onnx_probs(backend: OnnxRuntimeBackend, batch: np.ndarray) -> np.ndarray:
-        return softmax(np.concatenate([backend.run(b) for b in _batches(batch, 16)]), spec.temperature)
-
-    # Image inputs: user samples, then calibration-folder images, else synthetic ones.
-    images = _as_images(check_images) + synthetic_images(check_samples, seed=1)
-    calibration_images: list[Image.Image] = []
-    held_out: list[Image.Image] = []
-    if int8 and calibration_dir is not None:
-        found, unreadable = folder_images(calibration_dir, 2 * max_calibration_images)
-        if not found:
-            raise ValueError(f"no readable images in calibration folder {calibration_dir}")
-        if unreadable:
-            notes.append(f"{unreadable} unreadable files in {calibration_dir} were skipped")
-        if len(found) >= 16:
-            # Calibrate on the first part, measure agreement on images calibration never saw.
-            calibration_images = found[: min(max_calibration_images, len(found) // 2)]
-            held_out = found[len(calibration_images):]
-        else:
-            calibration_images = held_out = found
-            notes.append("fewer than 16 calibration images: int8 agreement is measured on the calibration images themselves")
-    random_inputs = np.random.default_rng(0).standard_normal((check_samples, 3, size, size)).astype(np.float32)
-    image_inputs = preprocess(images + held_out)
+    probs = _Probabilities(network, spec)
+    calibration = (_calibration_images(calibration_dir, max_calibration_images) if int8 and calibration_dir is not None
+                   else _Calibration([], [], []))
+    notes = list(calibration.notes)
+    # Image inputs: the caller's, synthetic ones, and calibration-folder images held out.
+    images = _as_images(check_images) + synthetic_images(check_samples, seed=1) + calibration.held_out
+    image_inputs = probs.preprocess(images)
+    shape = (check_samples, 3, probs.size, probs.size)
+    random_inputs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    check_inputs = np.concatenate([random_inputs, image_inputs])
 
     with tempfile.TemporaryDirectory(prefix="face-emotion-export-") as tmp:
         work = Path(tmp)
         # Everything is written in the temporary folder and moved into place only once checked,
         # so a failed export never leaves a plausible-looking file behind.
         fp32_path = work / "model.fp32.onnx"
-        final = fp32_path
         _export_fp32(network, spec, fp32_path, opset)
-        write_metadata(fp32_path, _metadata(spec, source_sha256, "none"), f"{spec.name}: face emotion classifier (logits)")
-        fp32_backend = OnnxRuntimeBackend(fp32_path, num_threads=num_threads)
-
-        check_inputs = np.concatenate([random_inputs, image_inputs])
-        reference = torch_probs(check_inputs)
-        fp32 = onnx_probs(fp32_backend, check_inputs)
-        # Batch size 1 as well: the batch axis must really be dynamic.
-        single = onnx_probs(fp32_backend, check_inputs[:1])
-        fp32_diff = float(max(np.abs(fp32 - reference).max(), np.abs(single - reference[:1]).max()))
-        if not fp32_diff <= FP32_TOLERANCE:
-            raise ExportCheckError(
-                f"the ONNX export of {source} does not reproduce PyTorch: max probability difference "
-                f"{fp32_diff:.2e} > {FP32_TOLERANCE:.0e} over {len(check_inputs)} inputs"
-            )
+        write_metadata(fp32_path, onnx_metadata(spec, source_sha256, "none"),
+                       f"{spec.name}: face emotion classifier (logits)")
+        fp32, fp32_diff = _check_fp32(probs, fp32_path, check_inputs, source, num_threads)
         fp32_bytes = fp32_path.stat().st_size
-
-        quantization, calibration, agreement, int8_diff, int8_count = "none", None, None, None, None
-        shipped = shipped_int8(source, source_sha256) if int8 and not calibration_images else None
-        if shipped is not None:
-            final = work / "model.int8.onnx"
-            shutil.copy(shipped, final)
-            quantization = OnnxRuntimeBackend(final, num_threads=num_threads).metadata.get(ONNX_QUANTIZATION_KEY, "int8")
-            calibration = f"shipped with the model ({shipped.name}, quantised on real face crops when it was packaged)"
-        elif int8:
-            if calibration_images:
-                calibration = f"{len(calibration_images)} images from {calibration_dir}"
-            else:
-                calibration_images = synthetic_images(MAX_CALIBRATION_IMAGES // 2, seed=2)
-                calibration = f"{len(calibration_images)} synthetic images (pass a folder of face crops for a better int8 model)"
-                notes.append("int8 calibrated on synthetic images; real face crops give better activation ranges")
-            final = work / "model.int8.onnx"
-            quantization = _quantize(fp32_path, final, preprocess(calibration_images), work, fp32_nodes)
-            write_metadata(
-                final, _metadata(spec, source_sha256, quantization), f"{spec.name}: face emotion classifier (logits), {quantization}"
-            )
+        final, quantization, made_from, agreement, int8_diff = fp32_path, "none", None, None, None
         if int8:
-            int8_probs = onnx_probs(OnnxRuntimeBackend(final, num_threads=num_threads), image_inputs)
+            final = work / "model.int8.onnx"
+            quantization, made_from = _write_int8(source, source_sha256, spec, fp32_path, final, work, probs,
+                                                  calibration, calibration_dir, fp32_nodes, num_threads, notes)
+            int8_probs = probs.onnx(final, image_inputs, num_threads)
             fp32_images = fp32[len(random_inputs):]
             agreement = float((int8_probs.argmax(1) == fp32_images.argmax(1)).mean())
             int8_diff = float(np.abs(int8_probs - fp32_images).max())
-            int8_count = len(image_inputs)
         shutil.move(str(final), str(output))
 
     return ExportResult(
@@ -386,15 +376,57 @@ def export_onnx(
         opset=opset,
         int8=int8,
         quantization=quantization,
-        calibration=calibration,
+        calibration=made_from,
         fp32_max_abs_prob_diff=fp32_diff,
         fp32_check_inputs=len(check_inputs),
         int8_top1_agreement=agreement,
         int8_max_abs_prob_diff=int8_diff,
-        int8_check_inputs=int8_count,
+        int8_check_inputs=len(image_inputs) if int8 else None,
         source_bytes=source.stat().st_size,
         fp32_bytes=fp32_bytes,
         output_bytes=output.stat().st_size,
         seconds=round(time.perf_counter() - started, 2),
         notes=tuple(notes),
     )
+
+
+def _check_fp32(probs: _Probabilities, fp32_path: Path, check_inputs: np.ndarray, source: Path,
+                num_threads: int | None) -> tuple[np.ndarray, float]:
+    """The fp32 file's probabilities and their largest difference to PyTorch's; ExportCheckError
+    beyond FP32_TOLERANCE."""
+    reference = probs.torch(check_inputs)
+    fp32 = probs.onnx(fp32_path, check_inputs, num_threads)
+    # Batch size 1 as well: the batch axis must really be dynamic.
+    single = probs.onnx(fp32_path, check_inputs[:1], num_threads)
+    fp32_diff = float(max(np.abs(fp32 - reference).max(), np.abs(single - reference[:1]).max()))
+    if not fp32_diff <= FP32_TOLERANCE:
+        raise ExportCheckError(
+            f"the ONNX export of {source} does not reproduce PyTorch: max probability difference "
+            f"{fp32_diff:.2e} > {FP32_TOLERANCE:.0e} over {len(check_inputs)} inputs"
+        )
+    return fp32, fp32_diff
+
+
+def _write_int8(source: Path, source_sha256: str, spec, fp32_path: Path, final: Path, work: Path,
+                probs: _Probabilities, calibration: _Calibration, calibration_dir, fp32_nodes, num_threads,
+                notes: list[str]) -> tuple[str, str]:
+    """Write the int8 model to ``final``: the one shipped beside the weights when no calibration
+    folder is given and it was made from exactly these weights, else a fresh quantisation.
+    Returns (how it was quantised, what it was calibrated on)."""
+    shipped = shipped_int8(source, source_sha256) if not calibration.images else None
+    if shipped is not None:
+        shutil.copy(shipped, final)
+        quantization = OnnxRuntimeBackend(final, num_threads=num_threads).metadata.get(ONNX_QUANTIZATION_KEY, "int8")
+        return quantization, (f"shipped with the model ({shipped.name}, quantised on real face crops when it was "
+                              f"packaged)")
+    images = calibration.images
+    if images:
+        made_from = f"{len(images)} images from {calibration_dir}"
+    else:
+        images = synthetic_images(MAX_CALIBRATION_IMAGES // 2, seed=2)
+        made_from = f"{len(images)} synthetic images (pass a folder of face crops for a better int8 model)"
+        notes.append("int8 calibrated on synthetic images; real face crops give better activation ranges")
+    quantization = quantize_int8(fp32_path, final, probs.preprocess(images), work, fp32_nodes)
+    write_metadata(final, onnx_metadata(spec, source_sha256, quantization),
+                   f"{spec.name}: face emotion classifier (logits), {quantization}")
+    return quantization, made_from

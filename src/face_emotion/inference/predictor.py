@@ -4,7 +4,7 @@
     transform -> ONE batch for all faces -> backend -> logits -> softmax(logits / T) -> results
 
 Opened once (:meth:`Predictor.load`: one model resolver and backend policy,
-backends.open_backend; one detector factory, faces.create_detector), then used by every verb
+inference.loading.open_backend; one detector factory, faces.create_detector), then used by every verb
 through inference.pipeline.analyse. Everything a request needs is local to the call, so one
 Predictor can serve many threads.
 """
@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image
 
-from face_emotion.inference.backends import InferenceBackend, open_backend
+from face_emotion.inference.backends import InferenceBackend, softmax
 from face_emotion.inference.explain import occlusion_maps
+from face_emotion.inference.loading import open_backend
 from face_emotion.inference.results import Box, FacePrediction
 from face_emotion.models.spec import ModelSpec
 from face_emotion.transforms import eval_transform
@@ -43,14 +44,6 @@ class FaceCrop:
     geometry: "CropGeometry"  # where the crop lies in the photo
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of logits / temperature, in float64 so rows sum to 1 to ~1e-15."""
-    scaled = np.asarray(logits, dtype=np.float64) / float(temperature)
-    scaled -= scaled.max(axis=1, keepdims=True)
-    exp = np.exp(scaled)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def heatmap_png(cam: np.ndarray, geometry: "CropGeometry", box: Box) -> bytes:
     """An (h, w) map in [0, 1] over a crop -> 8-bit greyscale PNG laid over the face *box*.
 
@@ -62,7 +55,8 @@ def heatmap_png(cam: np.ndarray, geometry: "CropGeometry", box: Box) -> bytes:
     side = geometry.side
     full = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
     to_box = np.array(geometry.matrix, dtype=np.float64) - np.array([[0, 0, box.x], [0, 0, box.y]], dtype=np.float64)
-    warped = cv2.warpAffine(full, to_box, (box.width, box.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped = cv2.warpAffine(full, to_box, (box.width, box.height), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
     pixels = np.clip(warped * 255.0 + 0.5, 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)
@@ -112,7 +106,7 @@ class Predictor:
         (ModelLoadError when this installation has none). ``detector``: None -> the default face
         detector, "none" -> images are face crops already, another registered name, or an object
         with ``detect(image) -> list[Face]``. ``backend``: None (ONNX Runtime) or a name of
-        backends.backend_names(); see backends.open_backend. ``tta``: also run each crop mirrored
+        backends.backend_names(); see inference.loading.open_backend. ``tta``: also run each crop mirrored
         and average the two probability vectors. ``num_threads``: threads of the backend and the
         detector (None: the CPUs this process may use).
         """
@@ -147,7 +141,8 @@ class Predictor:
 
             width, height = image.size
             # The whole image is the crop: crop pixel (u, v) is photo pixel (u, v) scaled.
-            whole = CropGeometry(max(width, height), ((width / max(width, height), 0.0, 0.0), (0.0, height / max(width, height), 0.0)))
+            side = max(width, height)
+            whole = CropGeometry(side, ((width / side, 0.0, 0.0), (0.0, height / side, 0.0)))
             return [FaceCrop(Box(0, 0, width, height), 1.0, image, whole)]
         # Detectors promise largest first; sorting again (stably) keeps that true for any plug-in.
         found = sorted(self.detector.detect(image), key=lambda f: f.box_xywh[2] * f.box_xywh[3], reverse=True)

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from face_emotion.errors import FaceEmotionError
+from face_emotion.errors import FaceEmotionError, UnknownNameError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -50,7 +50,7 @@ def get_backbone(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(BACKBONES)}") from None
+        raise UnknownNameError(f"unknown architecture {name!r}; choose one of {sorted(BACKBONES)}") from None
 
 
 def _head(in_features: int, num_classes: int, dropout: float) -> nn.Sequential:

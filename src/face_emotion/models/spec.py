@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from face_emotion.errors import InvalidArgumentError
+
 FORMAT_VERSION = 1
 ALIGN_MODES = ("none", "eyes", "landmarks")  # PreprocessSpec.face_align (faces.crop.crop_geometry)
 # A model file lists its training images by the first hex digits of their SHA-256, so `evaluate`
@@ -41,13 +43,14 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if self.color_mode not in ("rgb", "grayscale"):
-            raise ValueError(f"color_mode must be 'rgb' or 'grayscale', not {self.color_mode!r}")
+            raise InvalidArgumentError(f"color_mode must be 'rgb' or 'grayscale', not {self.color_mode!r}")
         if self.face_align not in ALIGN_MODES:
-            raise ValueError(f"face_align must be one of {', '.join(ALIGN_MODES)}, not {self.face_align!r}")
+            raise InvalidArgumentError(f"face_align must be one of {', '.join(ALIGN_MODES)}, not {self.face_align!r}")
         if self.face_resolution is not None and not 8 <= int(self.face_resolution) <= 1024:
-            raise ValueError(f"face_resolution must be between 8 and 1024 pixels or None, not {self.face_resolution}")
+            raise InvalidArgumentError(f"face_resolution must be between 8 and 1024 pixels or None, "
+                                       f"not {self.face_resolution}")
         if not 16 <= int(self.image_size) <= 1024:
-            raise ValueError(f"image_size must be between 16 and 1024 pixels, not {self.image_size}")
+            raise InvalidArgumentError(f"image_size must be between 16 and 1024 pixels, not {self.image_size}")
 
 
 @dataclass(frozen=True)

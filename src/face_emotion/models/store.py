@@ -1,8 +1,8 @@
 """Save and load models as safetensors + their spec, never unpickling anything.
 
 A model is ``model.safetensors`` whose header metadata holds the JSON spec (so the one file is
-enough), with a readable copy as ``model.json`` beside it. A path may name the file or a run
-folder that holds it.
+enough), with a readable copy as ``model.json`` beside it. A path may name the file, a run folder
+that holds it, or "bundled" (models.files.resolve_model).
 """
 
 from __future__ import annotations
@@ -12,68 +12,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from face_emotion.errors import FaceEmotionError
+from face_emotion.models.files import SPEC_FILE, SPEC_METADATA_KEY, WEIGHTS_FILE, ModelLoadError, resolve_model
 from face_emotion.models.spec import ModelSpec
 
 if TYPE_CHECKING:  # torch is imported where weights are touched: reading a spec must stay cheap
     import torch
     from torch import nn
-
-WEIGHTS_FILE = "model.safetensors"
-SPEC_FILE = "model.json"
-SPEC_METADATA_KEY = "face_emotion_spec"
-
-
-# What torch.save, Lightning checkpoints and pickle write: unpickling runs whatever code the file's
-# author put in it, so a file named like one is refused by its name before anything reads it.
-PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"})
-
-
-class ModelLoadError(FaceEmotionError, RuntimeError):
-    """A model file is missing, truncated, tampered with, or not a face-emotion model."""
-
-    code = "model_unavailable"
-
-
-def refuse_pickle(path: Path) -> None:
-    """ModelLoadError when ``path`` is named like a pickle (.pt, .ckpt, ...): such files are never loaded."""
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        raise ModelLoadError(
-            f"{path} is a pickle file ({suffix}), which face-emotion never loads: unpickling can run any code "
-            f"in it. Pass a run folder or its model.safetensors (written by `face-emotion train`), or a .onnx "
-            f"file from `face-emotion export`"
-        )
-
-
-def no_model_error(path: Path, looked_for: str | None = None) -> ModelLoadError:
-    """The one "no model at ..." message, with how to get a model."""
-    missing = f" (no {looked_for})" if looked_for else ""
-    return ModelLoadError(f"no model at {path}{missing}: train one with `face-emotion train DATA_DIR --out RUN_DIR` "
-                          f"and pass --model RUN_DIR")
-
-
-def resolve_model_path(path: str | Path, suffixes: tuple[str, ...] = (".safetensors",)) -> Path:
-    """A model path as given (a file, or a run folder) -> the model file to open.
-
-    The one resolver: a folder is searched for ``model<suffix>`` for each of ``suffixes`` in
-    order (the formats the caller can open); a file is taken as named. Pickles are refused by
-    name, and a missing model is :func:`no_model_error`. (A missing ``--model`` is turned into the
-    bundled model's path by models.bundled.resolve_model_argument first.)
-    """
-    path = Path(path)
-    if path.is_dir():
-        stem = Path(WEIGHTS_FILE).stem
-        candidates = [path / f"{stem}{suffix}" for suffix in suffixes]
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate
-        raise no_model_error(path, " or ".join(c.name for c in candidates))
-    refuse_pickle(path)
-    if not path.is_file():
-        raise no_model_error(path)
-    return path
-
 
 def save_model(model: nn.Module, spec: ModelSpec, out_dir: str | Path, *, dtype: torch.dtype | None = None) -> Path:
     """Write ``model.safetensors`` (+ ``model.json``) into ``out_dir``; ``dtype`` e.g. fp16 to halve size."""
@@ -101,14 +45,15 @@ def read_spec(path: str | Path) -> ModelSpec:
     """Read only the spec of a model file (cheap: the safetensors header)."""
     from safetensors import safe_open
 
-    path = resolve_model_path(path)
+    path = resolve_model(path)
     try:
         with safe_open(str(path), framework="numpy") as handle:  # numpy: reading a header needs no torch
             metadata = handle.metadata() or {}
     except Exception as error:
         raise ModelLoadError(f"{path} is not a readable safetensors model (truncated or tampered?): {error}") from None
     if SPEC_METADATA_KEY not in metadata:
-        raise ModelLoadError(f"{path} holds weights but no face-emotion description; it was not written by face-emotion")
+        raise ModelLoadError(f"{path} holds weights but no face-emotion description; "
+                             f"it was not written by face-emotion")
     try:
         return ModelSpec.from_dict(json.loads(metadata[SPEC_METADATA_KEY]))
     except (ValueError, json.JSONDecodeError) as error:
@@ -122,7 +67,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
 
     from face_emotion.models.backbones import create_network
 
-    path = resolve_model_path(path)
+    path = resolve_model(path)
     spec = read_spec(path)
     try:
         state = load_file(str(path), device="cpu")

@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from face_emotion.errors import InvalidArgumentError
 from face_emotion.models.backbones import create_network, get_backbone
 from face_emotion.models.store import load_model
 
@@ -20,11 +21,9 @@ def init_from_model(model: str, arch: str, classes: list[str], dropout: float) -
     learnt on tens of thousands of faces are a far better start for a small dataset than
     ImageNet's.
     """
-    from face_emotion.models.bundled import resolve_init_argument
-
-    old_network, old_spec = load_model(resolve_init_argument(model))
+    old_network, old_spec = load_model(model)  # "bundled", a run folder or a model file (models.files)
     if old_spec.architecture != arch:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"--init {model} is a {old_spec.architecture} model; pass --arch {old_spec.architecture} to start from it"
         )
     network = create_network(arch, len(classes), dropout, weights="none")
@@ -43,7 +42,8 @@ def init_from_model(model: str, arch: str, classes: list[str], dropout: float) -
             new_state[bias][row] = old_state[bias][old_row].to(new_state[bias].dtype)
     network.load_state_dict(new_state)
     known = [c for c in classes if c in old_spec.classes]
-    log.info("initialised from %s: backbone and %d of %d head rows (%s)", model, len(known), len(classes), ", ".join(known))
+    log.info("initialised from %s: backbone and %d of %d head rows (%s)", model, len(known), len(classes),
+             ", ".join(known))
     return network
 
 

@@ -62,6 +62,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None, predictor
     settings). ``predictor``: an already loaded Predictor (tests pass a fake); None loads the
     configured model now, once for this process (raises ModelLoadError when there is none).
     """
+    from face_emotion.server.compression import install_static
     from face_emotion.server.errors import register_error_handlers
     from face_emotion.server.model_files import model_files
     from face_emotion.server.routes import api, page
@@ -83,6 +84,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None, predictor
     app.register_blueprint(api)
     app.register_blueprint(page)
     app.register_blueprint(model_files)
+    install_static(app)  # the page's files gzipped, as a static file server sends them
     _install_headers(app, settings)
     return app
 

@@ -19,8 +19,10 @@ from face_emotion.imageio import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "FACE_EMOTION_"
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+# The words of a yes/no setting: FACE_EMOTION_* variables (any case, "" is no) and the API's query
+# flags (exactly these; the OpenAPI document lists them) read the same two sets.
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 class ConfigError(FaceEmotionError, ValueError):
@@ -31,9 +33,9 @@ class ConfigError(FaceEmotionError, ValueError):
 
 def _parse_bool(name: str, text: str) -> bool:
     value = text.strip().lower()
-    if value in _TRUE:
+    if value in TRUE_WORDS:
         return True
-    if value in _FALSE:
+    if value in FALSE_WORDS or value == "":
         return False
     raise ConfigError(f"{name} must be 1 or 0 (true/false), not {text!r}")
 

@@ -45,6 +45,7 @@ STATUS_BY_CODE = {
     "model_unavailable": 503,
     "detector_unavailable": 503,
     "engine_unavailable": 503,
+    "missing_extra": 501,  # this installation lacks an optional extra (the message names it)
     PREDICTION_FAILED: 500,
 }
 INTERNAL_MESSAGE = "internal server error; the details are in the server log"

@@ -15,8 +15,8 @@ from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from flask import Flask
 
-from face_emotion import __version__
 from face_emotion.inference.results import Box, FacePrediction
+from face_emotion.version import __version__
 
 OPENAPI_VERSION = "3.0.3"
 _METHOD_ORDER = ("get", "post", "put", "patch", "delete")
@@ -41,7 +41,8 @@ _FIELD_NOTES = {
     ("Face", "emotion"): "the most probable class",
     ("Face", "confidence"): "probability of `emotion`, 0-1",
     ("Face", "probabilities"): "every class of the model; sums to 1",
-    ("Face", "heatmap_png"): "base64 8-bit PNG heatmap (occlusion sensitivity) covering the face box (only with ?explain=1)",
+    ("Face", "heatmap_png"): "base64 8-bit PNG heatmap (occlusion sensitivity) covering the face box "
+                             "(only with ?explain=1)",
 }
 
 
@@ -214,6 +215,30 @@ def _model_schema() -> dict[str, Any]:
     }
 
 
+def _flag_parameter(description: str, default: bool) -> dict[str, Any]:
+    """A yes/no query parameter: the enum is exactly what routes._flag accepts; anything else is 400."""
+    from face_emotion.server.routes import FLAG_VALUES
+
+    return {"description": description, "required": False,
+            "schema": {"type": "string", "enum": list(FLAG_VALUES), "default": "1" if default else "0"}}
+
+
+# What the upload routes read: a non-empty file (an empty one is a 400).
+_FILE = {"type": "string", "format": "binary", "minLength": 1}
+
+
+def _upload_schema(field: str, description: str) -> dict[str, Any]:
+    return {"type": "object", "required": [field], "properties": {field: {**_FILE, "description": description}}}
+
+
+def _batch_upload_schema(max_batch: int) -> dict[str, Any]:
+    return {"type": "object", "required": ["images"], "properties": {"images": {
+        "type": "array", "minItems": 1, "maxItems": max_batch,
+        # An empty or unreadable file is that item's error in a 200, not the request's.
+        "items": {"type": "string", "format": "binary"},
+        "description": f"1 to {max_batch} images (FACE_EMOTION_MAX_BATCH); more is a 413"}}}
+
+
 def _response(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -243,9 +268,19 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.schema("Health", _health_schema())
     spec.components.schema("ModelInfo", _model_schema())
     spec.components.schema("Error", _error_schema())
+    spec.components.schema("ImageUpload", _upload_schema("image", "one image"))
+    spec.components.schema("ImageBytes", {**_FILE, "description": "the image file's bytes"})
+    spec.components.schema("BatchUpload", _batch_upload_schema(app.extensions["face_emotion"].config.max_batch))
+    spec.components.schema("VideoUpload", _upload_schema("video", "one clip"))
+    spec.components.parameter("explain", "query", _flag_parameter(
+        "1 to add a heatmap (base64 PNG over the face box; occlusion sensitivity) to every face.", False))
+    spec.components.parameter("detect", "query", _flag_parameter(
+        "0 when the image is already a face crop (the whole image is one face).", True))
     spec.components.response("BadRequest", _response("No image, not an image, a corrupt image, or a bad parameter."))
     spec.components.response("TooLarge", _response("The body, the image's pixel count or the batch is over the limit."))
     spec.components.response("UnsupportedType", _response("The request's Content-Type is not one the API reads."))
+    spec.components.response("MissingExtra", _response("This installation lacks an optional extra the request needs "
+                                                       "(code `missing_extra`; the message names it)."))
     spec.components.response("Timeout", _response("The prediction did not finish within the server's deadline "
                                                   "(FACE_EMOTION_INFERENCE_TIMEOUT_S); code `timeout`."))
 
@@ -280,8 +315,9 @@ def operations(document: dict[str, Any]) -> list[dict[str, Any]]:
                     "id": operation.get("operationId", f"{method}-{path}"),
                     "summary": operation.get("summary", ""),
                     "description": operation.get("description", ""),
-                    "parameters": operation.get("parameters", []),
+                    "parameters": [_resolve(document, "parameters", p) for p in operation.get("parameters", [])],
                     "request_types": list((operation.get("requestBody") or {}).get("content", {})),
+                    "request_description": (operation.get("requestBody") or {}).get("description", ""),
                     "responses": [
                         {"status": status, "description": _describe(document, response),
                          "schema": _schema_name(response)}
@@ -291,11 +327,14 @@ def operations(document: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _resolve(document: dict[str, Any], kind: str, item: dict[str, Any]) -> dict[str, Any]:
+    """``item``, or the component its $ref names (#/components/<kind>/<name>)."""
+    ref = item.get("$ref")
+    return document["components"][kind][ref.rsplit("/", 1)[1]] if ref else item
+
+
 def _describe(document: dict[str, Any], response: dict[str, Any]) -> str:
-    ref = response.get("$ref")
-    if ref:
-        response = document["components"]["responses"][ref.rsplit("/", 1)[1]]
-    return response.get("description", "")
+    return _resolve(document, "responses", response).get("description", "")
 
 
 def _schema_name(response: dict[str, Any]) -> str | None:

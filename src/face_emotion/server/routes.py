@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
+from functools import partial
 
 from flask import Blueprint, Request, current_app, jsonify, render_template, request
 from markupsafe import Markup, escape
 from werkzeug.datastructures import FileStorage
 
 from face_emotion.inference.results import ResultError
+from face_emotion.server.config import FALSE_WORDS, TRUE_WORDS
 from face_emotion.server.errors import ApiError, result_error
 from face_emotion.server.service import Service
 
@@ -18,24 +21,55 @@ page = Blueprint("page", __name__)
 # Raw-body uploads: any image type PIL may read, plus the generic binary type curl users send.
 # SVG is an image/* type but a vector document we cannot rasterise.
 _UNSUPPORTED_IMAGE_TYPES = {"image/svg+xml"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+# The values a yes/no query parameter takes, exactly as the OpenAPI document lists them (openapi.py
+# builds its enum from this): anything else, "" and "TRUE" included, is a 400, so the document and
+# the server agree on what is accepted.
+FLAG_VALUES = TRUE_WORDS + FALSE_WORDS
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def service() -> Service:
     return current_app.extensions["face_emotion"]
 
 
+def _query(name: str) -> str | None:
+    """The one value of query parameter ``name`` (None when absent); given twice, a 400, since
+    taking either one would be a guess."""
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise ApiError(400, "bad_parameter", f"query parameter {name!r} is given {len(values)} times: give it once")
+    return values[0] if values else None
+
+
 def _flag(name: str, default: bool) -> bool:
-    text = request.args.get(name)
-    if text is None or text == "":
+    text = _query(name)
+    if text is None:
         return default
-    value = text.strip().lower()
-    if value in _TRUE:
+    if text in TRUE_WORDS:
         return True
-    if value in _FALSE:
+    if text in FALSE_WORDS:
         return False
-    raise ApiError(400, "bad_parameter", f"query parameter {name!r} must be 1 or 0, not {text!r}")
+    raise ApiError(400, "bad_parameter",
+                   f"query parameter {name!r} must be 1 or 0 (also {', '.join(FLAG_VALUES[1:])}), not {text!r}")
+
+
+def _field_names(req: Request) -> list[str]:
+    """The multipart field names received, for a hint. Werkzeug names a field it cannot read as text
+    None, which does not sort among strings."""
+    names = {name for name in (*req.files, *req.form)}
+    return sorted("(unnamed)" if name is None else name for name in names)
+
+
+def _one_file(req: Request, field: str, code: str, what: str) -> FileStorage:
+    """The single file of multipart ``field``; none, or more than one, is a 400."""
+    files = req.files.getlist(field)
+    if not files:
+        got = _field_names(req)
+        hint = f" (the form has {got})" if got else ""
+        raise ApiError(400, code, f"no file in the multipart field {field!r}{hint}")
+    if len(files) > 1:
+        raise ApiError(400, code, f"{len(files)} files in the multipart field {field!r}: send one {what} per request")
+    return files[0]
 
 
 def _read_file(storage: FileStorage, field: str) -> bytes:
@@ -60,12 +94,7 @@ def _unsupported(mimetype: str, *, batch: bool = False) -> ApiError:
 def _single_upload(req: Request) -> bytes:
     mimetype = req.mimetype
     if mimetype == "multipart/form-data":
-        storage = req.files.get("image")
-        if storage is None:
-            got = sorted(req.files) + sorted(req.form)
-            hint = f" (the form has {got})" if got else ""
-            raise ApiError(400, "no_image", f"no file in the multipart field 'image'{hint}")
-        return _read_file(storage, "image")
+        return _read_file(_one_file(req, "image", "no_image", "image (several go to /predict/batch)"), "image")
     if mimetype in _UNSUPPORTED_IMAGE_TYPES:
         raise _unsupported(mimetype)
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
@@ -88,25 +117,25 @@ def predict():
       `image/*` Content-Type. Faces are found by the face detector and listed largest first;
       `emotion` and `confidence` are those of the largest face (null when no face was found).
     parameters:
-      - name: explain
-        in: query
-        description: 1 to add a heatmap (base64 PNG over the face box; occlusion sensitivity) to every face.
-        schema: {type: integer, enum: [0, 1], default: 0}
-      - name: detect
-        in: query
-        description: 0 when the image is already a face crop (the whole image is one face).
-        schema: {type: integer, enum: [0, 1], default: 1}
+      - explain  # a component (openapi.py): apispec writes the $ref
+      - detect
     requestBody:
       required: true
+      description: >
+        One image: JPEG, PNG, WebP, BMP, TIFF or GIF (first frame). Its type is read from its bytes;
+        an empty body or field is 400, an SVG body 415, more than one `image` field 400.
       content:
         multipart/form-data:
-          schema:
-            type: object
-            required: [image]
-            properties:
-              image: {type: string, format: binary}
+          schema: {$ref: "#/components/schemas/ImageUpload"}
+          encoding:
+            image:
+              contentType: >-
+                image/jpeg, image/png, image/webp, image/bmp, image/tiff, image/gif,
+                application/octet-stream
         image/*:
-          schema: {type: string, format: binary}
+          schema: {$ref: "#/components/schemas/ImageBytes"}
+        application/octet-stream:
+          schema: {$ref: "#/components/schemas/ImageBytes"}
     responses:
       "200":
         description: The faces found (possibly none) and their emotions.
@@ -138,23 +167,20 @@ def predict_batch():
       image alone (then `faces` is empty and `image` null). The number of images is
       capped (FACE_EMOTION_MAX_BATCH); more is answered 413.
     parameters:
-      - name: explain
-        in: query
-        schema: {type: integer, enum: [0, 1], default: 0}
-      - name: detect
-        in: query
-        schema: {type: integer, enum: [0, 1], default: 1}
+      - explain  # a component (openapi.py): apispec writes the $ref
+      - detect
     requestBody:
       required: true
+      description: >
+        One to FACE_EMOTION_MAX_BATCH files in the field `images`, each an image as for /predict.
       content:
         multipart/form-data:
-          schema:
-            type: object
-            required: [images]
-            properties:
-              images:
-                type: array
-                items: {type: string, format: binary}
+          schema: {$ref: "#/components/schemas/BatchUpload"}
+          encoding:
+            images:
+              contentType: >-
+                image/jpeg, image/png, image/webp, image/bmp, image/tiff, image/gif,
+                application/octet-stream
     responses:
       "200":
         description: One result or error per image, in order.
@@ -263,13 +289,14 @@ def _inline_code(text: str) -> Markup:
 
 
 def _number(name: str, default: float, low: float, high: float) -> float:
-    text = request.args.get(name)
-    if text is None or text.strip() == "":
+    text = _query(name)
+    if text is None:
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ApiError(400, "bad_parameter", f"query parameter {name!r} must be a number, not {text!r}") from None
+    # A plain decimal number, as the document's `type: number` reads: float() alone would also take
+    # " 5", "1_0", "inf" and "nan".
+    if not _NUMBER.fullmatch(text):
+        raise ApiError(400, "bad_parameter", f"query parameter {name!r} must be a number, not {text!r}")
+    value = float(text)
     if not low <= value <= high:
         raise ApiError(400, "bad_parameter", f"query parameter {name!r} must be between {low:g} and {high:g}")
     return value
@@ -300,13 +327,17 @@ def predict_video():
         schema: {type: number, minimum: 0, maximum: 10, default: 0.5}
     requestBody:
       required: true
+      description: >
+        One clip in the field `video`: MP4/MOV/M4V/3GP, MKV/WebM, AVI or MPEG-TS. Its container is
+        read from its bytes; an empty or unreadable clip is 400, more than one `video` field 400.
       content:
         multipart/form-data:
-          schema:
-            type: object
-            required: [video]
-            properties:
-              video: {type: string, format: binary}
+          schema: {$ref: "#/components/schemas/VideoUpload"}
+          encoding:
+            video:
+              contentType: >-
+                video/mp4, video/quicktime, video/x-matroska, video/webm, video/x-msvideo, video/mp2t,
+                application/octet-stream
     responses:
       "200":
         description: The summary and the per-frame timeline (a clip without faces has no tracks).
@@ -316,11 +347,22 @@ def predict_video():
       "400": {$ref: "#/components/responses/BadRequest"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "501": {$ref: "#/components/responses/MissingExtra"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
+    from face_emotion.errors import require_extra
     from face_emotion.server.service import DeadlineExceeded
-    from face_emotion.video import (DEFAULT_SMOOTH_S, AnalysisTimeout, VideoDecodeError, VideoLimits, VideoOptions,
-                                    VideoTooLargeError, analyse_clip)
+
+    require_extra("video", "analysing video on this server")
+    from face_emotion.video import (
+        DEFAULT_SMOOTH_S,
+        AnalysisTimeout,
+        VideoDecodeError,
+        VideoLimits,
+        VideoOptions,
+        VideoTooLargeError,
+        analyse_clip,
+    )
 
     start = time.perf_counter()
     config = service().config
@@ -334,11 +376,7 @@ def predict_video():
     if request.mimetype != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", f"cannot read a {request.mimetype or 'missing'} content type: "
                                                       "send the clip as the multipart/form-data field 'video'")
-    storage = request.files.get("video")
-    if storage is None:
-        got = sorted(request.files) + sorted(request.form)
-        hint = f" (the form has {got})" if got else ""
-        raise ApiError(400, "no_video", f"no file in the multipart field 'video'{hint}")
+    storage = _one_file(request, "video", "no_video", "clip")
     data = storage.read()  # held in memory (InMemoryRequest): nothing of it reaches the disk
     if not data:
         raise ApiError(400, "no_video", "the 'video' field is empty: choose a video file")
@@ -349,7 +387,7 @@ def predict_video():
     try:
         options = VideoOptions(sample_fps=sample_fps, smooth_s=smooth_s)
         analysis = service()._run_before(
-            deadline, lambda: analyse_clip(service_predictor, data, options, limits=limits, deadline=deadline))
+            deadline, partial(analyse_clip, service_predictor, data, options, limits=limits, deadline=deadline))
     except VideoTooLargeError:
         raise  # its code names the limit; server.errors maps it to 413
     except VideoDecodeError as error:

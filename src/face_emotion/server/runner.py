@@ -52,16 +52,17 @@ def load_app(config: ServerConfig, *, warm_up: bool = True):
 
 
 def prepare_model(config: ServerConfig) -> None:
-    """Derive the ONNX form of the model (backends.derive_onnx) once, before workers start.
+    """Derive the ONNX form of the model (inference.onnx_cache.derive_onnx) once, before workers start.
 
     Done here, in a spawned child of the master (which never imports torch), so that workers find
     it cached instead of queueing on the export lock while gunicorn's boot timeout runs. A failure
     is only logged: each worker then reports it and serves with PyTorch.
     """
-    from face_emotion.inference.backends import derive_onnx, resolve_model
-    from face_emotion.models.store import ModelLoadError
+    from face_emotion.inference.loading import choose_backend
+    from face_emotion.inference.onnx_cache import derive_onnx
+    from face_emotion.models.files import ModelLoadError
 
-    path, backend = resolve_model(config.model, config.backend)
+    path, backend = choose_backend(config.model, config.backend)
     if backend != "onnxruntime" or path.suffix != ".safetensors":
         return
     try:
@@ -104,7 +105,7 @@ def run_gunicorn(config: ServerConfig, options: RunOptions) -> None:
                 self.cfg.set("control_socket_disable", True)
 
         def load(self):
-            from face_emotion.models.store import ModelLoadError
+            from face_emotion.models.files import ModelLoadError
 
             try:
                 return load_app(config)

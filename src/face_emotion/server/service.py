@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from face_emotion import __version__
 from face_emotion.inference.pipeline import analyse
 from face_emotion.inference.results import ImageResult
 from face_emotion.server.config import ServerConfig
 from face_emotion.server.errors import ApiError
+from face_emotion.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -48,5 +48,7 @@ class EpochReport(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         logged = trainer.callback_metrics
-        values = "  ".join(f"{k} {float(logged[k]):.4f}" for k in ("train_loss_epoch", "val_loss", "val_acc", "val_macro_f1") if k in logged)
-        print(f"epoch {trainer.current_epoch + 1}/{self.epochs}: {values}  ({time.time() - self._started:.0f} s)", flush=True)
+        shown = ("train_loss_epoch", "val_loss", "val_acc", "val_macro_f1")
+        values = "  ".join(f"{k} {float(logged[k]):.4f}" for k in shown if k in logged)
+        print(f"epoch {trainer.current_epoch + 1}/{self.epochs}: {values}  ({time.time() - self._started:.0f} s)",
+              flush=True)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from face_emotion.data.datamodule import FaceDataModule, class_weights, load_whole_image
+from face_emotion.data.datamodule import FaceDataModule, class_weights
+from face_emotion.data.face_crops import load_whole_image
 from face_emotion.data.scan import DatasetScan, read_split_csv, stratified_split
+from face_emotion.errors import DatasetError, InvalidArgumentError
 from face_emotion.models.spec import PreprocessSpec
-
-if TYPE_CHECKING:
-    from face_emotion.training.run import TrainConfig
+from face_emotion.training.config import TrainConfig
 
 
 def run_splits(config: TrainConfig, scan: DatasetScan, out: Path) -> dict:
@@ -26,12 +25,14 @@ def run_splits(config: TrainConfig, scan: DatasetScan, out: Path) -> dict:
         carve = {"val": config.val_fraction if not splits["val"] else 0.0,
                  "test": config.test_fraction if not splits["test"] else 0.0}
         if carve["val"] or carve["test"]:
-            carved = stratified_split(splits["train"], val_fraction=carve["val"], test_fraction=carve["test"], seed=config.seed)
+            carved = stratified_split(splits["train"], val_fraction=carve["val"], test_fraction=carve["test"],
+                                      seed=config.seed)
             splits["train"] = carved["train"]
             splits["val"] = splits["val"] or carved["val"]
             splits["test"] = splits["test"] or carved["test"]
         return splits
-    return stratified_split(scan.samples, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
+    return stratified_split(scan.samples, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                            seed=config.seed)
 
 
 def report_data(splits: dict, classes: list[str], skipped: list) -> None:
@@ -42,7 +43,8 @@ def report_data(splits: dict, classes: list[str], skipped: list) -> None:
     for split in ("train", "val", "test"):
         counts = Counter(s.label for s in splits.get(split, []))
         sources = Counter(s.source for s in splits.get(split, []))
-        lines.append(f"  {split:>5}: {len(splits.get(split, []))} images; " + ", ".join(f"{c} {counts.get(c, 0)}" for c in classes)
+        per_class = ", ".join(f"{c} {counts.get(c, 0)}" for c in classes)
+        lines.append(f"  {split:>5}: {len(splits.get(split, []))} images; {per_class}"
                      + (f"; per source: {dict(sorted(sources.items()))}" if len(sources) > 1 else ""))
     print("\n".join(lines), flush=True)
 
@@ -63,7 +65,7 @@ def loss_weights(config: TrainConfig, splits: dict, classes: list[str]) -> list[
 def _check_splits(splits: dict) -> None:
     for split in ("train", "val"):
         if not splits[split]:
-            raise ValueError(f"the {split} split is empty: the dataset is too small to split")
+            raise DatasetError(f"the {split} split is empty: the dataset is too small to split")
 
 
 def file_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: list[str], preprocess: PreprocessSpec):
@@ -74,7 +76,8 @@ def file_data(config: TrainConfig, scan: DatasetScan, splits: dict, classes: lis
 
         # Detect once over every split; one loader serves them all (the DataModule takes one).
         everything = [sample for split_samples in splits.values() for sample in split_samples]
-        _, loader, no_face = prepare_face_crops(everything, preprocess, detector=config.detector, progress=config.progress)
+        _, loader, no_face = prepare_face_crops(everything, preprocess, detector=config.detector,
+                                                progress=config.progress)
         scan.skipped.extend(no_face)
         splits = {name: [s for s in samples if s.digest in loader.faces] for name, samples in splits.items()}
     _check_splits(splits)
@@ -135,8 +138,9 @@ class BankViewLoader:
         side = bank.pixels.shape[1]
         core = int(round(side * bank.core_fraction))
         self.window = slice((side - core) // 2, (side - core) // 2 + core)
-        self.view_of = {bank.samples[int(owner)].digest: view
-                        for view, (owner, k) in enumerate(zip(bank.sample_index.tolist(), bank.kind.tolist())) if k == kind}
+        owners, kinds = bank.sample_index.tolist(), bank.kind.tolist()
+        self.view_of = {bank.samples[owner].digest: view
+                        for view, (owner, k) in enumerate(zip(owners, kinds)) if k == kind}
 
     def __call__(self, sample):
         from PIL import Image
@@ -172,7 +176,8 @@ def pack_data(config: TrainConfig, pack, splits: dict, classes: list[str], prepr
     if not keep.all():
         from face_emotion.data.crop_bank import CropBank
 
-        bank = CropBank(bank.pixels[keep], bank.sample_index[keep], bank.kind[keep], bank.core_fraction, bank.samples, {})
+        bank = CropBank(bank.pixels[keep], bank.sample_index[keep], bank.kind[keep], bank.core_fraction,
+                        bank.samples, {})
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(config.precision), torch.float32)
     datamodule = CropBankDataModule(
         bank, splits, classes, preprocess, batch_size=config.batch_size, augment=config.augment,
@@ -201,13 +206,15 @@ def write_training_pack(config: TrainConfig, path: str | Path, *, quality: int =
     scan = scan_dataset(config.data_dirs, config.classes)
     classes = scan.classes
     splits = run_splits(config, scan, Path(config.out_dir))
-    preprocess = PreprocessSpec(image_size=config.image_size, color_mode=config.color_mode, face_margin=config.face_margin,
-                                face_align=config.face_align, face_resolution=config.face_resolution)
+    preprocess = PreprocessSpec(image_size=config.image_size, color_mode=config.color_mode,
+                                face_margin=config.face_margin, face_align=config.face_align,
+                                face_resolution=config.face_resolution)
     detail = int(preprocess.face_resolution or preprocess.image_size)
     side = pack_side(detail, config.zoom_out)
     template, given = _framings(config)
     if detail % 8:
-        raise ValueError(f"a pack stores crops at the detail level ({detail} px), which must be a multiple of 8")
+        raise InvalidArgumentError(f"a pack stores crops at the detail level ({detail} px), "
+                                   "which must be a multiple of 8")
     everything = [sample for split_samples in splits.values() for sample in split_samples]
     # Built with training's usual context (the same cache as `train`), then cut to the pack's side.
     context = max(DEFAULT_CONTEXT, (side / detail - 1.0) / 2.0)

@@ -97,7 +97,8 @@ class EmotionClassifier(pl.LightningModule):
             # A class distribution per image (soft labels, e.g. FER+ annotator votes).
             loss = F.cross_entropy(logits, batch["targets"], weight=weights)
         else:
-            loss = F.cross_entropy(logits, batch["labels"], weight=weights, label_smoothing=self.hparams.label_smoothing)
+            loss = F.cross_entropy(logits, batch["labels"], weight=weights,
+                                   label_smoothing=self.hparams.label_smoothing)
         teacher = batch.get("teacher")
         if teacher is None:
             return loss

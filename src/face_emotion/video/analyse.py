@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 from PIL import Image
 
+from face_emotion.errors import FaceEmotionError
 from face_emotion.faces.base import Face, make_face, working_copy
 from face_emotion.inference.results import FacePrediction, ImageResult
 from face_emotion.video.decode import DecodedFrame, VideoLimits, VideoSource
@@ -261,8 +262,10 @@ def analyse_video(predictor, source: str | Path | bytes, options: VideoOptions |
                 yield item.result
 
 
-class AnalysisTimeout(TimeoutError):
+class AnalysisTimeout(FaceEmotionError, TimeoutError):
     """The analysis passed its deadline and was stopped (what was decoded so far is dropped)."""
+
+    code = "timeout"
 
 
 @dataclass(frozen=True)

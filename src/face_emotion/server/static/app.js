@@ -119,11 +119,11 @@
     els.predictButton.textContent = "Predicting…";
     els.predictButton.setAttribute("aria-busy", "true");
     say("Looking for faces…");
-    const explain = els.heatmapToggle.checked;
+    // Heatmaps are a server feature: on this device the switch is hidden (style.css) and not asked for.
+    const explain = !useDevice() && els.heatmapToggle.checked;
     let result = null;
     try {
       if (useDevice()) {
-        if (explain) say("Heatmaps are computed on the server; on this device only the emotions are shown.");
         result = await window.FaceLocal.analyseFile(file, { signal: controller.signal });
       } else {
         const body = new FormData();
@@ -577,6 +577,10 @@
   // ---------- on this device ----------
   // The switch (or ?device=local, or a static export, which has no server) runs the models in
   // this browser (local.js); video.js reads the choice from <html data-device>.
+  const FILE_PAGE_HINT = "This page was opened as a file, and a browser does not let such a page load the " +
+    "model files beside it. Serve the folder instead: in a terminal, in this folder, run " +
+    "\u201cpython -m http.server 8000\u201d, then open localhost:8000 in this browser.";
+
   function setDeviceStatus(text, kind) {
     els.deviceStatus.textContent = text;
     els.deviceStatus.classList.toggle("error", kind === "error");
@@ -589,6 +593,12 @@
     if (cam.running) restartCameraLoop();
     if (!local) {
       setDeviceStatus("");
+      return;
+    }
+    if (location.protocol === "file:") {
+      // A browser does not let a page opened as a file fetch the files beside it (the model, the
+      // runtime): the folder has to be served, by any static server.
+      setDeviceStatus(FILE_PAGE_HINT, "error");
       return;
     }
     setDeviceStatus("Loading the model into this browser…");

@@ -2,7 +2,9 @@
  * and the webcam overlay (canvas). One rule everywhere, so neighbouring faces never hide each
  * other's labels: largest face first, each label above its box, else below, else inside its top or
  * bottom edge, left- or right-aligned, kept inside the picture and off every other label and every
- * other face's box; where the full label fits nowhere, only the face's number is shown.
+ * other face's box; where the full label fits nowhere, only the face's number is shown. A full
+ * label never sits inside its own face's box (it would hide the face it names); only the number
+ * may. On a small picture (a phone) every label is the number alone: the words are in the list.
  * drawFaces needs tracking.js (colours); loaded before app.js and video.js. */
 "use strict";
 
@@ -16,10 +18,12 @@
   }
 
   /* A free w x h spot for the label of rects[i], or null. rects: every face's box {x, y, w, h};
-   * placed: labels placed so far; width, height: the picture. */
-  function freeSpot(rects, i, w, h, placed, width, height) {
+   * placed: labels placed so far; width, height: the picture; inside: whether the spots inside the
+   * face's own box may be used. */
+  function freeSpot(rects, i, w, h, placed, width, height, inside) {
     const r = rects[i];
-    const rows = [r.y - h, r.y + r.h, r.y, r.y + r.h - h];  // above, below, inside top, inside bottom
+    const rows = [r.y - h, r.y + r.h];  // above, below
+    if (inside) rows.push(r.y, r.y + r.h - h);  // inside top, inside bottom
     const columns = [r.x, r.x + r.w - w];
     for (const y of rows) {
       for (const x of columns) {
@@ -34,15 +38,17 @@
   }
 
   /* Places every label. rects: boxes in drawing order (largest first); measure(i, text) -> {w, h};
-   * texts(i) -> [full, short]. Returns [{x, y, w, h, text}] in the same order. */
+   * texts(i) -> [full, short] (or [short]): the last, shortest one alone may go inside its box.
+   * Returns [{x, y, w, h, text}] in the same order. */
   function layout(rects, texts, measure, width, height) {
     const placed = [];
     return rects.map((rect, i) => {
       let spot = null, size = null, chosen = null;
-      for (const text of texts(i)) {
+      const choices = texts(i);
+      for (const [k, text] of choices.entries()) {
         chosen = text;
         size = measure(i, text);
-        spot = freeSpot(rects, i, size.w, size.h, placed, width, height);
+        spot = freeSpot(rects, i, size.w, size.h, placed, width, height, k === choices.length - 1);
         if (spot) break;
       }
       if (!spot) spot = clampInto(rect.x, rect.y, size.w, size.h, width, height);
@@ -50,6 +56,10 @@
       return Object.assign({ text: chosen }, spot);
     });
   }
+
+  // Narrower than this, a picture (a phone's, 390 px wide) carries the faces' numbers only: a label
+  // such as "3 happiness 87%" is wider than a face there and would cover faces.
+  const SMALL_PICTURE_PX = 480;
 
   /* Lays out the .face-label of every .face-box inside `overlay` (boxes placed in %, labels
    * carrying data-full and data-short). Run again whenever the picture changes size. */
@@ -65,7 +75,9 @@
     const labels = boxes.map((box) => box.querySelector(".face-label"));
     labels.forEach((label) => { label.style.bottom = "auto"; });
     const rects = boxes.map(within);
-    const spots = layout(rects, (i) => [labels[i].dataset.full, labels[i].dataset.short], (i, text) => {
+    const small = frame.width < SMALL_PICTURE_PX;
+    const texts = (i) => (small ? [labels[i].dataset.short] : [labels[i].dataset.full, labels[i].dataset.short]);
+    const spots = layout(rects, texts, (i, text) => {
       labels[i].textContent = text;
       return within(labels[i]);
     }, frame.width, frame.height);

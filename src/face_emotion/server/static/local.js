@@ -60,9 +60,13 @@
     const most = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
     ort.env.wasm.numThreads = asked > 0 ? Math.min(asked, most) : most;
     const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all", logSeverityLevel: 3 };
+    // The lighter files by default (weights stored in fewer bytes; server/model_files.py says how
+    // close they answer); ?weights=exact loads the bytes the server runs.
+    const exact = new URLSearchParams(location.search).get("weights") === "exact";
+    const fileOf = (entry) => (exact && entry.exact ? entry.exact : entry).file;
     const [classifierBytes, detectorBytes] = await Promise.all([
-      fetchBytes(new URL(manifest.model.file, base).href),
-      manifest.detector.file ? fetchBytes(new URL(manifest.detector.file, base).href) : Promise.resolve(null),
+      fetchBytes(new URL(fileOf(manifest.model), base).href),
+      manifest.detector.file ? fetchBytes(new URL(fileOf(manifest.detector), base).href) : Promise.resolve(null),
     ]);
     const classifier = await ort.InferenceSession.create(classifierBytes, options);
     const detector = detectorBytes ? await ort.InferenceSession.create(detectorBytes, options) : null;

@@ -1,9 +1,10 @@
 """Batch augmentation on the device, for crops held in a CropBank.
 
 One affine per image (zoom in and out, roll, shift, mirror) sampled bilinearly from the stored
-crop straight to the model's input size, then brightness, contrast and occlusion: the same kinds
-of change as the per-image PIL augmentation (transforms.train_transform), applied to a whole
-batch at once where the batch lives, so a GPU never waits on a CPU loader.
+crop straight to the model's input size, then brightness, contrast and occlusion: the changes of
+the per-image PIL augmentation (transforms.train_transform), with the same strengths (one
+transforms.AugmentSettings), applied to a whole batch at once where the batch lives, so a GPU
+never waits on a CPU loader. Saturation is left alone here.
 
 With every random part at its neutral value the output equals the eval transform of the stored
 crop's core (a bilinear resize of the detail-level crop to the input size), so training and
@@ -13,37 +14,11 @@ inference see the same pixels for the same framing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    zoom: tuple[float, float] = (0.84, 1.0)  # side of the shown square / side of the crop
-    rotation_degrees: float = 15.0
-    shift: float = 0.08  # of the crop's side, each axis
-    flip: bool = True
-    brightness: float = 0.3
-    contrast: float = 0.3
-    erase_p: float = 0.25
-    erase_area: tuple[float, float] = (0.02, 0.12)
-
-    @classmethod
-    def named(cls, strength: str, zoom_out: float = 1.0) -> "AugmentSettings":
-        """``default`` / ``light`` as transforms.train_transform names them, ``none`` for no change.
-
-        zoom_out > 1 lets the shown square grow beyond the crop (a looser framing), which the
-        stored context makes possible.
-        """
-        if strength == "none":
-            return cls((1.0, 1.0), 0.0, 0.0, False, 0.0, 0.0, 0.0)
-        if strength == "light":
-            return cls((0.92, max(1.0, zoom_out)), 10.0, 0.05, True, 0.3, 0.3, 0.0)
-        if strength != "default":
-            raise ValueError(f"augmentation must be default, light or none, not {strength!r}")
-        return cls((0.84, max(1.0, zoom_out)))
+from face_emotion.transforms import AugmentSettings
 
 
 def to_float_images(pixels: torch.Tensor) -> torch.Tensor:
@@ -108,7 +83,8 @@ def normalise(images: torch.Tensor, mean, std, grey: bool) -> torch.Tensor:
     return (images - m) / s
 
 
-def random_erase(images: torch.Tensor, p: float, area: tuple[float, float], generator: torch.Generator | None = None) -> torch.Tensor:
+def random_erase(images: torch.Tensor, p: float, area: tuple[float, float],
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Blank one random rectangle (aspect 0.3-3.3) in a fraction ``p`` of the images, with zeros
     of the normalised input, as torchvision's RandomErasing does by default."""
     if p <= 0:
@@ -125,6 +101,8 @@ def random_erase(images: torch.Tensor, p: float, area: tuple[float, float], gene
     left = torch.rand(b, generator=generator, device=device) * (w - ew)
     ys = torch.arange(h, device=device).view(1, h, 1)
     xs = torch.arange(w, device=device).view(1, 1, w)
-    mask = (ys >= top.view(b, 1, 1)) & (ys < (top + eh).view(b, 1, 1)) & (xs >= left.view(b, 1, 1)) & (xs < (left + ew).view(b, 1, 1))
+    rows = (ys >= top.view(b, 1, 1)) & (ys < (top + eh).view(b, 1, 1))
+    columns = (xs >= left.view(b, 1, 1)) & (xs < (left + ew).view(b, 1, 1))
+    mask = rows & columns
     mask &= chosen.view(b, 1, 1)
     return images.masked_fill(mask.unsqueeze(1), 0.0)
