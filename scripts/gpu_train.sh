@@ -5,7 +5,8 @@
 #   3. the EfficientNet-Lite0 student from the bundled model, distilled from them,
 # and the run folders' small files into $OUT, which the device tool brings back.
 #
-# Here, once:  face-emotion pack DATA... --out .pack/pack.npz ... (docs/default-model.md), and
+# Here, once:  face-emotion pack DATA... --out .pack/pack.npz ... (docs/default-model.md; the tree and
+#              the pack together must stay under the 64 MiB a device call carries), and
 #              echo /.pack/ >> .git/info/exclude     (the pack travels as a carried folder, <= 64 MB)
 #              mkdir -p .pack/site && cp -r .venv/lib/python3.*/site-packages/efficientnet_lite_pytorch .pack/site/
 #              (the Lite0 model code, pure Python: the device image has torch, lightning and the rest)

@@ -377,3 +377,34 @@ def test_fine_tuning_a_model_on_a_small_set_learns_what_it_did_not_know(tmp_path
     after = evaluate_folder(result.model_path, test)["accuracy"]
     before = evaluate_folder(start, test)["accuracy"]
     assert after > 0.6 and after > before + 0.15, (before, after)  # chance is 1/3
+
+
+def test_a_small_file_keeps_one_image_and_its_template_view_is_cut_again_on_reading(tmp_path):
+    from PIL import Image
+
+    from face_emotion.data.crop_bank import given_view, template_view
+    from face_emotion.data.pack import read_pack, write_pack
+    from face_emotion.faces.base import Face
+    from face_emotion.models.spec import PreprocessSpec
+
+    pre = PreprocessSpec(image_size=80, color_mode="grayscale", face_resolution=48, face_align="eyes", face_margin=0.0)
+    context = (56 / 48 - 1) / 2
+    samples = fake_samples({"anger": 2, "happiness": 2})
+    files = [Image.fromarray(v) for v in smooth_views(len(samples), 48, 3)]
+    faces = [Face((6 + i, 8, 30, 32), 0.9, {"left_eye": (16.0 + i, 20.0), "right_eye": (32.0, 21.0 + i)})
+             for i in range(len(samples))]
+    pixels, owners, kinds = [], [], []
+    for i, (image, face) in enumerate(zip(files, faces)):
+        pixels += [template_view(image, face, pre, context), given_view(image, pre, context)]
+        owners += [i, i]
+        kinds += [TEMPLATE, GIVEN]
+    bank = CropBank(np.stack(pixels), np.array(owners), np.array(kinds, np.int8), 48 / 56, samples, {})
+    meta = {"preprocess": {k: getattr(pre, k) for k in ("image_size", "color_mode", "face_margin", "face_align",
+                                                          "face_resolution")}}
+    path = write_pack(tmp_path / "p.npz", bank, {"train": samples}, ["anger", "happiness"], meta=meta,
+                      rebuild={s.digest: f for s, f in zip(samples, faces)})
+    pack = read_pack(path)
+    assert pack.meta["n_template"] == 0  # no template view stored: each is cut again
+    for view, (owner, kind) in enumerate(zip(pack.bank.sample_index, pack.bank.kind)):
+        original = pixels[2 * owner + (0 if kind == TEMPLATE else 1)]
+        assert np.abs(pack.bank.pixels[view].astype(int) - original).mean() < 3, (owner, kind)

@@ -25,6 +25,7 @@ from PIL import Image
 from face_emotion.data.crop_bank import GIVEN, TEMPLATE, CropBank
 from face_emotion.data.scan import SPLITS, Sample
 from face_emotion.errors import DatasetError
+from face_emotion.faces.base import Face
 
 PACK_FORMAT = "face-emotion-pack-1"
 TILES_PER_MOSAIC = 256
@@ -99,6 +100,7 @@ def write_pack(
     meta: dict | None = None,
     quality: int = 65,
     given_quality: int = 80,
+    rebuild: dict[str, Face] | None = None,
 ) -> Path:
     """Write ``bank`` (views of ``bank.samples``) with the split, labels and tables of each sample.
 
@@ -106,6 +108,12 @@ def write_pack(
     are WebP (``given_quality``): a 48 px dataset crop that is JPEG already loses more to a
     second JPEG than to WebP at the same size (bundled model on the test split's given crops:
     0.795 from the files, 0.753 from JPEG 70, 0.784 from WebP 90).
+
+    ``rebuild``: samples (digest -> detected face) whose file is its own given core (a 48 px
+    dataset crop at a 48 px detail level): their template view is not stored but cut again on
+    reading from the given core and the face, by the same function that cut it (crop_bank.
+    template_view), which halves what such a file costs. The pack's ``meta`` must then hold the
+    ``preprocess`` fields.
     """
     from face_emotion.data.crop_bank import lookup
 
@@ -133,7 +141,17 @@ def write_pack(
                 out[i] = row
         return out.astype(np.float16)
 
-    template_chunks = _encode(pixels[kinds == TEMPLATE], "JPEG", quality)
+    rebuild = rebuild or {}
+    rebuilt = np.array([k == TEMPLATE and samples[o].digest in rebuild for o, k in zip(owners, kinds)], bool)
+    names = sorted({n for f in rebuild.values() for n in (f.landmarks or {})})
+    faces = np.full((int(rebuilt.sum()), 4 + 2 * len(names)), np.nan, np.float32)
+    for row, owner in enumerate(owners[rebuilt]):
+        face = rebuild[samples[owner].digest]
+        faces[row, :4] = face.box_xywh
+        for j, name in enumerate(names):
+            if face.landmarks and name in face.landmarks:
+                faces[row, 4 + 2 * j : 6 + 2 * j] = face.landmarks[name]
+    template_chunks = _encode(pixels[(kinds == TEMPLATE) & ~rebuilt], "JPEG", quality)
     given_chunks = _encode(pixels[kinds == GIVEN][:, pad : pad + core, pad : pad + core], "WEBP", given_quality)
     t_data, t_offsets = _bytes_array(template_chunks)
     g_data, g_offsets = _bytes_array(given_chunks)
@@ -144,7 +162,8 @@ def write_pack(
         "channels": 1 if pixels.ndim == 3 else pixels.shape[3],
         "quality": quality,
         "given_quality": given_quality,
-        "n_template": int((kinds == TEMPLATE).sum()),
+        "n_template": int(((kinds == TEMPLATE) & ~rebuilt).sum()),
+        "landmark_names": names,
         "n_given": int((kinds == GIVEN).sum()),
         **(meta or {}),
     }
@@ -162,6 +181,8 @@ def write_pack(
             split=np.array([split_of[s.digest] for s in samples], np.int8),
             view_owner=owners.astype(np.int32),
             view_kind=kinds.astype(np.int8),
+            view_rebuilt=rebuilt,
+            rebuild_faces=faces,
             template_jpeg=t_data,
             template_offsets=t_offsets,
             given_jpeg=g_data,
@@ -218,8 +239,11 @@ def read_pack(path: str | Path) -> TrainingPack:
         pad = (side - core) // 2
         widths = ((0, 0), (pad, side - core - pad), (pad, side - core - pad)) + (((0, 0),) if channels > 1 else ())
         pixels = np.empty((len(kinds), side, side) + ((channels,) if channels > 1 else ()), np.uint8)
-        pixels[kinds == TEMPLATE] = template
+        rebuilt = data["view_rebuilt"] if "view_rebuilt" in data.files else np.zeros(len(kinds), bool)
+        pixels[(kinds == TEMPLATE) & ~rebuilt] = template
         pixels[kinds == GIVEN] = np.pad(given_core, widths, mode="edge")
+        if rebuilt.any():
+            _rebuild_templates(pixels, owners, kinds, rebuilt, given_core, data["rebuild_faces"], header)
         split_codes = data["split"].tolist()
         soft, teacher = data["soft_labels"].astype(np.float32), data["teacher_logits"].astype(np.float32)
     splits = {name: [s for s, code in zip(samples, split_codes) if code == i] for i, name in enumerate(SPLITS)}
@@ -229,3 +253,25 @@ def read_pack(path: str | Path) -> TrainingPack:
         return {d: table[i] for i, d in enumerate(digests) if np.isfinite(table[i]).all()}
 
     return TrainingPack(bank, classes, splits, rows(soft), rows(teacher), header)
+
+
+def _rebuild_templates(pixels: np.ndarray, owners: np.ndarray, kinds: np.ndarray, rebuilt: np.ndarray,
+                       given_core: np.ndarray, faces: np.ndarray, header: dict) -> None:
+    """Cut the template views that were not stored from their samples' given cores (in place)."""
+    from face_emotion.data.crop_bank import template_view
+    from face_emotion.models.spec import PreprocessSpec
+
+    made = header["preprocess"]
+    preprocess = PreprocessSpec(image_size=made["image_size"], color_mode=made["color_mode"],
+                                face_margin=made["face_margin"], face_align=made["face_align"],
+                                face_resolution=made["face_resolution"])
+    context = (header["side"] / header["core"] - 1.0) / 2.0
+    given_of = {int(o): i for i, o in enumerate(owners[kinds == GIVEN])}
+    names = header["landmark_names"]
+    for row, view in enumerate(np.flatnonzero(rebuilt)):
+        values = faces[row]
+        landmarks = {n: (float(values[4 + 2 * j]), float(values[5 + 2 * j])) for j, n in enumerate(names)
+                     if np.isfinite(values[4 + 2 * j])}
+        face = Face(tuple(int(v) for v in values[:4]), 1.0, landmarks or None)
+        core = Image.fromarray(given_core[given_of[int(owners[view])]])
+        pixels[view] = template_view(core, face, preprocess, context)

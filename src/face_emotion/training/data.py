@@ -196,6 +196,16 @@ def pack_data(config: TrainConfig, pack, splits: dict, classes: list[str], prepr
     return datamodule, loaders, splits
 
 
+def _side_of(path) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:  # the header only
+            return image.size
+    except OSError:
+        return None
+
+
 def write_training_pack(config: TrainConfig, path: str | Path, *, quality: int = 65, given_quality: int = 80) -> dict:
     """Scan, split, detect and decode as `train` does, then write it all into one pack file
     (data.pack) that `train --bank` reads on any machine. Returns the pack's header."""
@@ -235,6 +245,13 @@ def write_training_pack(config: TrainConfig, path: str | Path, *, quality: int =
             "framings": config.framings if config.detect else "given", "data": scan.summary(),
             "soft_labels": Path(config.soft_labels).name if config.soft_labels else None,
             "teacher_logits": Path(config.distill).name if config.distill else None}
+    # A file that is its own given core (a 48 px crop at a 48 px detail level) keeps one image:
+    # its template view is cut again from it on reading.
+    rebuild = {}
+    for sample in bank.samples:
+        face = bank.faces.get(sample.digest)
+        if face is not None and given and _side_of(sample.path) == (detail, detail):
+            rebuild[sample.digest] = face
     write_pack(path, bank, splits, classes, soft_labels=soft, teacher_logits=teacher, meta=meta, quality=quality,
-               given_quality=given_quality)
+               given_quality=given_quality, rebuild=rebuild)
     return meta | {"splits": {k: len(v) for k, v in splits.items()}, "bytes": Path(path).stat().st_size}
