@@ -75,7 +75,7 @@ def test_train_with_a_missing_init_file_is_one_line(tmp_path):
                                        "--init", str(tmp_path / "missing.safetensors")])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: no model at") and "missing.safetensors" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("Error: --init ") and "missing.safetensors: does not exist" in lines[0]
     assert "Traceback" not in result.output
 
 
