@@ -1,10 +1,11 @@
 """Reliability of `face-emotion serve` under hostile input, load and time, in one run.
 
     python benchmarks/reliability.py [--model RUN_DIR] [--requests 2000] [--clients 16] [--duration 60]
-        [--workers 2] [--threads 4] [--detector NAME] [--kill-duration 20] [--no-kill] [--json FILE]
+        [--workers 2] [--threads 4] [--detector NAME] [--kill-duration 20] [--no-kill]
+        [--slow-duration 15] [--no-slow | --only-slow] [--json FILE]
 
 One gunicorn server (`face-emotion serve`, a subprocess in its own session, on a free loopback port,
-run in an empty working directory with an empty TMPDIR) goes through five phases:
+run in an empty working directory with an empty TMPDIR) goes through six phases:
 
 1. warm-up: requests from the same number of clients as later, so every worker thread, buffer and
    lazily built object exists before anything is measured;
@@ -20,7 +21,14 @@ run in an empty working directory with an empty TMPDIR) goes through five phases
 5. kill: the same load for --kill-duration seconds; a third of the way in, one worker gets
    SIGKILL. Every request must end in a correct answer, a JSON error, or a connection error the
    client sees (never a silent wrong answer); the master must start a replacement worker, and
-   requests after the kill must succeed again.
+   requests after the kill must succeed again;
+6. slow: other clients hold connections open without finishing a request, one scenario after the
+   other for --slow-duration seconds each (SLOW_SCENARIOS: connections that send nothing, that send
+   their headers a line every 2 s, that send a body 100 bytes every 2 s, slow clip uploads, a mix
+   of a few hundred, and a flood past the connection cap). Meanwhile a normal client sends GET
+   /health and POST /predict in turn: each must be answered within 2 s (a 200, or past the cap a
+   JSON 503). The held connections must end with a JSON 408 (or 503), and /health must answer
+   within 2 s once they are gone.
 
 The report is a markdown table on stdout (and JSON with --json). The exit status is 1 when a check
 failed. Only loopback traffic; every loop is bounded in count and time. test_soak_small.py runs
@@ -103,7 +111,8 @@ def bad_payloads() -> list[Payload]:
     """Cheap bad uploads mixed into the soak: each must get its 4xx JSON answer, every time."""
     truncated = encode(photo(128), "JPEG")[:600]
     return [
-        Payload("not-an-image", "/predict", b"hello, not a photo" * 10, "image/jpeg", frozenset({400}), "invalid_image"),
+        Payload("not-an-image", "/predict", b"hello, not a photo" * 10, "image/jpeg", frozenset({400}),
+                "invalid_image"),
         Payload("truncated-jpeg", "/predict", truncated, "image/jpeg", frozenset({400}), "invalid_image"),
         Payload("svg", "/predict", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml", frozenset({415}),
                 "unsupported_media_type"),
@@ -435,6 +444,9 @@ class Scale:
     kill_duration_s: float = 20.0
     kill: bool = True
     bad_fraction: float = 0.1  # share of the soak's requests that are bad uploads expecting a 4xx
+    slow: bool = False  # phase 6 (the command line runs it unless --no-slow)
+    slow_duration_s: float = 15.0
+    only_slow: bool = False  # phase 6 alone (after the warm-up)
 
 
 @dataclass
@@ -444,6 +456,7 @@ class Report:
     phases: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
     checks: dict = field(default_factory=dict)
+    slow: list = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -461,7 +474,8 @@ def hostile_phase(server: Server, report: Report) -> None:
     summary = summarise(outcomes)
     summary["per_payload"] = {o.payload: f"{o.status} {o.kind}" for o in outcomes}
     report.phases["hostile"] = summary
-    report.checks["hostile: every answer the expected 4xx JSON or a correct prediction"] = summary["ok"] == len(outcomes)
+    report.checks["hostile: every answer the expected 4xx JSON or a correct prediction"] = (
+        summary["ok"] == len(outcomes))
     report.checks["hostile: no worker died"] = server.worker_pids() == pids
     report.checks["hostile: /health answers after"] = status == 200 and json.loads(body)["status"] == "ok"
 
@@ -553,6 +567,243 @@ def kill_phase(server: Server, scale: Scale, report: Report) -> None:
     report.checks["kill: /health answers after"] = status == 200
 
 
+# ---------------------------------------------------------------------------------------------
+# Slow and idle clients
+# ---------------------------------------------------------------------------------------------
+
+NORMAL_WITHIN_S = 2.0  # what a normal client may wait while others hold connections
+PROBE_TIMEOUT_S = 5.0  # a normal request not answered by then counts as timed out
+SLOW_INTERVAL_S = 2.0  # slow header and body clients send a piece this often
+CLIP_PIECE, CLIP_INTERVAL_S, CLIP_BYTES = 16 * 1024, 0.25, 4 * 1024 * 1024  # a clip upload at 64 kB/s
+
+
+@dataclass(frozen=True)
+class SlowScenario:
+    name: str
+    idle: int = 0  # connect and send nothing
+    headers: int = 0  # the request line, then a header line every SLOW_INTERVAL_S
+    bodies: int = 0  # the headers (Content-Length 1 MB) at once, then 100 bytes every SLOW_INTERVAL_S
+    clips: int = 0  # a 4 MB multipart upload to /predict/video, at 64 kB/s
+    flood: bool = False  # idle connections: the server's whole connection cap and 64 more
+
+
+SLOW_SCENARIOS = (
+    SlowScenario("nothing"),
+    SlowScenario("4 slow-header", headers=4),
+    SlowScenario("8 slow-header", headers=8),
+    SlowScenario("8 idle", idle=8),
+    SlowScenario("64 idle", idle=64),
+    SlowScenario("32 idle + 32 slow-header + 32 slow-body", idle=32, headers=32, bodies=32),
+    SlowScenario("100 idle + 100 slow-header + 100 slow-body", idle=100, headers=100, bodies=100),
+    SlowScenario("8 slow clip uploads", clips=8),
+    SlowScenario("flood: cap + 64 idle", flood=True),
+)
+
+
+def server_cap(server: Server) -> int:
+    """Connections the server holds in all: --max-connections (or its default) times the workers."""
+    from face_emotion.server.config import RunOptions
+
+    command = server.command
+    per_worker = (int(command[command.index("--max-connections") + 1]) if "--max-connections" in command
+                  else RunOptions().max_connections)
+    return per_worker * server.workers_wanted
+
+
+class _Held:
+    """One connection of a slow or idle client: what it still has to send, and what came back."""
+
+    def __init__(self, kind: str, sock, pieces: list[bytes], interval_s: float):
+        self.kind, self.sock, self.pieces, self.interval_s = kind, sock, pieces, interval_s
+        self.next_send = time.monotonic()
+        self.received = b""
+        self.closed = False
+
+    def outcome(self) -> str:
+        if self.received.startswith(b"HTTP/"):
+            return self.received.split(b" ", 2)[1].decode("latin-1", "replace")
+        return "closed" if self.closed else "open"
+
+
+def _slow_pieces(kind: str, index: int) -> tuple[list[bytes], float]:
+    if kind == "headers":
+        return ([b"POST /predict HTTP/1.1\r\n", b"Host: slow\r\n"]
+                + [f"X-Slow-{i}: {index}\r\n".encode() for i in range(300)], SLOW_INTERVAL_S)
+    if kind == "bodies":
+        head = (b"POST /predict HTTP/1.1\r\nHost: slow\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 1000000\r\n\r\n")
+        return [head + b"\xff" * 100] + [b"\xff" * 100] * 300, SLOW_INTERVAL_S
+    if kind == "clips":
+        body, content_type = multipart([("video", "clip.mp4", random.Random(index).randbytes(CLIP_BYTES))])
+        head = (f"POST /predict/video HTTP/1.1\r\nHost: slow\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        return [head] + [body[i:i + CLIP_PIECE] for i in range(0, len(body), CLIP_PIECE)], CLIP_INTERVAL_S
+    return [], 0.0
+
+
+def hold_connections(host: str, port: int, counts: dict[str, int], stop: threading.Event,
+                     held: list[_Held]) -> None:
+    """Open the slow and idle connections and keep them going until ``stop`` (in a thread)."""
+    import selectors
+    import socket
+
+    selector = selectors.DefaultSelector()
+    for kind, count in counts.items():
+        for index in range(count):
+            if stop.is_set():
+                break
+            try:
+                sock = socket.create_connection((host, port), timeout=2)
+            except OSError:
+                held.append(_Held(kind, None, [], 0.0))
+                held[-1].closed = True
+                continue
+            sock.setblocking(False)
+            pieces, interval = _slow_pieces(kind, index)
+            connection = _Held(kind, sock, pieces, interval)
+            held.append(connection)
+            selector.register(sock, selectors.EVENT_READ, connection)
+    try:
+        while not stop.is_set():
+            for key, _ in selector.select(timeout=0.05):
+                connection = key.data
+                try:
+                    data = connection.sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    connection.received += data[: max(0, 4096 - len(connection.received))]
+                else:
+                    connection.closed = True
+                    selector.unregister(connection.sock)
+            now = time.monotonic()
+            for connection in held:
+                if connection.closed or not connection.pieces or now < connection.next_send:
+                    continue
+                try:
+                    sent = connection.sock.send(connection.pieces[0])
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    connection.pieces = []
+                    continue
+                if sent < len(connection.pieces[0]):
+                    connection.pieces[0] = connection.pieces[0][sent:]
+                else:
+                    connection.pieces.pop(0)
+                    connection.next_send = now + connection.interval_s
+    finally:
+        selector.close()
+        for connection in held:
+            if connection.sock is not None:
+                connection.sock.close()
+
+
+def probe(host: str, port: int, method: str, path: str, body: bytes | None) -> tuple[str, float]:
+    """(status or error name, seconds) of one request from a normal client on a new connection."""
+    start = time.monotonic()
+    connection = http.client.HTTPConnection(host, port, timeout=PROBE_TIMEOUT_S)
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "image/jpeg"} if body else {})
+        response = connection.getresponse()
+        payload = response.read()
+        status = str(response.status)
+        if response.status >= 400 and not response.getheader("Content-Type", "").startswith("application/json"):
+            status += " (not JSON)"
+        elif response.status >= 400:
+            status += " " + json.loads(payload)["error"]["code"]
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        status = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
+    finally:
+        connection.close()
+    return status, time.monotonic() - start
+
+
+def slow_scenario(url: str, scenario: SlowScenario, duration_s: float, cap: int | None) -> dict:
+    host, port = url.split("//", 1)[1].split(":")
+    port = int(port)
+    photo_body = encode(photo(256), "JPEG", quality=88)
+    counts = {"idle": scenario.idle + ((cap or 0) + 64 if scenario.flood else 0), "headers": scenario.headers,
+              "bodies": scenario.bodies, "clips": scenario.clips}
+    stop = threading.Event()
+    held: list[_Held] = []
+    holder = threading.Thread(target=hold_connections, args=(host, port, counts, stop, held), daemon=True)
+    holder.start()
+    time.sleep(1.0 if sum(counts.values()) else 0.0)  # the connections are open and started sending
+    probes: list[tuple[str, str, float]] = []
+    end = time.monotonic() + duration_s
+    while time.monotonic() < end:
+        for name, method, path, body in (("health", "GET", "/health", None),
+                                         ("predict", "POST", "/predict", photo_body)):
+            status, seconds = probe(host, port, method, path, body)
+            probes.append((name, status, seconds))
+        time.sleep(0.2)
+    stop.set()
+    holder.join(10)
+    outcomes: dict[str, int] = {}
+    for connection in held:
+        if connection.kind != "clips":
+            outcomes[connection.outcome()] = outcomes.get(connection.outcome(), 0) + 1
+    clips = [connection.outcome() for connection in held if connection.kind == "clips"]
+    time.sleep(0.5)
+    recovery = probe(host, port, "GET", "/health", None)
+    # Past the cap a JSON 503 is the answer due; anything else must be a 200.
+    good = {"200", "503 too_many_connections"} if scenario.flood else {"200"}
+    within = [p for p in probes if p[1] in good and p[2] <= NORMAL_WITHIN_S]
+
+    def figures(name: str) -> dict:
+        times = [1000 * p[2] for p in probes if p[0] == name and p[1] in good]
+        return {"answered": len(times), "sent": sum(p[0] == name for p in probes),
+                "p50_ms": percentile(times, 50), "max_ms": round(max(times), 1) if times else None}
+
+    return {
+        "scenario": scenario.name, "held": sum(counts.values()),
+        "health": figures("health"), "predict": figures("predict"),
+        "within_2s": f"{len(within)}/{len(probes)}",
+        "statuses": sorted({p[1] for p in probes}),
+        "held_outcomes": outcomes, "clip_outcomes": sorted(set(clips)),
+        "recovery": f"{recovery[0]} in {1000 * recovery[1]:.0f} ms",
+        "passed": (len(within) == len(probes) and not any(k in outcomes for k in ("open", "closed"))
+                   and recovery[0] == "200" and recovery[1] <= NORMAL_WITHIN_S),
+    }
+
+
+def slow_phase(url: str, duration_s: float, *, cap: int | None, scenarios=SLOW_SCENARIOS, log=print) -> list[dict]:
+    """Every scenario in turn against the server at ``url``; ``cap``: its connections in all (the
+    flood opens that many and 64 more; None: no flood scenario)."""
+    rows = []
+    for scenario in scenarios:
+        if scenario.flood and cap is None:
+            continue
+        row = slow_scenario(url, scenario, duration_s, cap)
+        log(f"slow: {row['scenario']}: {row['within_2s']} within {NORMAL_WITHIN_S:g} s; held {row['held_outcomes']}; "
+            f"recovery {row['recovery']}")
+        rows.append(row)
+    return rows
+
+
+def format_slow(rows: list[dict]) -> str:
+    lines = [f"| other clients | normal GET /health p50 / max ms | normal POST /predict p50 / max ms | "
+             f"answered within {NORMAL_WITHIN_S:g} s | held connections ended | /health after |",
+             "|---|---:|---:|---:|---|---|"]
+    for row in rows:
+        def cell(figures: dict) -> str:
+            if not figures["answered"]:
+                return f"none of {figures['sent']}"
+            return f"{figures['p50_ms']:.0f} / {figures['max_ms']:.0f}"
+        ended = ", ".join(f"{count} {kind}" for kind, count in sorted(row["held_outcomes"].items()))
+        if row["clip_outcomes"]:
+            ended += ("; " if ended else "") + "clips: " + "/".join(row["clip_outcomes"])
+        answered = row["within_2s"]
+        if row["statuses"] != ["200"]:
+            answered += f" ({', '.join(row['statuses'])})"
+        lines.append(f"| {row['scenario']} | {cell(row['health'])} | {cell(row['predict'])} | {answered} | "
+                     f"{ended or '-'} | {row['recovery']} |")
+    return "\n".join(lines)
+
+
 def run(model: str | None, scale: Scale, *, workers: int = 2, threads: int = 4, detector: str | None = None,
         log=print, root: Path | None = None) -> Report:
     """All phases against one server. ``root``: where the server's cwd, TMPDIR and log go (default: a
@@ -586,16 +837,24 @@ def _run_phases(server: Server, scale: Scale, report: Report, *, workers: int, t
         drive(server.url, valid_payloads(), clients=max(scale.clients, 2 * workers * threads),
               requests=scale.warmup, seed=0, keep_alive=False)
         log(f"warm-up: {scale.warmup} requests")
-        hostile_phase(server, report)
-        log(f"hostile: {report.phases['hostile']['ok']}/{report.phases['hostile']['requests']} as expected")
-        soak_phase(server, scale, report)
-        log(f"soak: {report.phases['soak']['requests']} requests, memory {report.resources['soak']['rss_growth_pct']} %")
-        load_phase(server, scale, report)
-        log(f"load: {report.phases['load']['requests']} requests, p95 {report.phases['load']['p95_ms']} ms")
-        if scale.kill:
+        if not scale.only_slow:
+            hostile_phase(server, report)
+            log(f"hostile: {report.phases['hostile']['ok']}/{report.phases['hostile']['requests']} as expected")
+            soak_phase(server, scale, report)
+            log(f"soak: {report.phases['soak']['requests']} requests, "
+                f"memory {report.resources['soak']['rss_growth_pct']} %")
+            load_phase(server, scale, report)
+            log(f"load: {report.phases['load']['requests']} requests, p95 {report.phases['load']['p95_ms']} ms")
+        if scale.kill and not scale.only_slow:
             kill_phase(server, scale, report)
             log(f"kill: {report.phases['kill']['connection_error']} connection errors, "
                 f"{report.phases['kill']['json_error']} JSON errors, {report.phases['kill']['bad']} bad")
+        if scale.slow or scale.only_slow:
+            rows = slow_phase(server.url, scale.slow_duration_s, cap=server_cap(server), log=log)
+            report.slow = rows
+            for row in rows:
+                report.checks[f"slow: {row['scenario']}: every normal request answered within "
+                              f"{NORMAL_WITHIN_S:g} s, held ones closed, recovery"] = row["passed"]
         report.resources["end"] = _brief(settled_stats(server))
         written = sorted(set(server.files()) - set(files_at_start))
         report.checks["no file written to the server's cwd or temp dir by requests"] = not written
@@ -626,6 +885,8 @@ def format_report(report: Report) -> str:
         lines.append(f"Worker kill: pid {kill['killed_pid']} killed; workers after: {kill['workers_after']}; "
                      f"{kill['ok_after_kill']} correct answers after the kill; last failure "
                      f"{kill['last_failure_s_after_kill']} s after it.")
+    if report.slow:
+        lines += ["", format_slow(report.slow)]
     lines += ["", "| check | result |", "|---|---|"]
     lines += [f"| {name} | {'pass' if ok else '**FAIL**'} |" for name, ok in report.checks.items()]
     examples = {name: phase["examples"] for name, phase in report.phases.items() if phase.get("examples")}
@@ -648,15 +909,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--detector", help="face detector (default: the server's default)")
+    parser.add_argument("--slow-duration", type=float, default=15.0, help="seconds of each slow-client scenario")
+    slow = parser.add_mutually_exclusive_group()
+    slow.add_argument("--no-slow", action="store_true", help="skip the slow-client phase")
+    slow.add_argument("--only-slow", action="store_true", help="run the slow-client phase alone")
     parser.add_argument("--json", dest="json_path", help="also write the report as JSON here")
     args = parser.parse_args(argv)
     for name in ("requests", "warmup", "clients"):
         if not 1 <= getattr(args, name) <= 1_000_000:
             parser.error(f"--{name} must be between 1 and 1e6")
-    if not 0 < args.duration <= 3600 or not 0 < args.kill_duration <= 3600:
+    if not 0 < args.duration <= 3600 or not 0 < args.kill_duration <= 3600 or not 0 < args.slow_duration <= 600:
         parser.error("durations must be between 0 and 3600 seconds")
     scale = Scale(warmup=args.warmup, requests=args.requests, clients=args.clients, duration_s=args.duration,
-                  kill_duration_s=args.kill_duration, kill=not args.no_kill)
+                  kill_duration_s=args.kill_duration, kill=not args.no_kill, slow=not args.no_slow,
+                  slow_duration_s=args.slow_duration, only_slow=args.only_slow)
     report = run(args.model, scale, workers=args.workers, threads=args.threads, detector=args.detector,
                  log=lambda text: print(text, file=sys.stderr, flush=True))
     print(format_report(report))

@@ -7,7 +7,8 @@ Servers (both on loopback, started here, stopped at the end):
 - baseline, the original design: a minimal Flask app defined in this file, run by Flask's
   development server one request at a time (threaded=False), PyTorch ResNet-50 on the *whole*
   image at 224 px (resize 256, centre crop 224, as torchvision's classic recipe), no face detection.
-- ours: `face-emotion serve` (gunicorn, gthread workers) with the default face detector, so it
+- ours: `face-emotion serve` (gunicorn; gthread workers that read each request to its end first,
+  server/buffering.py) with the default face detector, so it
   does more work per image, and its default backend (ONNX Runtime on the ONNX form derived from
   the model's safetensors file). Its model: --model, or a random-weight ResNet-50 made here at the
   bundled model's image size and colour mode (read from its spec), or at 64 px grayscale when

@@ -194,6 +194,16 @@ class RunOptions(_Settings):
     threads: int = setting(4)  # connections each worker serves at once = workers * threads in all
     timeout_s: int = setting(60, flag="--timeout", env=ENV_PREFIX + "TIMEOUT")  # a worker silent longer is replaced
     access_log: bool = setting(False)
+    # Slow and idle clients: each worker reads a request to its end before a thread sees it
+    # (server/buffering.py), and answers 408 to one whose headers take longer than
+    # header_timeout_s from its connection, or whose body pauses for body_timeout_s.
+    header_timeout_s: float = setting(10.0, flag="--header-timeout")
+    body_timeout_s: float = setting(10.0, flag="--body-timeout")
+    keepalive_s: int = setting(5, flag="--keepalive")  # an idle kept-alive connection is closed after this; 0: none
+    # Open connections per worker (arriving, waiting, answered, kept alive); past it a new one gets 503.
+    max_connections: int = setting(256)
+    # Per worker: bytes of unfinished uploads held in memory; an upload past it gets 503.
+    max_buffer_mb: float = setting(200.0, flag=None)
 
     def __post_init__(self) -> None:
         self._check_range("port", 1, 65535, "port")
@@ -201,6 +211,15 @@ class RunOptions(_Settings):
             self._check_range("workers", 1, 64, "workers")
         self._check_range("threads", 1, 64, "threads per worker")
         self._check_range("timeout_s", 5, 3600, "worker timeout (seconds)")
+        self._check_range("header_timeout_s", 0, 3600, "header timeout (seconds)", above=True)
+        self._check_range("body_timeout_s", 0, 3600, "body timeout (seconds)", above=True)
+        self._check_range("keepalive_s", 0, 3600, "keep-alive (seconds)")
+        self._check_range("max_connections", 1, 100_000, "connections per worker")
+        self._check_range("max_buffer_mb", 0, 65536, "upload buffer (MB)", above=True)
+
+    @property
+    def max_buffer_bytes(self) -> int:
+        return int(self.max_buffer_mb * 1024 * 1024)
 
 
 def check_deadlines(config: ServerConfig, options: RunOptions) -> None:
@@ -209,6 +228,16 @@ def check_deadlines(config: ServerConfig, options: RunOptions) -> None:
         raise ConfigError(
             f"the inference timeout ({config.inference_timeout_s:g} s, {config.where('inference_timeout_s')}) "
             f"must be below the worker timeout ({options.timeout_s} s, {options.where('timeout_s')})"
+        )
+
+
+def check_buffer(config: ServerConfig, options: RunOptions) -> None:
+    """A worker must be able to hold the largest upload it accepts, or that upload never gets in."""
+    largest = max(config.max_upload_mb, config.max_video_mb)
+    if options.max_buffer_mb < largest:
+        raise ConfigError(
+            f"the upload buffer ({options.max_buffer_mb:g} MB, {options.where('max_buffer_mb')}) must hold the "
+            f"largest upload ({largest:g} MB, {config.where('max_upload_mb')} / {config.where('max_video_mb')})"
         )
 
 

@@ -9,9 +9,11 @@ checks that the model exists before gunicorn starts.
 Serving backend: ONNX Runtime on the ONNX form derived from the model's safetensors file (see
 service.load_predictor), prepared before the workers fork, so that no worker imports torch.
 
-Worker class: gthread. Inference is CPU-bound, so one worker per core does the work, each with
-its share of intra-op threads; a few threads per worker keep reading uploads and answering
-/health while that worker's single inference slot is busy (see Service).
+Worker class: gthread with its requests read to the end in the worker's event loop first
+(server/buffering.py), so that idle, slow or stalled clients hold a connection slot, not a thread.
+Inference is CPU-bound, so one worker per core does the work, each with its share of intra-op
+threads; a few threads per worker answer /health and queue for the worker's single inference slot
+(see Service) while it is busy.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ __all__ = ["RunOptions", "default_workers", "load_app", "run_dev", "run_gunicorn
 log = logging.getLogger(__name__)
 
 
-# gunicorn settings no one has needed to change: seconds a stopping worker may finish its
-# requests, and seconds an idle keep-alive connection is held.
+# Seconds a stopping worker may finish its requests (a gunicorn setting no one has needed to change).
 GRACEFUL_TIMEOUT_S = 20
-KEEPALIVE_S = 5
+WORKER_CLASS = "face_emotion.server.buffering.BufferingWorker"
+# Descriptors a worker may need beyond its connections (model files, pipes, logs).
+SPARE_FDS = 128
 
 
 def default_workers() -> int:
@@ -71,20 +74,48 @@ def prepare_model(config: ServerConfig) -> None:
         log.warning("%s", error)
 
 
+def hold_limits(config: ServerConfig, options: RunOptions):
+    """What each worker enforces on slow and idle clients (server/buffering.py)."""
+    from face_emotion.server.buffering import HoldLimits
+
+    return HoldLimits(header_timeout_s=options.header_timeout_s, body_timeout_s=options.body_timeout_s,
+                      max_connections=options.max_connections, max_buffer_bytes=options.max_buffer_bytes,
+                      max_upload_bytes=config.max_upload_bytes, max_video_bytes=config.max_video_bytes)
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Lift this process's soft limit on open files towards ``needed`` (workers inherit it): the
+    usual soft limit of 1024 is below what a few workers' connection caps add up to."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open-file limit to %d: %s", wanted, error)
+
+
 def run_gunicorn(config: ServerConfig, options: RunOptions) -> None:
     from gunicorn.app.base import BaseApplication
     from gunicorn.errors import AppImportError
 
     prepare_model(config)
+    workers = options.workers or default_workers()
+    # Each worker's connections, plus the refused ones it answers and drains, plus its own files.
+    raise_fd_limit(workers * (2 * options.max_connections + SPARE_FDS) + SPARE_FDS)
 
     settings = {
         "bind": f"[{options.host}]:{options.port}" if ":" in options.host else f"{options.host}:{options.port}",
-        "workers": options.workers or default_workers(),
-        "worker_class": "gthread",
+        "workers": workers,
+        "worker_class": WORKER_CLASS,
         "threads": options.threads,
         "timeout": options.timeout_s,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
-        "keepalive": KEEPALIVE_S,
+        "keepalive": options.keepalive_s,
         "preload_app": False,
         "accesslog": "-" if options.access_log else None,
         "errorlog": "-",
@@ -94,7 +125,11 @@ def run_gunicorn(config: ServerConfig, options: RunOptions) -> None:
         "limit_request_line": 8190,
     }
 
+    limits = hold_limits(config, options)
+
     class FaceEmotionApplication(BaseApplication):
+        hold_limits = limits  # read by each BufferingWorker (a worker holds the application object)
+
         def load_config(self):
             for key, value in settings.items():
                 if value is not None:
