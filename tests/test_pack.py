@@ -176,7 +176,11 @@ def test_train_from_a_pack_learns_without_the_files(tmp_path):
             "--color-mode",
             "grayscale",
             "--epochs",
-            "6",
+            "10",
+            "--schedule",
+            "cosine",
+            "--patience",
+            "100",
             "--batch-size",
             "16",
             "--lr",
@@ -190,9 +194,8 @@ def test_train_from_a_pack_learns_without_the_files(tmp_path):
     import json
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["split"] == "test" and metrics["n"] >= 20 and metrics["accuracy"] > 0.6, metrics[
-        "accuracy"
-    ]  # chance 1/3
+    assert metrics["split"] == "test" and metrics["n"] >= 20
+    assert metrics["accuracy"] > 0.6, metrics["accuracy"]  # chance is 1/3
 
 
 @pytest.mark.slow
