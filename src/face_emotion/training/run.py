@@ -82,6 +82,9 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     started = time.time()
     out = Path(config.out_dir)
     _quiet_third_party()
+    # A fresh head (or a whole fresh network) is drawn before the loop seeds everything: seeded
+    # here, a run is the same run each time.
+    torch.manual_seed(config.seed)
     backbone = get_backbone(config.arch)  # fail on a bad name before scanning thousands of files
     if config.bank:
         from face_emotion.data.pack import pack_header
