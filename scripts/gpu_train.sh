@@ -7,7 +7,7 @@
 #
 # Here, once:  face-emotion pack DATA... --out .pack/pack.npz ... (docs/default-model.md; the tree and
 #              the pack together must stay under the 64 MiB a device call carries), and
-#              echo /.pack/ >> .git/info/exclude     (the pack travels as a carried folder, <= 64 MB)
+#              (.pack/ is git-ignored: it travels as a carried folder)
 #              mkdir -p .pack/site && cp -r .venv/lib/python3.*/site-packages/efficientnet_lite_pytorch .pack/site/
 #              (the Lite0 model code, pure Python: the device image has torch, lightning and the rest)
 # Device:      run(command="bash scripts/gpu_train.sh", carry=[".pack"], timeout_s=600)
