@@ -41,8 +41,11 @@ def test_the_result_is_what_the_cli_prints(model, photo, tiny_model_dir):
     line = CliRunner().invoke(main, ["predict", str(photo), "--model", str(tiny_model_dir), "--no-detect", "--json",
                                      "--threads", "1"]).stdout
     from_cli = json.loads(line)
-    from_cli.pop("model"), from_cli.pop("elapsed_ms")
-    assert model.predict(photo).to_dict(include_heatmap=False) == from_cli
+    ours = model.predict(photo, detect=False).to_dict(include_heatmap=False)
+    assert from_cli["model"] == ours["model"] == "tiny-test-model"  # model and elapsed_ms included
+    assert isinstance(ours["elapsed_ms"], float)
+    assert list(ours) == list(from_cli)
+    assert {**ours, "elapsed_ms": 0} == {**from_cli, "elapsed_ms": 0}
 
 
 def test_bad_input_is_a_failed_result_and_a_missing_model_raises(model, tmp_path):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -341,6 +343,16 @@ def test_video_mode_on_this_device_tracks_the_face_without_uploading(local_page,
     expect(page.locator("#clip-status")).to_contain_text("1 face tracked", timeout=240_000)
     expect(page.locator("#track-table tbody tr")).to_have_count(1)
     assert recorder.predict_calls() == [] and [(m, u) for m, u in recorder.requests if m != "GET"] == []
+    # The saved analysis reads like the server's: the clip's header in the summary, frame numbers in the CSV.
+    with page.expect_download() as saved:
+        page.click("#clip-download-json")
+    analysis = json.loads(Path(saved.value.path()).read_text())
+    video = analysis["summary"]["video"]
+    assert (video["fps"], video["frames"], video["container"], video["codec"]) == (25.0, 50, "mov", "h264")
+    with page.expect_download() as saved:
+        page.click("#clip-download-csv")
+    rows = list(csv.DictReader(io.StringIO(Path(saved.value.path()).read_text())))
+    assert [int(row["frame"]) for row in rows] == list(range(0, 50, 5))
 
 
 def test_export_web_runs_from_a_plain_static_file_server(server, tmp_path, browser):

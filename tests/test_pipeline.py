@@ -31,8 +31,17 @@ def test_every_kind_of_input_gives_the_same_result(tmp_path):
     predictor = FakePredictor()
     results = [analyse(predictor, source, path="a.png") for source in (data, path, image, np.asarray(image))]
     assert all(r.ok for r in results)
-    assert len({repr(r.to_dict()) for r in results}) == 1
+    assert len({repr({**r.to_dict(), "elapsed_ms": None}) for r in results}) == 1
     assert analyse(predictor, path).path == str(path)  # a path names its result by default
+
+
+def test_a_result_says_which_model_answered_and_how_long_it_took():
+    """ImageResult.to_dict() is what `predict --json` prints, model and elapsed_ms included."""
+    result = analyse(FakePredictor(name="m1"), png())
+    data = result.to_dict()
+    assert (data["model"], result.model) == ("m1", "m1")
+    assert isinstance(data["elapsed_ms"], float) and data["elapsed_ms"] >= 0
+    assert analyse(FakePredictor(name="m1"), b"junk").to_dict()["model"] == "m1"  # failed results too
 
 
 def test_bad_inputs_are_failed_results_with_codes(tmp_path):
@@ -75,7 +84,8 @@ def test_train_with_a_missing_init_file_is_one_line(tmp_path):
                                        "--init", str(tmp_path / "missing.safetensors")])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: --init ") and "missing.safetensors: does not exist" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("Error: --init ")
+    assert "missing.safetensors: does not exist" in lines[0]
     assert "Traceback" not in result.output
 
 

@@ -12,8 +12,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from support.clips import (astronaut_face, audio_only_file, blank_clip, crossing_faces_clip,
-                           default_detector_available, moving_face_clip, write_clip)
+from support.clips import (
+    astronaut_face,
+    audio_only_file,
+    blank_clip,
+    crossing_faces_clip,
+    default_detector_available,
+    moving_face_clip,
+    write_clip,
+)
 
 av = pytest.importorskip("av")
 
@@ -30,7 +37,6 @@ from face_emotion.video import (  # noqa: E402
 )
 from face_emotion.video.decode import sniff_container  # noqa: E402
 from face_emotion.video.smoothing import ProbabilitySmoother, ema_weight  # noqa: E402
-
 
 needs_detector = pytest.mark.skipif(not default_detector_available(),
                                     reason="the default face detector is not installed")
@@ -236,6 +242,46 @@ def test_summary_per_track_and_for_the_clip():
     assert summary["frames_analysed"] == 5 and summary["duration_s"] == 2.0
 
 
+def test_no_detect_reads_a_frame_as_it_reads_an_image(clips, tiny_model_dir):
+    """--no-detect on a clip takes each (non-square) frame as it is, as images and the page do."""
+    from face_emotion.inference.pipeline import analyse
+    from face_emotion.inference.predictor import Predictor
+
+    whole = Predictor.load(tiny_model_dir, detector="none", num_threads=1)
+    frames = list(analyse_video(whole, clips["moving"], VideoOptions(smooth_s=0)))
+    with VideoSource(clips["moving"]) as video:
+        rgb = [f.rgb for f, _ in zip(video.frames(), range(3))]
+    for frame, pixels in zip(frames, rgb):
+        image = analyse(whole, pixels, detect=False)
+        assert frame.image.faces[0].box == image.faces[0].box
+        got, want = frame.image.faces[0].probabilities, image.faces[0].probabilities
+        assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_every_way_into_a_clip_runs_the_one_loop(clips, predictor, tiny_model_dir, monkeypatch):
+    """analyse_video, analyse_clip (API, server) and `predict` (CLI) iterate ClipRun, and nothing else."""
+    from face_emotion.video import analyse as loop
+
+    runs = []
+    original = loop.ClipRun.__iter__
+
+    def counted(self):
+        runs.append(self.path)
+        return original(self)
+
+    monkeypatch.setattr(loop.ClipRun, "__iter__", counted)
+    options = VideoOptions(sample_fps=5)
+    list(analyse_video(predictor, clips["moving"], options))
+    analysis = loop.analyse_clip(predictor, clips["moving"], options)
+    result = CliRunner().invoke(main, ["predict", str(clips["moving"]), "--json", "--sample-fps", "5",
+                                       "--threads", "1", "--model", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output
+    assert runs == [str(clips["moving"])] * 3
+    cli = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [f["frame"] for f in cli] == [f.frame for f in analysis.frames]
+    assert analysis.summary.frames_analysed == len(cli) == 10
+
+
 # -------------------------------------------------------------------------------------------- CLI
 @needs_detector
 def test_predict_a_clip_with_every_output(clips, tiny_model_dir, tmp_path):
@@ -250,6 +296,10 @@ def test_predict_a_clip_with_every_output(clips, tiny_model_dir, tmp_path):
     face = lines[10]["faces"][0]
     assert set(face) == {"track_id", "box", "score", "emotion", "confidence", "probabilities"}
     assert lines[10]["error"] is None and lines[10]["time_s"] == pytest.approx(0.4)
+    # A frame line is an image line (predict --json on a photo) plus frame, time_s and track ids.
+    assert lines[10]["model"] == "tiny-test-model" and lines[10]["elapsed_ms"] > 0
+    assert list(lines[10]) == ["path", "frame", "time_s", "emotion", "confidence", "faces", "image", "error",
+                               "model", "elapsed_ms"]
     summary = json.loads(summary_file.read_text())["clips"][0]
     assert [t["track_id"] for t in summary["tracks"]] == [1, 2]
     assert summary["tracks"][0]["frames"] >= 70
@@ -282,6 +332,8 @@ def test_predict_csv_mixes_images_and_clips(clips, tiny_model_dir, tmp_path):
     assert [int(r["frame"]) for r in clip_rows] == list(range(0, 50, 5))
     assert {r["track_id"] for r in clip_rows} == {"1"}  # numbered from the first frame
     assert float(clip_rows[2]["time_s"]) == pytest.approx(0.4)
+    # Faces in photos and face-frames of clips are counted apart.
+    assert result.stderr.strip().startswith("1 image, 1 video, 1 face, 10 face-frames, 0 errors")
 
 
 @needs_detector
@@ -301,8 +353,8 @@ def test_predict_reports_each_bad_clip_and_goes_on(clips, tiny_model_dir, tmp_pa
             "--json", "--annotate", str(out), "--summary", str(tmp_path / "s.json"), "--threads", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output  # the blank clip was read
-    errors = {json.loads(l)["path"]: json.loads(l)["error"] for l in result.stdout.splitlines()
-              if json.loads(l)["error"]}
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    errors = {line["path"]: line["error"] for line in lines if line["error"]}
     assert set(errors) == {str(tmp_path / n) for n in bad}
     assert errors[str(tmp_path / "audio.mp4")]["code"] == "no_video_stream"
     assert "PNG image" in errors[str(tmp_path / "photo.mp4")]["message"]

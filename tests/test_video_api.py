@@ -12,7 +12,6 @@ pytest.importorskip("av")
 
 from face_emotion.server import create_app  # noqa: E402
 
-
 pytestmark = pytest.mark.skipif(not default_detector_available(),
                                 reason="the default face detector is not installed")
 

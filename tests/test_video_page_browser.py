@@ -98,7 +98,7 @@ def test_webcam_tracking_keeps_numbers_and_steadies_labels(page):
     """tracking.js, as the webcam loop uses it: two faces crossing at 5 frames a second keep their
     numbers, and a face whose raw label flips every frame shows one steady label."""
     result = page.evaluate("""() => {
-        const tracker = new window.FaceTracking.Tracker();
+        const tracker = new window.FaceTracking.Tracker(window.FaceTracking.pageSettings());
         const face = (x, y, p) => ({ box: { x: x, y: y, width: 90, height: 110 }, emotion: "?", confidence: 0,
                                      probabilities: { happiness: p, sadness: 1 - p } });
         const ids = [], labels = [], raw = [];

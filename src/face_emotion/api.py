@@ -6,6 +6,8 @@
     result = model.predict("photo.jpg")         # also bytes, a PIL image or an RGB array
     print(result.emotion, result.to_dict())     # the ImageResult `face-emotion predict` prints
     clip = model.predict("clip.mp4")            # a video: ClipAnalysis (.frames, .summary)
+    for frame in model.stream(0):               # a camera, an rtsp/http(s)/udp/tcp URL, or a file
+        print(frame.time_s, frame.latency_ms, [(f.track_id, f.prediction.emotion) for f in frame.faces])
 
 It is the CLI's own path (Predictor.load, then inference.pipeline.analyse for images and
 video.analyse_clip for clips), so the same input gives the same answer everywhere.
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from face_emotion.inference.pipeline import Source
     from face_emotion.inference.results import ImageResult
     from face_emotion.video import ClipAnalysis
+    from face_emotion.video.stream import LiveStream
 
 
 class FaceEmotion:
@@ -82,3 +85,38 @@ class FaceEmotion:
         options = VideoOptions(**{k: v for k, v in given.items() if v is not None})
         path = str(source) if isinstance(source, (str, Path)) else None
         return analyse_clip(self.predictor, source, options, path=path)
+
+    def stream(self, source: str | int | Path, *, sample_fps: float | None = None, smooth_s: float | None = None,
+               detect_interval_s: float | None = None, realtime: bool = False, every_frame: bool = False,
+               timeout_s: float | None = None, reconnect: int = 0, max_seconds: float | None = None,
+               format: str | None = None) -> "LiveStream":
+        """A live source -> FrameResult per analysed frame, as it is done (`face-emotion watch`).
+
+        ``source``: a camera index (0) or device (/dev/video0), an rtsp://, http(s)://, udp:// or
+        tcp:// URL, or a video file (read as fast as it decodes; ``realtime``: at its own pace,
+        like a camera). The newest frame is analysed whenever the last is done; frames that
+        arrive meanwhile are dropped and counted (each result's ``dropped``; ``every_frame``
+        analyses them all, falling behind a live source instead). Faces keep a ``track_id`` and
+        smoothed probabilities as in clips; each result has ``latency_ms`` (decoded to handed
+        over). ``timeout_s`` (default 10): to open the source and between frames; ``reconnect``:
+        retries of a network source that ends, drops or stalls; ``max_seconds``: of stream time;
+        ``format``: an FFmpeg input format (v4l2, avfoundation, dshow). The other options as in
+        :meth:`predict_video`.
+
+        Raises face_emotion.video.stream.StreamError (a FaceEmotionError) when the source cannot
+        be opened, at once; after the last frame when it stalls or fails part-way. Stop early by
+        breaking out of the loop or calling ``close()`` (``with model.stream(...) as frames:``
+        works too): the decoder and classifier threads end with it.
+        """
+        from face_emotion.errors import require_extra
+        from face_emotion.video import VideoAnalyser, VideoOptions
+        from face_emotion.video.stream import DEFAULT_TIMEOUT_S, LiveSource, LiveStream
+
+        require_extra("video", "FaceEmotion.stream", ("av", "trackers", "supervision"))
+
+        given = {"sample_fps": sample_fps, "smooth_s": smooth_s, "detect_interval_s": detect_interval_s}
+        options = VideoOptions(**{k: v for k, v in given.items() if v is not None})
+        VideoAnalyser(self.predictor, options).warm_up()  # before the stream starts running
+        live = LiveSource(source, timeout_s=DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s, realtime=realtime,
+                          drop=False if every_frame else None, reconnect=reconnect, format=format)
+        return LiveStream(self.predictor, live, options, max_seconds=max_seconds)

@@ -23,6 +23,7 @@ COMMANDS = {
     "pack": "Write a training pack: crops, labels, soft labels and teacher logits in one file.",
     "evaluate": "Score a model on a labelled folder dataset.",
     "predict": "Emotions of the faces in image files or folders (text, JSON lines or CSV).",
+    "watch": "Emotions of the faces in a camera or a live stream, as they happen.",
     "export": "Export a model to ONNX (fp32 or int8) and check it against PyTorch.",
     "serve": "Serve the JSON API and the web page (gunicorn).",
     "batch": "Many images (folders, lists, URIs) into Parquet, one row per face; locally or on Ray.",

@@ -50,6 +50,18 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
     code = "not_found"
 
 
+class UnreadableFileError(FaceEmotionError):
+    """A file that the operating system would not hand over (missing, permissions, a folder)."""
+
+    code = "unreadable_file"
+
+    @classmethod
+    def of(cls, error: OSError | None = None) -> "UnreadableFileError":
+        """The one wording of this error, for every verb that reads user files."""
+        reason = "" if error is None else f": {error.strerror or error}"
+        return cls(f"cannot read file{reason}")
+
+
 # What each optional extra brings (pyproject's [project.optional-dependencies]), by import name.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "train": ("torch", "torchvision", "pytorch_lightning", "torchmetrics", "onnx", "efficientnet_lite_pytorch",

@@ -13,6 +13,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from face_emotion.batch.inputs import BatchInputError, read_bytes
+from face_emotion.errors import UnreadableFileError
 from face_emotion.inference.pipeline import analyse
 from face_emotion.inference.results import ImageResult
 
@@ -51,35 +52,22 @@ def read_file(path: str) -> tuple[bytes | None, str | None]:
     except BatchInputError as error:
         return None, str(error)
     except OSError as error:  # missing, permissions, a folder, a vanished object
-        return None, f"cannot read file: {error.strerror or error}"
+        return None, UnreadableFileError.of(error).message
 
 
 def analyse_item(predictor, path: str, data: bytes | None, read_error: str | None = None) -> ImageResult:
     """One file's bytes (or why they could not be read) -> its ImageResult, through the one pipeline."""
     if read_error is not None or data is None:
-        return ImageResult.failed("unreadable_file", read_error or "cannot read file", path=path)
+        return ImageResult.failed(UnreadableFileError.code, read_error or UnreadableFileError.of().message,
+                                  path=path)
     return analyse(predictor, data, path=path)
 
 
 def results_table(results: Sequence[ImageResult], schema: pa.Schema) -> pa.Table:
+    """Results -> the output table: ImageResult.rows, the rows CSV output is made of, as columns."""
     classes = [name for name in schema.names if name not in FIXED_COLUMNS]
-    columns: dict[str, list] = {name: [] for name in schema.names}
-    for result in results:
-        for number, face in enumerate(result.faces, 1) if result.faces else [(None, None)]:
-            columns["path"].append(result.path)
-            columns["image_width"].append(result.width)
-            columns["image_height"].append(result.height)
-            columns["face"].append(number)
-            box = face.box if face is not None else None
-            for name in ("x", "y", "width", "height"):
-                columns[name].append(getattr(box, name) if box is not None else None)
-            for name in ("score", "emotion", "confidence"):
-                columns[name].append(getattr(face, name) if face is not None else None)
-            for name in classes:
-                columns[name].append(face.probabilities[name] if face is not None else None)
-            columns["error_code"].append(result.error.code if result.error else None)
-            columns["error"].append(result.error.message if result.error else None)
-    return pa.table(columns, schema=schema)
+    rows = [row for result in results for row in result.rows(classes)]
+    return pa.table({name: [row[name] for row in rows] for name in schema.names}, schema=schema)
 
 
 def read_paths(batch: pa.Table) -> pa.Table:

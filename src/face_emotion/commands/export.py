@@ -39,7 +39,8 @@ def export(model_path, fmt, output, int8, calibration_dir, opset, as_json) -> No
         click.echo(json.dumps(site.to_dict()) if as_json else
                    f"wrote {site.output}/ ({site.files} files, {_megabytes(site.bytes)}; model {site.model}, "
                    f"{'fp32' if site.quantization == 'none' else 'int8'} weights, detector {site.detector}): "
-                   f"serve it from any static host")
+                   f"serve it from any static host (see {site.output}/HOSTING.md; to try it: "
+                   f"cd {site.output} && python -m http.server 8000)")
         return
     if output.is_dir():
         _fail(f"{output} is a folder: give the .onnx file to write")

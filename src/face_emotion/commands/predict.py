@@ -108,8 +108,6 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
     Faces are listed largest first. A file that cannot be read is reported and the rest go on;
     the exit status is 1 only when every image failed.
     """
-    import time
-
     from face_emotion.commands.predict_video import VideoOutputs, run_clip
     from face_emotion.imageio import IMAGE_EXTENSIONS
     from face_emotion.inference.pipeline import analyse_keeping_image
@@ -153,7 +151,7 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
     # The bar goes to stderr and only for several files; disable=None also hides it when stderr
     # is not a terminal (logs, CI). Results go to stdout through bar.write so lines stay whole.
     bar = tqdm(inputs, desc="images", unit="image", file=sys.stderr, disable=True if len(inputs) < 2 else None)
-    succeeded = faces_total = 0
+    succeeded = faces_total = face_frames = 0
     used_names: set[Path] = set()
     video_outputs = VideoOutputs(as_json=as_json, csv_writer=csv_writer, annotate_dir=annotate_dir,
                                  timeline=timeline_path, several_clips=clips > 1)
@@ -163,11 +161,9 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
                 ok, faces = run_clip(predictor, item.path, item.name, video_options, video_outputs, used_names,
                                      lambda line: bar.write(line, file=sys.stdout))
                 succeeded += ok
-                faces_total += faces
+                face_frames += faces
                 continue
-            start = time.perf_counter()
             result, image = analyse_keeping_image(predictor, item.path, detect=not no_detect)
-            elapsed_ms = round((time.perf_counter() - start) * 1000.0, 1)
             if result.ok:
                 succeeded += 1
                 faces_total += len(result.faces)
@@ -175,9 +171,8 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
                 rows = result.csv_rows(predictor.classes)
                 csv_writer.writerows([[row[0], "", "", "", *row[1:]] for row in rows] if clips else rows)
             else:
-                # The fields the web API answers with: the same JSON for the same image.
-                lines = ([json.dumps({**result.to_dict(include_heatmap=False), "model": predictor.spec.name,
-                                      "elapsed_ms": elapsed_ms})] if as_json else result.text_lines())
+                # The result's own JSON (the web API's fields): the same JSON for the same image.
+                lines = [json.dumps(result.to_dict(include_heatmap=False))] if as_json else result.text_lines()
                 for line in lines:
                     bar.write(line, file=sys.stdout)
             if annotate_dir is not None and result.ok:
@@ -200,10 +195,12 @@ def predict(paths, model_path, as_json, csv_path, no_detect, detector, annotate_
             _fail(f"cannot write {summary_path}: {error.strerror}")
     failed = len(inputs) - succeeded
     where = f"; rows in {csv_path}" if csv_path is not None and str(csv_path) != "-" else ""
-    files = plural(len(inputs), "image")
+    # Faces in images and face-frames of clips are counted apart: one person on screen for 12 s
+    # is 360 face-frames, not 360 faces.
+    counts = [plural(len(inputs) - clips, "image"), plural(faces_total, "face")]
     if clips:
-        files = f"{plural(len(inputs) - clips, 'image')}, {plural(clips, 'video')}"
-    click.echo(f"{files}, {plural(faces_total, 'face')}, {plural(failed, 'error')}{where}",
-               err=True)
+        counts = [plural(len(inputs) - clips, "image"), plural(clips, "video"), plural(faces_total, "face"),
+                  plural(face_frames, "face-frame")]
+    click.echo(f"{', '.join(counts)}, {plural(failed, 'error')}{where}", err=True)
     if succeeded == 0:
         raise click.exceptions.Exit(1)

@@ -47,18 +47,16 @@ def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, 
     from PIL import Image
     from tqdm import tqdm
 
-    from face_emotion.video import SummaryBuilder, VideoAnalyser, VideoDecodeError, VideoSource
+    from face_emotion.errors import UnreadableFileError
+    from face_emotion.video import VideoDecodeError, open_clip
     from face_emotion.video.annotate import AnnotatedVideoWriter, draw_frame
 
     classes = predictor.classes
-    analyser = VideoAnalyser(predictor, options)
     writer = None
-    builder = None
     faces_seen = 0
     try:
-        with VideoSource(path) as video:
-            info = video.info
-            builder = SummaryBuilder(classes, str(path), info.to_dict())
+        with open_clip(predictor, path, options, path=str(path)) as clip:
+            info = clip.info
             if outputs.annotate_dir is not None:
                 target = annotated_clip_path(outputs.annotate_dir, name, used)
                 writer = AnnotatedVideoWriter(target, info.width, info.height, info.fps)
@@ -66,11 +64,10 @@ def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, 
             bar = tqdm(total=info.frames, desc=path.name, unit="frame", file=sys.stderr, leave=False, disable=None)
             latest = None
             try:
-                for item in analyser.run(video, path=str(path)):
+                for item in clip:
                     bar.update(1)
                     if item.result is not None:
                         latest = item.result
-                        builder.add(latest)
                         faces_seen += len(latest.faces)
                         if outputs.as_json:
                             write(json.dumps(latest.to_dict()))
@@ -86,21 +83,21 @@ def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, 
             writer.close()
             writer = None
     except VideoDecodeError as error:
-        _report_error(path, error.code, str(error), outputs, write, classes)
+        _report_error(path, error.code, str(error), outputs, write, classes, predictor)
         return False, faces_seen
     except OSError as error:
-        _report_error(path, "unreadable_file", f"cannot read file: {error.strerror or error}", outputs, write,
-                      classes)
+        _report_error(path, UnreadableFileError.code, UnreadableFileError.of(error).message, outputs, write,
+                      classes, predictor)
         return False, faces_seen
     finally:
         if writer is not None:
             writer.abort()
-    summary = builder.summary()
+    summary = clip.summary()
     outputs.summaries.append(summary.to_dict())
     if outputs.timeline is not None:
         from face_emotion.video.timeline import plot_timeline
 
-        plot_timeline(builder.series, classes, timeline_path(outputs.timeline, path, outputs.several_clips),
+        plot_timeline(clip.builder.series, classes, timeline_path(outputs.timeline, path, outputs.several_clips),
                       title=str(path))
     if not outputs.as_json and outputs.csv_writer is None:
         for line in summary_lines(summary):
@@ -108,18 +105,17 @@ def run_clip(predictor, path: Path, name: Path, options, outputs: VideoOutputs, 
     return True, faces_seen
 
 
-def _report_error(path, code, message, outputs, write, classes) -> None:
+def _report_error(path, code, message, outputs, write, classes, predictor) -> None:
     """A clip's error in the shape images use (ImageResult.failed), with frame and time_s null."""
     from face_emotion.inference.results import ImageResult
-    from face_emotion.video.results import error_rows
+    from face_emotion.video.results import FrameResult, error_rows
 
-    failed = ImageResult.failed(code, message, path=str(path))
+    failed = ImageResult.failed(code, message, path=str(path), model=str(predictor.spec.name))
     outputs.summaries.append({"path": str(path), "error": failed.error.to_dict()})
     if outputs.csv_writer is not None:
         outputs.csv_writer.writerows(error_rows(str(path), code, message, classes))
     elif outputs.as_json:
-        data = failed.to_dict(include_heatmap=False)
-        write(json.dumps({"path": data.pop("path"), "frame": None, "time_s": None, **data}))
+        write(json.dumps(FrameResult.failed_dict(failed)))
     else:
         write(*failed.text_lines())
 

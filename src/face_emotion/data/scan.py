@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from face_emotion.classes import canonical_class
-from face_emotion.errors import DatasetError, DatasetNotFoundError, InvalidArgumentError
+from face_emotion.errors import DatasetError, DatasetNotFoundError, InvalidArgumentError, UnreadableFileError
 from face_emotion.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, is_image_path
 
 SPLITS = ("train", "val", "test")
@@ -87,7 +87,7 @@ def _check(path: Path, max_pixels: int | None, verify: bool) -> tuple[str | None
     try:
         data = path.read_bytes()
     except OSError as error:
-        return None, f"cannot read file: {error.strerror or error}"
+        return None, UnreadableFileError.of(error).message
     if verify:
         try:
             decode_image(data, max_pixels=max_pixels)

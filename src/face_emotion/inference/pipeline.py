@@ -13,13 +13,14 @@ becomes ``prediction_failed`` (logged with its traceback), which the server answ
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 from PIL import Image
 
-from face_emotion.errors import FaceEmotionError
+from face_emotion.errors import FaceEmotionError, UnreadableFileError
 from face_emotion.imageio import DEFAULT_MAX_PIXELS, decode_image, load_image
 from face_emotion.inference.results import ImageResult
 
@@ -27,10 +28,6 @@ log = logging.getLogger(__name__)
 
 Source = Union[bytes, bytearray, memoryview, str, Path, Image.Image, np.ndarray]
 PREDICTION_FAILED = "prediction_failed"
-
-
-class UnreadableFileError(FaceEmotionError):
-    code = "unreadable_file"
 
 
 def decode(source: Source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -51,7 +48,7 @@ def decode(source: Source, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Im
     try:
         return load_image(source, max_pixels=max_pixels)
     except OSError as error:  # permissions, vanished, a folder, a special file
-        raise UnreadableFileError(f"cannot read file: {error.strerror or error}") from None
+        raise UnreadableFileError.of(error) from None
 
 
 def analyse_keeping_image(predictor: Any, source: Source, *, path: str | None = None, explain: bool = False,
@@ -60,16 +57,27 @@ def analyse_keeping_image(predictor: Any, source: Source, *, path: str | None = 
     """:func:`analyse`, and the decoded image (None when it could not be had), for drawing on it."""
     if path is None and isinstance(source, (str, Path)):
         path = str(source)
+    start = time.perf_counter()
+    model = _model_name(predictor)
+
+    def elapsed_ms() -> float:
+        return round((time.perf_counter() - start) * 1000.0, 1)
+
     try:
         image = decode(source, max_pixels=max_pixels)
         faces = predictor.predict(image, explain=explain, detect=detect)
     except FaceEmotionError as error:
-        return ImageResult.failed(error.code, error.message, path=path), None
+        return ImageResult.failed(error.code, error.message, path=path, model=model, elapsed_ms=elapsed_ms()), None
     except Exception as error:  # noqa: BLE001 - one image must not end a run or a request
         log.exception("prediction failed on %s", path or "an image")
         return ImageResult.failed(PREDICTION_FAILED, f"prediction failed: {error.__class__.__name__}: {error}",
-                                  path=path), None
-    return ImageResult.of(image, faces, path=path), image
+                                  path=path, model=model, elapsed_ms=elapsed_ms()), None
+    return ImageResult.of(image, faces, path=path, model=model, elapsed_ms=elapsed_ms()), image
+
+
+def _model_name(predictor: Any) -> str | None:
+    spec = getattr(predictor, "spec", None)
+    return None if spec is None else str(spec.name)
 
 
 def analyse(predictor: Any, source: Source, *, path: str | None = None, explain: bool = False,

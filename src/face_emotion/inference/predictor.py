@@ -137,16 +137,36 @@ class Predictor:
         if image.mode != "RGB":
             image = image.convert("RGB")
         if not detect or self.whole_image:
-            from face_emotion.faces.crop import CropGeometry
+            return [self.whole_crop(image)]
+        return self.crops(image, self.detect(image))
 
-            width, height = image.size
-            # The whole image is the crop: crop pixel (u, v) is photo pixel (u, v) scaled.
-            side = max(width, height)
-            whole = CropGeometry(side, ((width / side, 0.0, 0.0), (0.0, height / side, 0.0)))
-            return [FaceCrop(Box(0, 0, width, height), 1.0, image, whole)]
+    def detect(self, image: Image.Image, *, max_side: int | None = None) -> list[Any]:
+        """The detector's faces (faces.Face) in ``image``, largest first, boxes in its pixels.
+
+        ``max_side``: search a copy at most this many pixels across (video frames: a face that
+        keeps a few dozen pixels there is still found, at a fraction of the cost).
+        """
+        from face_emotion.faces.base import make_face, working_copy
+
+        small, scale = working_copy(image, max_side) if max_side else (image, 1.0)
+        found = list(self.detector.detect(small))
+        if scale != 1.0:
+            moved = (make_face((x, y, x + w, y + h), f.score, f.landmarks, scale, image.size)
+                     for f in found for x, y, w, h in [f.box_xywh])
+            found = [f for f in moved if f is not None]
         # Detectors promise largest first; sorting again (stably) keeps that true for any plug-in.
-        found = sorted(self.detector.detect(image), key=lambda f: f.box_xywh[2] * f.box_xywh[3], reverse=True)
-        return self.crops(image, found)
+        return sorted(found, key=lambda f: f.box_xywh[2] * f.box_xywh[3], reverse=True)
+
+    def whole_crop(self, image: Image.Image) -> FaceCrop:
+        """The whole image as the one face crop, taken as it is (no padding to a square): how
+        training and `evaluate --no-detect` feed face crops, for images and video frames alike."""
+        from face_emotion.faces.crop import CropGeometry
+
+        width, height = image.size
+        # Crop pixel (u, v) is photo pixel (u, v) scaled.
+        side = max(width, height)
+        whole = CropGeometry(side, ((width / side, 0.0, 0.0), (0.0, height / side, 0.0)))
+        return FaceCrop(Box(0, 0, width, height), 1.0, image, whole)
 
     def crops(self, image: Image.Image, faces: Sequence[Any]) -> list[FaceCrop]:
         """Detected faces (faces.Face) -> the crops the network sees, geometry from the model file."""

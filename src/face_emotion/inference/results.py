@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -93,15 +96,21 @@ class ImageResult:
     height: int | None = None
     path: str | None = None  # where the image came from, when there is a name to give
     error: ResultError | None = None
+    model: str | None = None  # name of the model that answered (set by inference.pipeline.analyse)
+    elapsed_ms: float | None = None  # time the analysis took, milliseconds
 
     @classmethod
-    def of(cls, image, faces, *, path: str | None = None) -> "ImageResult":
-        """The result of predicting ``faces`` on the decoded PIL ``image``."""
-        return cls(faces=tuple(faces), width=int(image.width), height=int(image.height), path=path)
+    def of(cls, image, faces, *, path: str | None = None, model: str | None = None,
+           elapsed_ms: float | None = None) -> "ImageResult":
+        """The result of predicting ``faces`` on ``image``: the decoded PIL image, or its (width, height)."""
+        width, height = image if isinstance(image, tuple) else image.size
+        return cls(faces=tuple(faces), width=int(width), height=int(height), path=path, model=model,
+                   elapsed_ms=elapsed_ms)
 
     @classmethod
-    def failed(cls, code: str, message: str, *, path: str | None = None) -> "ImageResult":
-        return cls(path=path, error=ResultError(code, message))
+    def failed(cls, code: str, message: str, *, path: str | None = None, model: str | None = None,
+               elapsed_ms: float | None = None) -> "ImageResult":
+        return cls(path=path, error=ResultError(code, message), model=model, elapsed_ms=elapsed_ms)
 
     @property
     def ok(self) -> bool:
@@ -121,11 +130,13 @@ class ImageResult:
         return float(self.largest.confidence) if self.faces else None
 
     def to_dict(self, *, include_heatmap: bool = True) -> dict:
-        """JSON-ready: {"path"? , "emotion", "confidence", "faces", "image", "error"}.
+        """JSON-ready: {"path"?, "emotion", "confidence", "faces", "image", "error", "model"?,
+        "elapsed_ms"?}: exactly what `predict --json` prints for the image.
 
         ``emotion``/``confidence`` are the largest face's (null without faces), ``image`` is
         {"width", "height"} (null when the image could not be read), ``error`` is
-        {"code", "message"} or null. ``path`` is there only when the result has one.
+        {"code", "message"} or null. ``path``, ``model`` and ``elapsed_ms`` are there when the
+        result has them (inference.pipeline.analyse sets the last two).
         """
         largest = self.largest
         data: dict = {} if self.path is None else {"path": self.path}
@@ -136,23 +147,39 @@ class ImageResult:
             "image": None if self.width is None else {"width": self.width, "height": self.height},
             "error": None if self.error is None else self.error.to_dict(),
         })
+        if self.model is not None:
+            data["model"] = self.model
+        if self.elapsed_ms is not None:
+            data["elapsed_ms"] = round(float(self.elapsed_ms), 1)
         return data
 
-    def csv_rows(self, classes: tuple[str, ...]) -> list[list]:
-        """Rows under :func:`csv_header`: one per face (numbered from 1), else one for the image
-        with ``face`` 0 (never blank: a blank turns the column into floats in pandas and R)."""
-        path = "" if self.path is None else self.path
-        blank_face = [NO_FACE] + [""] * (7 + len(classes))
-        if self.error is not None:
-            return [[path, *blank_face, "error", self.error.message]]
+    def rows(self, classes: Sequence[str]) -> list[dict]:
+        """The one table shape of a result, unrounded: a dict per face (``face`` numbered from 1),
+        else one for the image with the face fields None. Keys: path, image_width, image_height,
+        face, x, y, width, height, score, emotion, confidence, one per class, status ("ok", "no
+        face", "error"), error_code, error. CSV (:meth:`csv_rows`) and Parquet (batch) both read it."""
+        head = {"path": self.path, "image_width": self.width, "image_height": self.height}
+        error = {"error_code": None if self.error is None else self.error.code,
+                 "error": None if self.error is None else self.error.message}
         if not self.faces:
-            return [[path, *blank_face, "no face", ""]]
-        rows = []
-        for number, face in enumerate(self.faces, 1):
-            b = face.box
-            rows.append([path, number, b.x, b.y, b.width, b.height, round(face.score, 4), face.emotion,
-                         round(face.confidence, 6), *(round(face.probabilities[c], 6) for c in classes), "ok", ""])
-        return rows
+            blank = dict.fromkeys(("face", "x", "y", "width", "height", "score", "emotion", "confidence", *classes))
+            return [{**head, **blank, "status": "error" if self.error is not None else "no face", **error}]
+        return [{**head, "face": number, "x": face.box.x, "y": face.box.y, "width": face.box.width,
+                 "height": face.box.height, "score": face.score, "emotion": face.emotion,
+                 "confidence": face.confidence, **{c: face.probabilities[c] for c in classes},
+                 "status": "ok", **error}
+                for number, face in enumerate(self.faces, 1)]
+
+    def csv_rows(self, classes: tuple[str, ...]) -> list[list]:
+        """Rows under :func:`csv_header`, from :meth:`rows`: ``face`` is 0 on an image's own row
+        (never blank: a blank turns the column into floats in pandas and R), numbers rounded."""
+        digits = {"score": 4, "confidence": 6, **{c: 6 for c in classes}}
+        out = []
+        for row in self.rows(classes):
+            row = {**row, "face": NO_FACE if row["face"] is None else row["face"]}
+            out.append(["" if row[k] is None else round(row[k], digits[k]) if k in digits else row[k]
+                        for k in csv_header(classes)])
+        return out
 
     def text_lines(self) -> list[str]:
         """For people: a line for the image, then one per face (numbered from 1)."""

@@ -17,14 +17,25 @@ from face_emotion.server.config import ConfigError, ServerConfig
 
 __all__ = ["create_app", "ServerConfig", "ConfigError"]
 
-# `style-src 'self'` and `script-src 'self'`: the page has no inline script or style attribute;
-# 'wasm-unsafe-eval' lets it compile WebAssembly (ONNX Runtime Web, "On this device") and nothing
-# else. data: images are the heatmaps the API returns; blob: is the preview of the chosen file.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
-    "media-src 'self' blob: mediastream:; connect-src 'self'; font-src 'self'; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+# The page's one security policy, served as a header here and written as a <meta> tag into the
+# static site (`export --format web`). `style-src 'self'` and `script-src 'self'`: the page has
+# no inline script or style attribute; 'wasm-unsafe-eval' lets it compile WebAssembly (ONNX
+# Runtime Web, "On this device") and nothing else. data: images are the heatmaps the API returns;
+# blob: is the preview of the chosen file.
+_PAGE_POLICY = (
+    "default-src 'self'", "script-src 'self' 'wasm-unsafe-eval'", "style-src 'self'", "img-src 'self' data: blob:",
+    "media-src 'self' blob: mediastream:", "connect-src 'self'", "font-src 'self'", "object-src 'none'",
+    "base-uri 'none'", "form-action 'self'",
 )
+
+
+def content_security_policy(*, meta: bool = False) -> str:
+    """The page's Content-Security-Policy; ``meta``: as a <meta> tag may carry it (a tag cannot
+    say frame-ancestors, which browsers ignore there)."""
+    return "; ".join(_PAGE_POLICY if meta else (*_PAGE_POLICY, "frame-ancestors 'none'"))
+
+
+CONTENT_SECURITY_POLICY = content_security_policy()
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",

@@ -158,6 +158,16 @@ class ServerConfig(_Settings):
         self.validate()
 
     # ---- derived values -----------------------------------------------------------------
+    def page_video_settings(self) -> dict[str, float]:
+        """The video and tracking defaults the page's scripts use (static/tracking.js
+        pageSettings), so they keep no copies: the server's sample rate, and the clip path's
+        smoothing, lost-track and forget times."""
+        from face_emotion.video.smoothing import DEFAULT_FORGET_AFTER_S, DEFAULT_SMOOTH_S
+        from face_emotion.video.tracking import DEFAULT_LOST_TRACK_S
+
+        return {"sample_fps": self.video_sample_fps, "smooth_s": DEFAULT_SMOOTH_S,
+                "lost_track_s": DEFAULT_LOST_TRACK_S, "forget_after_s": DEFAULT_FORGET_AFTER_S}
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)

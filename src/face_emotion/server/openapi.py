@@ -282,7 +282,14 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.response("MissingExtra", _response("This installation lacks an optional extra the request needs "
                                                        "(code `missing_extra`; the message names it)."))
     spec.components.response("Timeout", _response("The prediction did not finish within the server's deadline "
-                                                  "(FACE_EMOTION_INFERENCE_TIMEOUT_S); code `timeout`."))
+                                                  "(FACE_EMOTION_INFERENCE_TIMEOUT_S; code `timeout`), or the "
+                                                  "worker is at its connection cap (`too_many_connections`, with "
+                                                  "Retry-After) or holds too many unfinished uploads "
+                                                  "(`server_busy`)."))
+    spec.components.response("SlowClient", _response("The request's headers did not arrive within the header "
+                                                     "deadline, or its body stalled (code `request_timeout`); the "
+                                                     "connection is closed."))
+    spec.components.response("HeadersTooLarge", _response("The request's headers are over 64 kB."))
 
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if not rule.endpoint.startswith("api."):

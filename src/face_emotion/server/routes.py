@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from functools import partial
 
 from flask import Blueprint, Request, current_app, jsonify, render_template, request
@@ -14,6 +15,7 @@ from face_emotion.inference.results import ResultError
 from face_emotion.server.config import FALSE_WORDS, TRUE_WORDS
 from face_emotion.server.errors import ApiError, result_error
 from face_emotion.server.service import Service
+from face_emotion.video.smoothing import DEFAULT_SMOOTH_S
 
 api = Blueprint("api", __name__)
 page = Blueprint("page", __name__)
@@ -143,8 +145,10 @@ def predict():
           application/json:
             schema: {$ref: "#/components/schemas/Prediction"}
       "400": {$ref: "#/components/responses/BadRequest"}
+      "408": {$ref: "#/components/responses/SlowClient"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "431": {$ref: "#/components/responses/HeadersTooLarge"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
     start = time.perf_counter()
@@ -153,7 +157,8 @@ def predict():
     result = service().predict_bytes(_single_upload(request), explain=explain, detect=detect)
     if not result.ok:
         raise result_error(result.error)
-    return jsonify({**result.to_dict(include_heatmap=explain), **_answered_by(start)})
+    # The answer is the result's own JSON (as `predict --json` prints it), timed over the request.
+    return jsonify(replace(result, elapsed_ms=_elapsed_ms(start)).to_dict(include_heatmap=explain))
 
 
 @api.post("/predict/batch")
@@ -188,8 +193,10 @@ def predict_batch():
           application/json:
             schema: {$ref: "#/components/schemas/BatchPrediction"}
       "400": {$ref: "#/components/responses/BadRequest"}
+      "408": {$ref: "#/components/responses/SlowClient"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "431": {$ref: "#/components/responses/HeadersTooLarge"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
     start = time.perf_counter()
@@ -208,16 +215,17 @@ def predict_batch():
     for index, storage in enumerate(files):
         # A deadline passed (DeadlineExceeded) is not this image's fault: it ends the whole request (503).
         result = service().predict_bytes(storage.read(), explain=explain, detect=detect, deadline=deadline)
-        item = result.to_dict(include_heatmap=explain)
+        # model and elapsed_ms are the request's, once, below the list.
+        item = replace(result, model=None, elapsed_ms=None).to_dict(include_heatmap=explain)
         if not result.ok:  # worded as /predict would answer it alone
             public = result_error(result.error)
             item["error"] = ResultError(public.code, public.message).to_dict()
         results.append({"index": index, "filename": storage.filename or None, **item})
-    return jsonify({"results": results, **_answered_by(start)})
+    return jsonify({"results": results, "model": service().model_name, "elapsed_ms": _elapsed_ms(start)})
 
 
-def _answered_by(start: float) -> dict:
-    return {"model": service().model_name, "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1)}
+def _elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 1)
 
 
 @api.get("/health")
@@ -271,7 +279,8 @@ def openapi_json():
 def index():
     config = service().config
     return render_template("index.html", model=service().model_info(), max_upload_mb=config.max_upload_mb,
-                           max_video_mb=config.max_video_mb, max_video_s=config.max_video_s)
+                           max_video_mb=config.max_video_mb, max_video_s=config.max_video_s,
+                           video_settings=config.page_video_settings())
 
 
 @page.get("/docs")
@@ -319,12 +328,12 @@ def predict_video():
     parameters:
       - name: sample_fps
         in: query
-        description: frames analysed per second of clip (default FACE_EMOTION_VIDEO_SAMPLE_FPS, 5).
+        description: frames analysed per second of clip (by default the server's FACE_EMOTION_VIDEO_SAMPLE_FPS).
         schema: {type: number, minimum: 0.1, maximum: 60}
       - name: smooth
         in: query
         description: time constant in seconds of each track's smoothing; 0 turns it off.
-        schema: {type: number, minimum: 0, maximum: 10, default: 0.5}
+        schema: {type: number, minimum: 0, maximum: 10, default: DEFAULT_SMOOTH_S}
     requestBody:
       required: true
       description: >
@@ -345,8 +354,10 @@ def predict_video():
           application/json:
             schema: {$ref: "#/components/schemas/VideoPrediction"}
       "400": {$ref: "#/components/responses/BadRequest"}
+      "408": {$ref: "#/components/responses/SlowClient"}
       "413": {$ref: "#/components/responses/TooLarge"}
       "415": {$ref: "#/components/responses/UnsupportedType"}
+      "431": {$ref: "#/components/responses/HeadersTooLarge"}
       "501": {$ref: "#/components/responses/MissingExtra"}
       "503": {$ref: "#/components/responses/Timeout"}
     """
@@ -355,7 +366,6 @@ def predict_video():
 
     require_extra("video", "analysing video on this server")
     from face_emotion.video import (
-        DEFAULT_SMOOTH_S,
         AnalysisTimeout,
         VideoDecodeError,
         VideoLimits,
@@ -396,13 +406,8 @@ def predict_video():
         raise DeadlineExceeded(config.video_timeout_s) from None
     finally:
         del data
-    return jsonify({
-        "summary": analysis.summary.to_dict(),
-        "frames": [{k: v for k, v in frame.to_dict().items() if k not in ("image", "error")}
-                   for frame in analysis.frames],
-        "classes": list(service().predictor.classes),
-        "sample_fps": sample_fps,
-        "smooth_s": smooth_s,
-        "model": service().model_name,
-        "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1),
-    })
+    return jsonify(analysis.to_dict(sample_fps=sample_fps, smooth_s=smooth_s, elapsed_ms=_elapsed_ms(start)))
+
+
+# The smoothing default has one home (video/smoothing.py); the OpenAPI text names it, not a copy.
+predict_video.__doc__ = predict_video.__doc__.replace("DEFAULT_SMOOTH_S", str(DEFAULT_SMOOTH_S))

@@ -24,12 +24,6 @@ from pathlib import Path
 from face_emotion.errors import FaceEmotionError
 
 SERVER_DIR = Path(__file__).resolve().parent
-# The page's own policy (server/__init__.py) as a <meta> tag, which cannot carry frame-ancestors.
-STATIC_SITE_CSP = (
-    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
-    "media-src 'self' blob: mediastream:; connect-src 'self'; font-src 'self'; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'"
-)
 
 
 class WebExportError(FaceEmotionError, RuntimeError):
@@ -191,6 +185,8 @@ def _render_page(spec, config) -> str:
     import jinja2
     from markupsafe import Markup
 
+    from face_emotion.server import content_security_policy
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(SERVER_DIR / "templates"), autoescape=True)
 
     def url_for(endpoint: str, filename: str | None = None, **_: object) -> str:
@@ -209,6 +205,6 @@ def _render_page(spec, config) -> str:
              "classes": list(spec.classes)}
     return env.get_template("index.html").render(
         model=model, max_upload_mb=config.max_upload_mb, max_video_mb=config.max_video_mb,
-        max_video_s=config.max_video_s, static_site=True, manifest_url="model-files/manifest.json",
-        csp=STATIC_SITE_CSP,
+        max_video_s=config.max_video_s, video_settings=config.page_video_settings(), static_site=True,
+        manifest_url="model-files/manifest.json", csp=content_security_policy(meta=True),
     )

@@ -11,7 +11,6 @@ import numpy as np
 from PIL import Image
 
 from face_emotion.inference.results import ANNOTATION_COLOUR, draw_labelled_boxes
-
 from face_emotion.video.results import FrameResult
 
 # Colour per track number (cycled), light enough for black label text.

@@ -78,6 +78,10 @@ class DecodedFrame:
     index: int  # 0-based position among the clip's decoded frames
     time_s: float  # presentation time from the clip's start
     rgb: np.ndarray  # (height, width, 3) uint8
+    # Live sources only (None for clips): when the frame was decoded (time.monotonic()), and how
+    # many frames the source skipped so far because analysis was behind.
+    decoded_at: float | None = None
+    dropped: int | None = None
 
 
 def is_video_path(path: Path) -> bool:
@@ -103,6 +107,8 @@ class VideoSource:
     ``source``: a path or the clip's bytes (bytes are decoded from memory, never written to disk).
     """
 
+    live = False  # every frame, in order (video.stream.LiveSource is the live kind)
+
     def __init__(self, source: str | Path | bytes, limits: VideoLimits | None = None) -> None:
         import av
 
@@ -124,7 +130,7 @@ class VideoSource:
             fileobj.seek(0)
             container_format = sniff_container(head)
             if container_format is None:
-                what = _describe_other(head)
+                what = describe_other(head)
                 raise VideoDecodeError(f"not a video we can read ({what}); send MP4/MOV, MKV/WebM, AVI or MPEG-TS")
             try:
                 self._container = av.open(fileobj, mode="r", format=container_format)
@@ -290,7 +296,8 @@ def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
-def _describe_other(head: bytes) -> str:
+def describe_other(head: bytes) -> str:
+    """What a file that is not a clip seems to be, from its first bytes (for error messages)."""
     from PIL import Image
 
     try:

@@ -19,6 +19,8 @@ import numpy as np
 # tests/test_video.py) the raw label changed 72 times in 150 frames and the smoothed one
 # twice. (The two-people test clip, two steady smiles, flips in neither case.)
 DEFAULT_SMOOTH_S = 0.5
+# A track seen again after this long starts its smoothing afresh (the face may have changed).
+DEFAULT_FORGET_AFTER_S = 2.0
 
 
 def ema_weight(dt_s: float, smooth_s: float) -> float:
@@ -31,7 +33,7 @@ def ema_weight(dt_s: float, smooth_s: float) -> float:
 class ProbabilitySmoother:
     """Per track id: smoothed probability vector and the time it was last updated."""
 
-    def __init__(self, smooth_s: float = DEFAULT_SMOOTH_S, forget_after_s: float = 2.0) -> None:
+    def __init__(self, smooth_s: float = DEFAULT_SMOOTH_S, forget_after_s: float = DEFAULT_FORGET_AFTER_S) -> None:
         if smooth_s < 0:
             raise ValueError(f"smoothing must be 0 (off) or a positive number of seconds, not {smooth_s}")
         self.smooth_s = float(smooth_s)

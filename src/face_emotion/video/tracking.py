@@ -21,6 +21,10 @@ import numpy as np
 
 from face_emotion.faces.base import Face
 
+# A face unseen this long (turned away, hidden by another) comes back under a new id. The page's
+# tracker (static/tracking.js) gets it from the page (ServerConfig.page_video_settings).
+DEFAULT_LOST_TRACK_S = 1.0
+
 # Below this many tracked points the flow estimate of a face is noise; the face is dropped until
 # the next detection rather than drifting.
 _MIN_POINTS = 4
@@ -122,7 +126,7 @@ class FaceTracker:
     come back under the same id.
     """
 
-    def __init__(self, fps: float, lost_track_s: float = 1.0, min_score: float = 0.5) -> None:
+    def __init__(self, fps: float, lost_track_s: float = DEFAULT_LOST_TRACK_S, min_score: float = 0.5) -> None:
         fps = fps if fps and fps > 0 else 25.0
         # The library counts its buffer in frames at 30 fps: convert from seconds.
         self._tracker = _byte_track_numbering_first_frames()(

@@ -16,7 +16,7 @@
 
   const $ = (id) => document.getElementById(id);
   const main = $("main");
-  const maxUploadBytes = parseFloat(main.dataset.maxUploadMb || "10") * 1024 * 1024;
+  const maxUploadBytes = parseFloat(main.dataset.maxUploadMb) * 1024 * 1024;
 
   const els = {
     modePhoto: $("mode-photo"), modeWebcam: $("mode-webcam"), modeVideo: $("mode-video"),
@@ -331,7 +331,7 @@
   // session: bumped by every start and stop, so answers to an earlier session's frames are dropped.
   const cam = { stream: null, timer: null, running: false, frame: document.createElement("canvas"),
                 lastLabel: "", session: 0, inFlight: 0, sent: 0, shown: 0, lastSentAt: 0, shownAt: [],
-                tracker: new window.FaceTracking.Tracker() };
+                tracker: new window.FaceTracking.Tracker(window.FaceTracking.pageSettings()) };
 
   async function startCamera() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {

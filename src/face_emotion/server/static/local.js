@@ -147,88 +147,54 @@
     });
   }
 
-  /* video/summary.py SummaryBuilder: per track first/last time, frames, dominant emotion (ties to
-   * the higher mean probability), share of frames per label, mean probabilities. */
-  function summarise(frames, classes, duration, size) {
-    const series = new Map();
-    frames.forEach((frame) => frame.faces.forEach((face) => {
-      if (face.track_id === null) return;
-      if (!series.has(face.track_id)) series.set(face.track_id, { times: [], probs: [] });
-      const s = series.get(face.track_id);
-      s.times.push(frame.time_s);
-      s.probs.push(classes.map((name) => face.probabilities[name]));
-    }));
-    const labelFrames = classes.map(() => 0);
-    const tracks = Array.from(series.keys()).sort((a, b) => a - b).map((id) => {
-      const s = series.get(id);
-      const counts = classes.map(() => 0), mean = classes.map(() => 0);
-      s.probs.forEach((row) => {
-        let top = 0;
-        row.forEach((p, k) => { mean[k] += p / s.probs.length; if (p > row[top]) top = k; });
-        counts[top] += 1;
-      });
-      counts.forEach((n, k) => { labelFrames[k] += n; });
-      let dominant = 0;
-      classes.forEach((_, k) => {
-        if (counts[k] > counts[dominant] || (counts[k] === counts[dominant] && mean[k] > mean[dominant])) dominant = k;
-      });
-      const share = {}, meanProbabilities = {};
-      classes.forEach((name, k) => {
-        share[name] = Math.round(counts[k] / s.probs.length * 1e4) / 1e4;
-        meanProbabilities[name] = Math.round(mean[k] * 1e6) / 1e6;
-      });
-      return { track_id: id, first_s: s.times[0], last_s: s.times[s.times.length - 1], frames: s.times.length,
-               dominant_emotion: classes[dominant], share: share, mean_probabilities: meanProbabilities };
-    });
-    let top = 0;
-    labelFrames.forEach((n, k) => { if (n > labelFrames[top]) top = k; });
-    return { frames_analysed: frames.length, duration_s: Math.round(duration * 1000) / 1000, video: size,
-             dominant_emotion: labelFrames[top] > 0 ? classes[top] : null, tracks: tracks };
-  }
-
-  /* A clip (object URL) -> the /predict/video answer's shape, computed here: a frame every
-   * 1 / sampleFps s, faces numbered and smoothed by tracking.js (the webcam's rules). */
+  /* A clip (object URL, and options.file: its File) -> the /predict/video answer, computed here: a frame every 1 / sample_fps s,
+   * faces numbered and smoothed by tracking.js (the webcam's rules), the answer built by
+   * tracking.js clipAnswer (the mirror of ClipAnalysis.to_dict). Sample rate and smoothing
+   * default to the server's (the page's settings). */
   async function analyseClip(url, options) {
     const { pipeline, manifest } = await load();
-    const sampleFps = options.sampleFps || 5, smoothS = options.smoothS === undefined ? 0.5 : options.smoothS;
+    const settings = window.FaceTracking.pageSettings();
+    const sampleFps = options.sampleFps || settings.sample_fps;
+    const smoothS = options.smoothS === undefined ? settings.smooth_s : options.smoothS;
     const start = performance.now();
+    // The file itself (the page's policy lets it fetch nothing but its own origin, not blob: URLs).
+    const bytes = new Uint8Array(await options.file.arrayBuffer());
     const video = document.createElement("video");
     video.muted = true;
     video.preload = "auto";
     video.src = url;
     await waitFor(video, "loadeddata");
     const duration = video.duration, width = video.videoWidth, height = video.videoHeight;
-    const tracker = new window.FaceTracking.Tracker({ smoothS: smoothS });
+    const info = window.FaceTracking.clipInfo(bytes, width, height);
+    if (info.duration_s === null && Number.isFinite(duration)) info.duration_s = Math.round(duration * 1000) / 1000;
+    const tracker = new window.FaceTracking.Tracker(settings, smoothS);
     const frames = [];
     const step = 1 / sampleFps;
-    for (let k = 0; k * step <= duration + 1e-6; k++) {
-      const t = Math.min(k * step, Math.max(0, duration - 1e-3));
+    // The frames the server's sampling takes: one at or after each step, none at the very end
+    // (the last frame starts one frame before the clip's duration).
+    for (let k = 0; k * step < duration - 1e-6; k++) {
+      const t = k * step;
       if (Math.abs(video.currentTime - t) > 1e-4) {
         const seeked = waitFor(video, "seeked");
         video.currentTime = t;
         await seeked;
       }
       const result = await pipeline.analyse(pixelsOf(video, width, height));
-      const faces = tracker.update(result.faces, t).map((face) => {
-        const { track_id, ...rest } = face;
-        rest.confidence = Math.round(rest.confidence * 1e4) / 1e4;
-        return { track_id: track_id, ...rest };
-      });
-      frames.push({ frame: null, time_s: Math.round(t * 1e4) / 1e4, emotion: faces.length ? faces[0].emotion : null,
-                    confidence: faces.length ? faces[0].confidence : null, faces: faces });
+      // The face's own probabilities (smoothed along its track) and box, unrounded: the answer rounds.
+      const faces = tracker.update(result.faces, t).map((face) => ({
+        track_id: face.track_id, box: face.box, score: face.score, probabilities: face.probabilities }));
+      // The frame shown at t, counted as the server's decoder counts frames (when the rate is known).
+      const frame = info.fps ? Math.floor(t * info.fps + 1e-6) : null;
+      frames.push({ frame: frame, time_s: t, faces: faces });
       if (options.onProgress) options.onProgress(Math.min(1, t / Math.max(duration, 1e-3)));
     }
     video.removeAttribute("src");
     video.load();
-    const classes = manifest.model.spec.classes;
-    const last = frames.length ? frames[frames.length - 1].time_s : 0;
-    return {
-      summary: summarise(frames, classes, last, { width: width, height: height }),
-      frames: frames, classes: classes, sample_fps: sampleFps, smooth_s: smoothS,
-      model: manifest.model.spec.name, elapsed_ms: Math.round((performance.now() - start) * 10) / 10,
-      on_device: true,
-    };
+    const answer = window.FaceTracking.clipAnswer(frames, manifest.model.spec.classes, info, {
+      sample_fps: sampleFps, smooth_s: smoothS, model: manifest.model.spec.name, elapsed_ms: performance.now() - start });
+    answer.on_device = true;
+    return answer;
   }
 
-  window.FaceLocal = { load, analyseFile, analyseFrame, newFollower, analyseClip, summarise };
+  window.FaceLocal = { load, analyseFile, analyseFrame, newFollower, analyseClip };
 })();

@@ -527,8 +527,9 @@
     return exp.map((v) => v / total);
   }
 
-  /* Faces (largest first) and their probability rows -> the /predict answer's JSON. */
-  function resultJson(faces, probs, classes, width, height) {
+  /* Faces (largest first) and their probability rows -> the /predict answer's JSON: the mirror of
+   * inference/results.py ImageResult.to_dict (tests/test_browser_builders.py compares them). */
+  function resultJson(faces, probs, classes, width, height, model, elapsedMs) {
     const out = faces.map((face, i) => {
       let top = 0;
       probs[i].forEach((p, k) => { if (p > probs[i][top]) top = k; });
@@ -542,7 +543,7 @@
     });
     return {
       emotion: out.length ? out[0].emotion : null, confidence: out.length ? out[0].confidence : null,
-      faces: out, image: { width: width, height: height }, error: null,
+      faces: out, image: { width: width, height: height }, error: null, model: model, elapsed_ms: roundTo(elapsedMs, 1),
     };
   }
 
@@ -649,10 +650,8 @@
         for (let i = 0; i < rows; i++) probs.push(softmax(logits.subarray(i * n, (i + 1) * n), this.spec.temperature));
         if (tta) probs = probs.slice(0, count).map((row, i) => row.map((p, k) => (p + probs[count + i][k]) / 2));
       }
-      const result = resultJson(faces, probs, this.classes, image.width, image.height);
-      result.model = this.spec.name;
-      result.elapsed_ms = roundTo(now() - start, 1);
-      result.stages_ms = times;
+      const result = resultJson(faces, probs, this.classes, image.width, image.height, this.spec.name, now() - start);
+      result.stages_ms = times;  // where the time went, for the page's benchmarks
       return result;
     }
   }

@@ -15,14 +15,11 @@
     downloadJson: $("clip-download-json"), downloadCsv: $("clip-download-csv"),
     downloadVideo: $("clip-download-video"), downloadStatus: $("clip-download-status"),
   };
-  const maxBytes = parseFloat(panel.dataset.maxVideoMb || "50") * 1024 * 1024;
+  const maxBytes = parseFloat(panel.dataset.maxVideoMb) * 1024 * 1024;
   // One colour per emotion on the timeline (a colour-blind-safe qualitative palette).
   const CLASS_COLOURS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb",
                          "#000000", "#ee7733", "#009988"];
   const state = { file: null, url: null, analysis: null, selected: null, busy: false, recording: false };
-  // On this device, frames analysed per second of clip: the server's default
-  // (FACE_EMOTION_VIDEO_SAMPLE_FPS).
-  const SAMPLE_FPS = 5;
 
   function say(text, kind) {
     els.status.textContent = text;
@@ -85,7 +82,7 @@
         // On this device (local.js): the clip is played and analysed here; nothing is uploaded.
         say("Analysing the clip in this browser…");
         const analysis = await window.FaceLocal.analyseClip(state.url, {
-          sampleFps: SAMPLE_FPS, onProgress: (done) => say("Analysing the clip in this browser… " + pct(done)),
+          file: file, onProgress: (done) => say("Analysing the clip in this browser… " + pct(done)),
         });
         if (file === state.file) show(analysis);
         return;
