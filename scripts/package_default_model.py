@@ -205,7 +205,32 @@ BUNDLED_LIMITS = [
 ]
 
 
-def model_card(spec, m: dict, int8: dict, budget: str, size_mb: float, comparison: str) -> str:
+def negative_class_table(scored: dict[str, Scored], classes: list[str], rounds: int = 500) -> str:
+    """Recall of the negative classes, their macro-F1 and accuracy per source and framing, each
+    with its bootstrap noise over the files (evaluation.resample, as compare_models.py)."""
+    from face_emotion.evaluation.resample import NEGATIVE_CLASSES, bootstrap_std, class_figures
+
+    shown = [f"recall {c}" for c in NEGATIVE_CLASSES] + ["negative macro-F1", "accuracy"]
+    rows = ["| set | framing | files | " + " | ".join(k.replace("recall ", "") for k in shown) + " |",
+            "|---" * (len(shown) + 3) + "|"]
+    for framing, sc in scored.items():
+        answers = np.concatenate([np.asarray(sc.logits).argmax(axis=1), np.full(len(sc.missed), -1)])
+        targets = np.concatenate([np.asarray(sc.targets), np.asarray(sc.missed_targets, dtype=np.int64)])
+        sources = np.array([s.source for s in [*sc.samples, *sc.missed]])
+        for name in ["all", *sorted(set(sources.tolist()))]:
+            keep = np.ones(len(sources), bool) if name == "all" else sources == name
+            point = class_figures(answers[keep], targets[keep], classes)
+            noise = bootstrap_std([answers[keep]], targets[keep], classes, rounds=rounds)[0]
+            cells = []
+            for k in shown:
+                value, count = point.get(k, float("nan")), point.get(k.replace("recall", "n"))
+                cell = "" if not np.isfinite(value) else f"{value:.3f} ±{noise[k]:.3f}"
+                cells.append(cell + (f" ({count})" if count and k.startswith("recall") else ""))
+            rows.append(f"| {name} | {framing} | {int(keep.sum())} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def model_card(spec, m: dict, int8: dict, budget: str, size_mb: float, comparison: str, negatives: str = "") -> str:
     """The bundled model's card: its lineage, data, recipe and figures, then every card's sections."""
     t = spec.training
     photos = m["photos"]
@@ -271,6 +296,13 @@ whole photos:
 
 {comparison}
 
+## The negative classes, with their noise
+Recall of anger, disgust, fear and sadness (faces of that class in brackets), macro-F1 over those
+four and accuracy on the test split, ± the standard deviation over 500 bootstrap resamples of
+the files:
+
+{negatives}
+
 ## Test split
 {summary_lines("test, through detection", m["test_detected"])}
 {summary_lines("test, crops as given", m["test_own_crops"])}
@@ -319,10 +351,11 @@ def main() -> None:
     save_model(network, spec, staged, dtype=torch.float16)  # score exactly what ships: the fp16 weights
     predictor = Predictor.load(staged, detector=WHOLE_IMAGE)
     splits = read_split_csv(args.run / "split.csv", spec.data["roots"])
-    m = {}
+    m, test_scored = {}, {}
     for split in ("val", "test"):
-        m[f"{split}_detected"], _ = score(predictor, splits[split], detect=True)
-        m[f"{split}_own_crops"], _ = score(predictor, splits[split], detect=False)
+        m[f"{split}_detected"], test_scored["detected"] = score(predictor, splits[split], detect=True)
+        m[f"{split}_own_crops"], test_scored["as given"] = score(predictor, splits[split], detect=False)
+    negatives = negative_class_table(test_scored, list(predictor.classes))  # the last split scored: test
     fer_files = original_fer_labels(splits["test"])
     m["test_fer2013_original_labels"] = score(predictor, fer_files, detect=False)[0] if fer_files else None
     m["photos"] = evaluate_folder(staged, args.photos, detect=True) if args.photos else None
@@ -368,7 +401,7 @@ def main() -> None:
     int8 = int8_check(args.out, spec, calibration_crops + calibration_crops, fp32_nodes, test_crops,
                       np.asarray(targets), args.out / "model.int8.onnx") | search
     table_md = comparison_table(rows, columns)
-    (args.out / "MODEL_CARD.md").write_text(model_card(spec, m, int8, args.budget, size_mb, table_md))
+    (args.out / "MODEL_CARD.md").write_text(model_card(spec, m, int8, args.budget, size_mb, table_md, negatives))
     (args.out / "metrics.json").write_text(json.dumps(m | {"int8": int8, "comparison": rows}, indent=1) + "\n")
     for key in ("test_detected", "test_own_crops", "val_detected", "val_own_crops"):
         print(summary_lines(key, m[key]))

@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # lazily so `face-emotion --help` does not pay for torch.
 COMMANDS = {
     "train": "Train on folders of labelled photos and write a run folder.",
+    "pack": "Write a training pack: crops, labels, soft labels and teacher logits in one file.",
     "evaluate": "Score a model on a labelled folder dataset.",
     "predict": "Emotions of the faces in image files or folders (text, JSON lines or CSV).",
     "watch": "Emotions of the faces in a camera or a live stream, as they happen.",

@@ -9,7 +9,7 @@ from face_emotion.models.spec import ALIGN_MODES
 
 
 @click.command()
-@click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @click.option("--classes", help="Comma-separated classes to use, in this order (aliases allowed).")
 @click.option("--arch", help="resnet50, resnet18 or efficientnet_lite0 [default: the --init model's, else resnet50].")
@@ -66,12 +66,29 @@ from face_emotion.models.spec import ALIGN_MODES
               help="CSV of class distributions per file (sha256_prefix, then one column per class), "
                    "e.g. annotator votes.")
 @click.option("--schedule", type=click.Choice(["plateau", "cosine"]), help="Learning-rate schedule.")
+@click.option("--backbone-lr-ratio", type=float, help="The backbone's learning rate as a fraction of --lr.")
+@click.option("--l2sp", type=float, help="With --init: pull the weights back towards the start's (L2-SP strength).")
+@click.option("--keep-start/--no-keep-start", default=None,
+              help="With --init: hand back the start if it scores higher on validation than the result.")
+@click.option("--keep-classes/--no-keep-classes", default=None,
+              help="With --init, when every class of the data is one the start knows: the start's other classes "
+                   "stay in the model (left out of the loss).")
+@click.option("--adapt", type=click.Choice(["auto", "off"]),
+              help="auto: fine-tuning a face-emotion model on a small set (--init, at most 3,000 images) sets "
+                   "lr 1e-3 with the backbone at x0.1, L2-SP 0.01, 20 epochs cosine in batches of 16, validation "
+                   "0.2, no test split, --keep-start and --keep-classes, for the options left at their defaults; "
+                   "off: plain defaults.")
+@click.option("--bank", type=click.Path(exists=True, dir_okay=False),
+              help="Train from a training pack (`face-emotion pack`) instead of DATA_DIRS: crops, labels, soft labels "
+                   "and teacher logits in one file.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
     """Train on DATA_DIRS (folder per class, or train/ val/ test/ folders) and write a run folder."""
-    from face_emotion.errors import require_extra
+    from face_emotion.errors import InvalidArgumentError, require_extra
 
-    require_extra("train", "training")
+    if not data_dirs and not options.get("bank"):
+        raise InvalidArgumentError("give DATA_DIRS (folders of labelled photos) or --bank PACK")
+    require_extra("train", "training", _NEEDED_BY_TRAINING)
     from face_emotion.classes import parse_class_list
     from face_emotion.training.config import TrainConfig
     from face_emotion.training.run import run_training
@@ -99,6 +116,14 @@ def train(data_dirs, out_dir, classes, devices, no_progress, **options) -> None:
         f"ECE {m['ece_before_temperature']:.4f} -> {m['ece']:.4f} (temperature {m['calibration']['temperature']:.3f})"
     )
     click.echo(f"model written to {result.model_path}")
+
+
+# What a run needs to import. The extra's other modules are optional here: the ImageNet weights
+# of efficientnet_lite0 (asked for only by --arch efficientnet_lite0 without --init, where their
+# absence is its own one-line error), onnx (export only) - so a lent GPU machine with torch and
+# Lightning trains from a pack with the Lite0 model code alone beside it (scripts/gpu_train.sh).
+_NEEDED_BY_TRAINING = ("torch", "torchvision", "pytorch_lightning", "torchmetrics", "efficientnet_lite_pytorch",
+                       "matplotlib")
 
 
 def _with_defaults(command: click.Command) -> click.Command:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from face_emotion.errors import InvalidArgumentError
 from face_emotion.models.files import BUNDLED, WEIGHTS_FILE, ModelLoadError
 from face_emotion.models.spec import PreprocessSpec
+
+# Fine-tuning a face-emotion model (--init) on a small set - a user's own people, a camera -
+# is another job than training on tens of thousands of faces: the start is already good, so the
+# features must move slowly (a tenth of the head's learning rate, pulled back towards where they
+# started by L2-SP), the few photos all train (no test split carved; validation picks the epoch)
+# in small batches (steps, not epochs, are what a hundred photos lack), and the result must never
+# be worse than the start on validation. These replace the options the user left at their
+# defaults (scripts/adaptation_proxy.py measures them).
+ADAPT_MAX_IMAGES = 3000
+ADAPT_DEFAULTS = {
+    "lr": 1e-3, "backbone_lr_ratio": 0.1, "l2sp": 0.01, "epochs": 20, "batch_size": 16, "patience": 100,
+    "schedule": "cosine", "val_fraction": 0.2, "test_fraction": 0.0, "keep_start": True, "keep_classes": True,
+}
 
 
 @dataclass
@@ -64,6 +77,12 @@ class TrainConfig:
     soft_labels: str | None = None  # CSV of per-file class distributions (e.g. annotator votes)
     schedule: str = "plateau"  # "plateau" (reduce on validation loss) or "cosine" (fixed budget)
     init: str | None = None  # start from a face-emotion model: "bundled", a run folder or a model file
+    bank: str | None = None  # a training pack (data.pack, `face-emotion pack`) instead of data_dirs
+    backbone_lr_ratio: float = 1.0  # the backbone's learning rate as a fraction of the head's
+    l2sp: float = 0.0  # strength of the pull back towards the starting weights (with --init)
+    keep_start: bool = False  # with --init: keep the start if it scores higher on validation
+    keep_classes: bool = False  # with --init and no --classes, data of known classes only: the others stay
+    adapt: str = "auto"  # "auto": ADAPT_DEFAULTS when fine-tuning a model on a small set; "off"
     detect: bool = True  # detect and crop faces first (uncropped photos); False: files are face crops
     detector: str | None = None  # face detector name; None: the default
     extra: dict = field(default_factory=dict)  # free-form notes written into the model description
@@ -95,6 +114,20 @@ class TrainConfig:
             raise InvalidArgumentError(f"framings must be template, given or both, not {self.framings!r}")
         if (self.distill or self.soft_labels) and self.crops != "memory":
             raise InvalidArgumentError("--distill and --soft-labels need --crops memory")
+        if self.adapt not in ("auto", "off"):
+            raise InvalidArgumentError(f"adapt must be auto or off, not {self.adapt!r}")
+
+
+def settle_adaptation(config: TrainConfig, n_images: int) -> bool:
+    """Apply ADAPT_DEFAULTS to the options left at their defaults when ``config`` fine-tunes a
+    face-emotion model on ``n_images`` <= ADAPT_MAX_IMAGES. Returns whether it did."""
+    if config.adapt == "off" or not config.init or n_images > ADAPT_MAX_IMAGES:
+        return False
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for name, value in ADAPT_DEFAULTS.items():
+        if getattr(config, name) == defaults[name]:
+            setattr(config, name, value)
+    return True
 
 
 def _check_init(init: str) -> None:

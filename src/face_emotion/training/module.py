@@ -39,10 +39,29 @@ class EmotionClassifier(pl.LightningModule):
         schedule: str = "plateau",
         distill_alpha: float = 0.5,
         distill_temperature: float = 2.0,
+        head_name: str | None = None,
+        backbone_lr_ratio: float = 1.0,
+        l2sp: float = 0.0,
+        trained_classes: list[int] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["network"])
         self.network = network
+        # L2-SP (Li et al. 2018): pull the backbone towards the weights it started from, not
+        # towards zero, so a few hundred photos adjust the features instead of overwriting them.
+        self._start = {
+            name: p.detach().clone() for name, p in network.named_parameters()
+            if l2sp > 0 and not (head_name and name.startswith(head_name + "."))
+        }
+        # Classes the data has: the others (a started model's classes the user's photos lack)
+        # are left out of the softmax while training, so their head rows keep what they knew.
+        present = remap = None
+        if trained_classes is not None and len(trained_classes) < num_classes:
+            present = torch.tensor(sorted(trained_classes), dtype=torch.long)
+            remap = torch.full((num_classes,), -100, dtype=torch.long)
+            remap[present] = torch.arange(len(present))
+        self.register_buffer("present", present, persistent=False)
+        self.register_buffer("remap", remap, persistent=False)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         self.train_acc = MulticlassAccuracy(num_classes)
@@ -54,13 +73,32 @@ class EmotionClassifier(pl.LightningModule):
 
     def _loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         logits = logits.float()
+        weights = self.class_weights
+        if self.present is not None:
+            logits, batch = logits[:, self.present], dict(batch)
+            batch["labels"] = self.remap[batch["labels"]]
+            if batch.get("targets") is not None:
+                kept = batch["targets"][:, self.present]
+                batch["targets"] = kept / kept.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            if batch.get("teacher") is not None:
+                batch["teacher"] = batch["teacher"][:, self.present]
+            weights = None if weights is None else weights[self.present]
+        loss = self._data_loss(logits, batch, weights)
+        if self._start:
+            start = self._start
+            if next(iter(start.values())).device != logits.device:
+                self._start = start = {k: v.to(logits.device) for k, v in start.items()}
+            drift = sum(((p - start[name]) ** 2).sum() for name, p in self.network.named_parameters() if name in start)
+            loss = loss + 0.5 * self.hparams.l2sp * drift
+        return loss
+
+    def _data_loss(self, logits: torch.Tensor, batch: dict, weights: torch.Tensor | None) -> torch.Tensor:
         if batch.get("targets") is not None:
             # A class distribution per image (soft labels, e.g. FER+ annotator votes).
-            loss = F.cross_entropy(logits, batch["targets"], weight=self.class_weights)
+            loss = F.cross_entropy(logits, batch["targets"], weight=weights)
         else:
-            loss = F.cross_entropy(
-                logits, batch["labels"], weight=self.class_weights, label_smoothing=self.hparams.label_smoothing
-            )
+            loss = F.cross_entropy(logits, batch["labels"], weight=weights,
+                                   label_smoothing=self.hparams.label_smoothing)
         teacher = batch.get("teacher")
         if teacher is None:
             return loss
@@ -109,8 +147,18 @@ class EmotionClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         # Only trainable parameters: head-first fine-tuning adds the backbone as a new group later.
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimiser = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        head = self.hparams.head_name
+        ratio = self.hparams.backbone_lr_ratio
+        named = [(n, p) for n, p in self.network.named_parameters() if p.requires_grad]
+        if head and ratio != 1.0:
+            # A head learns a new task fast; features learnt on tens of thousands of faces
+            # should move slowly.
+            groups = [{"params": [p for n, p in named if n.startswith(head + ".")], "lr": self.hparams.lr},
+                      {"params": [p for n, p in named if not n.startswith(head + ".")], "lr": self.hparams.lr * ratio}]
+            groups = [g for g in groups if g["params"]]
+        else:
+            groups = [{"params": [p for _, p in named], "lr": self.hparams.lr}]
+        optimiser = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         if self.hparams.schedule == "cosine":
             # A fixed budget of epochs (fine-tuning, distillation): warm up for the first 5 % of
             # the steps, then cosine to zero by the last one.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -24,8 +25,8 @@ from face_emotion.evaluation.calibration import choose_temperature
 from face_emotion.models.backbones import create_network, get_backbone
 from face_emotion.models.spec import TRAIN_DIGEST_CHARS, ModelSpec, PreprocessSpec
 from face_emotion.models.transfer import init_from_model, with_head
-from face_emotion.training.config import TrainConfig, cuda_in_use
-from face_emotion.training.data import bank_data, file_data, loss_weights, run_splits
+from face_emotion.training.config import TrainConfig, cuda_in_use, settle_adaptation
+from face_emotion.training.data import bank_data, file_data, loss_weights, pack_data, run_splits
 from face_emotion.training.outputs import read_logged_rows, restore_logged_history, write_run_folder
 from face_emotion.version import __version__
 
@@ -81,25 +82,42 @@ def run_training(config: TrainConfig) -> TrainResult | None:
     started = time.time()
     out = Path(config.out_dir)
     _quiet_third_party()
+    # A fresh head (or a whole fresh network) is drawn before the loop seeds everything: seeded
+    # here, a run is the same run each time.
+    torch.manual_seed(config.seed)
     backbone = get_backbone(config.arch)  # fail on a bad name before scanning thousands of files
+    if config.bank:
+        from face_emotion.data.pack import pack_header
+
+        pack_header(config.bank)  # a wrong file fails before any weights are looked for
     # Weights before data: a missing download must fail in a second, not after a detection
     # pass over every photo, and must leave no run folder behind.
     if config.init:
         network = None  # built below, once the classes are known
     else:
         network = create_network(config.arch, 2, config.dropout, weights=config.weights)
-    scan = scan_dataset(config.data_dirs, config.classes)
+    pack = None
+    if config.bank:
+        pack, scan = _open_pack(config)
+    else:
+        scan = scan_dataset(config.data_dirs, config.classes)
     classes = scan.classes
     if len(classes) < 2:
         raise DatasetError(f"need at least two classes to train, found {classes}")
     if config.init:
+        if settle_adaptation(config, len(scan.samples)):
+            print(f"fine-tuning {config.init} on {len(scan.samples)} images: lr {config.lr:g} "
+                  f"(backbone x{config.backbone_lr_ratio:g}), L2-SP {config.l2sp:g}, {config.epochs} epochs of batches "
+                  f"of {config.batch_size}, validation {config.val_fraction:g}, test {config.test_fraction:g}, "
+                  f"keep the start if it is better (--adapt off: plain defaults)", flush=True)
+        classes = _with_start_classes(config, classes)
         network = init_from_model(config.init, config.arch, classes, config.dropout)
     else:
         network = with_head(network, config.arch, len(classes), config.dropout)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(config, out, started, backbone, scan, classes, network)
+        return _train(config, out, started, backbone, scan, classes, network, pack)
     except BaseException:
         if created and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave nothing behind
@@ -128,7 +146,54 @@ def _quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
-def _train(config: TrainConfig, out: Path, started: float, backbone, scan: DatasetScan, classes: list[str], network):
+def _with_start_classes(config: TrainConfig, classes: list[str]) -> list[str]:
+    """--keep-classes: the start's classes when the data's are all among them (the others stay in
+    the model, left out of the loss). A class the start does not know (pain) makes a new task,
+    whose classes are the data's own."""
+    if not config.keep_classes or config.classes is not None:
+        return classes
+    from face_emotion.models.store import read_spec
+
+    start_classes = list(read_spec(config.init).classes)
+    lacking = [c for c in start_classes if c not in classes]
+    if not lacking or not set(classes) <= set(start_classes):
+        return classes
+    print(f"keeping the classes the data lacks: {', '.join(lacking)}", flush=True)
+    return start_classes
+
+
+def _open_pack(config: TrainConfig):
+    """A training pack as a scan with given splits; the run's crop geometry becomes the pack's."""
+    from face_emotion.data.pack import read_pack
+
+    if config.data_dirs:
+        raise InvalidArgumentError("give data folders or --bank, not both")
+    pack = read_pack(config.bank)
+    if config.classes and list(config.classes) != pack.classes:
+        raise InvalidArgumentError(f"--classes {','.join(config.classes)}: the pack holds {','.join(pack.classes)}")
+    made = pack.meta["preprocess"]
+    if config.color_mode != made["color_mode"]:
+        raise InvalidArgumentError(f"the pack holds {made['color_mode']} crops; this run wants {config.color_mode}")
+    for name in ("face_margin", "face_align", "face_resolution"):
+        setattr(config, name, made.get(name))
+    widest = pack.meta["side"] / pack.meta["core"]
+    if config.zoom_out > widest:
+        print(f"zoom-out {config.zoom_out:g} -> {widest:.3f}: the context the pack holds", flush=True)
+        config.zoom_out = widest
+    # The framings follow the pack unless asked otherwise; a pack of crops as given has no other.
+    packed = pack.meta.get("framings", "both")
+    if packed == "given":
+        config.detect = False
+    elif config.framings == TrainConfig.framings:
+        config.framings = packed
+    samples = [s for split in pack.splits.values() for s in split]
+    scan = DatasetScan(classes=list(pack.classes), samples=samples, given_splits=pack.splits,
+                       roots={}, duplicates_removed=0)
+    return pack, scan
+
+
+def _train(config: TrainConfig, out: Path, started: float, backbone, scan: DatasetScan, classes: list[str], network,
+           pack=None):
     """Fit, then score validation and test through the inference path and write the run folder."""
     import pytorch_lightning as pl
 
@@ -142,18 +207,27 @@ def _train(config: TrainConfig, out: Path, started: float, backbone, scan: Datas
     )
     if cuda_in_use(config.accelerator):
         network = network.to(memory_format=torch.channels_last)  # faster convolutions under bf16
-    make_data = bank_data if config.crops == "memory" else file_data
-    datamodule, loaders, splits = make_data(config, scan, splits, classes, preprocess)
+    if pack is not None:
+        datamodule, loaders, splits = pack_data(config, pack, splits, classes, preprocess)
+    else:
+        make_data = bank_data if config.crops == "memory" else file_data
+        datamodule, loaders, splits = make_data(config, scan, splits, classes, preprocess)
     module = EmotionClassifier(
         network, len(classes), lr=config.lr, weight_decay=config.weight_decay,
         label_smoothing=config.label_smoothing, class_weights=loss_weights(config, splits, classes),
         schedule=config.schedule, distill_alpha=config.distill_alpha, distill_temperature=config.distill_temperature,
+        head_name=backbone.head_name, backbone_lr_ratio=config.backbone_lr_ratio,
+        l2sp=config.l2sp if config.init else 0.0,
+        trained_classes=[i for i, c in enumerate(classes) if c in scan.classes],
     )
+    start_network = copy.deepcopy(network) if config.init and config.keep_start else None
     fitted = _fit(config, out, module, datamodule, backbone, scan, splits)
     if fitted is None:  # a non-zero DDP rank: rank 0 scores and writes
         return None
     epochs_run, best_val_macro_f1 = fitted
     network = module.network.cpu().eval()
+    if start_network is not None:
+        network = _better_of(config, start_network.cpu().eval(), network, preprocess, classes, splits, loaders)
     scores = _score(config, network, preprocess, classes, splits, loaders)
     spec = _final_spec(config, preprocess, classes, scan, splits, scores,
                        epochs_run=epochs_run, best_val_macro_f1=best_val_macro_f1, started=started)
@@ -228,6 +302,37 @@ class _Scores:
     val_metrics: dict
     calibration: dict
     other_framings: dict  # framing -> headline figures, for the framings beside the primary one
+
+
+def _better_of(config: TrainConfig, start, trained, preprocess: PreprocessSpec, classes: list[str], splits: dict,
+               loaders: dict):
+    """--keep-start: never hand back a model worse than the one the run started from. Both are
+    scored on validation in the primary framing (macro-F1, then accuracy); a tie keeps the start."""
+    from face_emotion.evaluation.scoring import Scored, collect_logits, metrics_from_scores
+    from face_emotion.inference.backends import PyTorchBackend
+    from face_emotion.inference.predictor import Predictor
+
+    draft = ModelSpec(architecture=config.arch, classes=tuple(classes), preprocess=preprocess)
+    loader, has_face = loaders[next(iter(loaders))]
+    samples = splits["val"]
+    found = samples if has_face is None else [s for s in samples if s.digest in has_face]
+    missed = [] if has_face is None else [s for s in samples if s.digest not in has_face]
+    index = {name: i for i, name in enumerate(classes)}
+
+    def figures(network) -> tuple[float, float]:
+        predictor = Predictor(PyTorchBackend.from_network(network, draft))
+        logits, targets = collect_logits(predictor, found, classes, loader=loader,
+                                         batch_size=max(config.batch_size, 64))
+        m = metrics_from_scores(Scored(logits, targets, found, missed, [index[s.label] for s in missed]),
+                                classes, classes, 1.0, per_source=False)
+        return m["macro_f1"], m["accuracy"]
+
+    before, after = figures(start), figures(trained)
+    kept = before >= after
+    config.extra["kept_start"] = kept
+    if kept:
+        print(f"kept the start: validation macro-F1 {before[0]:.4f} against {after[0]:.4f} after training", flush=True)
+    return start if kept else trained
 
 
 def _score(config: TrainConfig, network, preprocess: PreprocessSpec, classes: list[str], splits: dict,
