@@ -111,7 +111,11 @@ def _is_runnable(model: bytes) -> bool:
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    inputs = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"]).get_inputs()
+    return _takes_any_size(onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"]))
+
+
+def _takes_any_size(session) -> bool:
+    inputs = session.get_inputs()
     return len(inputs) == 1 and not any(isinstance(d, int) for d in inputs[0].shape[2:])
 
 
@@ -120,8 +124,12 @@ class OnnxRuntimeRunner:
     works in one session, and the session may be run from several threads at once."""
 
     def __init__(self, model: bytes, num_threads: int | None = None) -> None:
-        runnable = runnable_model(model)  # checks that onnx (and so this backend) is installed
-        import onnxruntime
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise DetectorUnavailableError(
+                "backend='onnxruntime' needs onnxruntime: pip install onnxruntime (or use backend='opencv')"
+            ) from error
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
@@ -136,7 +144,11 @@ class OnnxRuntimeRunner:
             # in every worker oversubscribes them.
             options.intra_op_num_threads = int(num_threads)
             options.inter_op_num_threads = 1
-        self._session = onnxruntime.InferenceSession(runnable, options, providers=["CPUExecutionProvider"])
+        # One session for the shipped file, which takes any size already; another file is rewritten first.
+        session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        if not _takes_any_size(session):
+            session = onnxruntime.InferenceSession(runnable_model(model), options, providers=["CPUExecutionProvider"])
+        self._session = session
 
     def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
         return self._session.run(OUTPUT_NAMES, {"input.1": blob})
