@@ -123,6 +123,8 @@ def int8_check(model_dir: Path, spec, calibration_crops: list, fp32_nodes: list[
             rows[name] = np.concatenate([predictor.logits(test_crops[i : i + 256])
                                          for i in range(0, len(test_crops), 256)])
         shutil.copy(Path(tmp) / "int8.onnx", out)
+        # The fp32 form ships too: the base install has no torch to derive it from the weights.
+        shutil.copy(Path(tmp) / "fp32.onnx", out.parent / "model.onnx")
     accuracy = {k: float((v.argmax(1) == targets).mean()) for k, v in rows.items()}
     return {
         "calibration": int8.calibration, "quantization": int8.quantization,
