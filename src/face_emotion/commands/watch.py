@@ -24,10 +24,8 @@ from face_emotion.inference.backends import backend_names
 from face_emotion.video.analyse import DEFAULT_DETECT_INTERVAL_S
 from face_emotion.video.smoothing import DEFAULT_SMOOTH_S
 
+
 # What watch needs of the video extra (its timeline plots are not used here).
-WATCH_MODULES = ("av", "trackers", "supervision")
-
-
 @click.command()
 @click.argument("source")
 @click.option("--model", "model_path", help="Run folder, .safetensors or .onnx file (default: the bundled model).")
@@ -78,7 +76,7 @@ def watch(source, model_path, as_json, csv_path, annotate_path, summary_path, ma
     from face_emotion.inference.predictor import WHOLE_IMAGE, Predictor
     from face_emotion.video import VideoAnalyser, VideoOptions
 
-    require_extra("video", "watch", WATCH_MODULES)
+    require_extra("video", "watch")
     if as_json and csv_path is not None and str(csv_path) == "-":
         _fail("--json and --csv - both write to stdout: choose one")
     if no_detect and detector not in (None, WHOLE_IMAGE):

@@ -12,6 +12,9 @@ from face_emotion.video.summary import TrackSeries
 def timeline_figure(series: dict[int, TrackSeries], classes: tuple[str, ...], *, title: str = ""):
     """One panel per track, one line per emotion; an empty panel says that no face was found.
     ``title`` is a caption under the panels (the clip's path)."""
+    from face_emotion.errors import require_extra
+
+    require_extra("video", "--timeline", ("matplotlib",))
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window or need a display
